@@ -1,0 +1,209 @@
+//! The command line. Flag names are a contract: users script against them in CI, so add flags,
+//! never rename them. Each connection flag also reads an environment variable.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use idembench_loadgen::StreamSpec;
+
+use crate::processor::CommitMode;
+use crate::redis::RedisClientKind;
+use crate::run::{Connections, RunConfig};
+use crate::strategy::StrategyKind;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "idembench",
+    version,
+    about = "Measure Kafka consumer idempotency strategies on real Kafka, Redis and Postgres"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Produce a seeded trade stream, process it with one strategy, audit it, write result.json.
+    Run(Box<RunArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Idempotency strategy.
+    #[arg(long, value_enum, default_value = "redis-only")]
+    pub strategy: StrategyKind,
+    /// Redis client library the strategy runs on.
+    #[arg(long, value_enum, default_value = "redis-rs")]
+    pub redis_client: RedisClientKind,
+
+    /// Logical trades (unique trade ids) to produce.
+    #[arg(long, default_value_t = 10_000)]
+    pub trades: u64,
+    /// Offered load in messages per second (open loop); 0 sends as fast as possible.
+    #[arg(long, default_value_t = 500.0)]
+    pub rate: f64,
+    /// Fraction of logical trades sent twice, 0.0–1.0.
+    #[arg(long, default_value_t = 0.1)]
+    pub duplicate_rate: f64,
+    /// Fraction of the duplicates sent late rather than right after the original, 0.0–1.0.
+    #[arg(long, default_value_t = 0.0)]
+    pub late_duplicate_share: f64,
+    /// How long after its original a late duplicate is sent, in ms.
+    #[arg(long, default_value_t = 1_000)]
+    pub late_duplicate_delay_ms: u64,
+    /// Zipf exponent of the account (Kafka key) distribution; 0 = uniform.
+    #[arg(long, default_value_t = 0.0)]
+    pub key_skew: f64,
+    /// Distinct accounts (Kafka keys).
+    #[arg(long, default_value_t = 1_000)]
+    pub accounts: u32,
+    /// Distinct instruments.
+    #[arg(long, default_value_t = 20)]
+    pub instruments: u32,
+    /// Bytes per message value (at least the 50-byte trade encoding).
+    #[arg(long, default_value_t = 256)]
+    pub payload_bytes: usize,
+    /// Seed of the stream: the same seed gives the same trades and duplicates.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Partitions of the run's topic.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: usize,
+    /// Replication factor of the run's topic.
+    #[arg(long, default_value_t = 1)]
+    pub replication_factor: i32,
+    /// Worker tasks; each owns the partitions p with p % workers == its index. Default: one per partition.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// How offsets are committed after each message.
+    #[arg(long, value_enum, default_value = "interval")]
+    pub commit_mode: CommitMode,
+    /// Period of offset commits in `interval` mode, ms.
+    #[arg(long, default_value_t = 100)]
+    pub commit_interval_ms: u64,
+    /// TTL of the PROCESSING claim, ms (design note: 5 min).
+    #[arg(long, default_value_t = 300_000)]
+    pub processing_ttl_ms: u64,
+    /// TTL of the DONE mark, ms (design note: 7 days).
+    #[arg(long, default_value_t = 604_800_000)]
+    pub done_ttl_ms: u64,
+    /// Drop the unique constraint on the trade id (the design note leans on it).
+    #[arg(long)]
+    pub no_unique_constraint: bool,
+    /// Connections (redis-rs) or pool size (fred) to Redis.
+    #[arg(long, default_value_t = 1)]
+    pub redis_connections: usize,
+    /// Postgres pool size. Default: workers + 2.
+    #[arg(long)]
+    pub postgres_connections: Option<u32>,
+    /// Producer linger.ms (batching delay).
+    #[arg(long, default_value_t = 1)]
+    pub linger_ms: u32,
+
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        env = "IDEMBENCH_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub kafka_brokers: String,
+    /// Redis URL.
+    #[arg(
+        long,
+        env = "IDEMBENCH_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
+    /// Postgres URL.
+    #[arg(
+        long,
+        env = "IDEMBENCH_POSTGRES_URL",
+        default_value = "postgres://idembench:idembench@127.0.0.1:5432/idembench",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub postgres_url: String,
+    /// Give up on a service that does not answer within this many ms.
+    #[arg(long, default_value_t = 5_000)]
+    pub connect_timeout_ms: u64,
+    /// Give up waiting for the processor to drain after this many ms; the report is then partial.
+    #[arg(long, default_value_t = 120_000)]
+    pub drain_timeout_ms: u64,
+
+    /// Directory for result.json (must not hold one yet). Default: reports/runs/<run id>.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Keep the run's topic, Postgres schema and Redis keys for inspection.
+    #[arg(long)]
+    pub keep_state: bool,
+    /// Print nothing but errors and the final summary.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl RunArgs {
+    pub fn into_config(self, command: String) -> RunConfig {
+        let workers = self.workers.unwrap_or(self.partitions).max(1);
+        RunConfig {
+            strategy: self.strategy,
+            redis_client: self.redis_client,
+            stream: StreamSpec {
+                trades: self.trades,
+                accounts: self.accounts,
+                instruments: self.instruments,
+                duplicate_rate: self.duplicate_rate,
+                late_duplicate_share: self.late_duplicate_share,
+                late_duplicate_delay_ms: self.late_duplicate_delay_ms,
+                key_skew: self.key_skew,
+                payload_bytes: self.payload_bytes,
+                seed: self.seed,
+            },
+            rate: self.rate,
+            partitions: self.partitions,
+            replication_factor: self.replication_factor,
+            workers,
+            commit_mode: self.commit_mode,
+            commit_interval_ms: self.commit_interval_ms,
+            processing_ttl_ms: self.processing_ttl_ms,
+            done_ttl_ms: self.done_ttl_ms,
+            unique_constraint: !self.no_unique_constraint,
+            redis_connections: self.redis_connections,
+            postgres_connections: self.postgres_connections.unwrap_or(workers as u32 + 2),
+            linger_ms: self.linger_ms,
+            connect_timeout_ms: self.connect_timeout_ms,
+            drain_timeout_ms: self.drain_timeout_ms,
+            keep_state: self.keep_state,
+            quiet: self.quiet,
+            connections: Connections {
+                kafka_brokers: self.kafka_brokers,
+                redis_url: self.redis_url,
+                postgres_url: self.postgres_url,
+            },
+            out: self.out,
+            command,
+        }
+    }
+}
+
+/// The command line as typed, with URLs passed as flags redacted, for the report.
+pub fn redacted_command_line(args: impl IntoIterator<Item = String>) -> String {
+    args.into_iter()
+        .map(|arg| {
+            if arg.contains("://") {
+                crate::redact::redact_url(&arg)
+            } else {
+                arg
+            }
+        })
+        .map(|arg| match arg.split_once("=") {
+            Some((flag, value)) if flag.starts_with("--") && value.contains("://") => {
+                format!("{flag}={}", crate::redact::redact_url(value))
+            }
+            _ => arg,
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

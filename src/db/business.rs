@@ -1,0 +1,90 @@
+//! The business transaction every strategy ends in: the trade row, an outbox row, and the
+//! position update, committed together or not at all.
+
+use idembench_loadgen::{Side, Trade};
+use sqlx::{Postgres, Transaction};
+
+use super::{Db, DbError};
+
+/// What the business write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusinessOutcome {
+    /// Committed: the trade now has one more effect.
+    Applied,
+    /// The trade id's unique constraint rejected the insert; the transaction rolled back.
+    CaughtByConstraint,
+}
+
+const UNIQUE_VIOLATION: &str = "23505";
+
+impl Db {
+    /// Runs the whole business transaction for one trade.
+    pub async fn apply_trade(&self, trade: &Trade) -> Result<BusinessOutcome, DbError> {
+        let mut tx = self.pool().begin().await.map_err(DbError::query("BEGIN"))?;
+        let outcome = write_effects(&mut tx, trade).await?;
+        if outcome == BusinessOutcome::Applied {
+            tx.commit().await.map_err(DbError::query("COMMIT"))?;
+        }
+        // Otherwise dropping `tx` rolls it back.
+        Ok(outcome)
+    }
+}
+
+/// The three writes, inside a transaction the caller owns (so a strategy can add its own rows,
+/// such as an inbox row, to the same transaction).
+pub async fn write_effects(
+    tx: &mut Transaction<'_, Postgres>,
+    trade: &Trade,
+) -> Result<BusinessOutcome, DbError> {
+    let side: i16 = match trade.side {
+        Side::Buy => 0,
+        Side::Sell => 1,
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO trades (trade_id, account, instrument, side, quantity, price) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(db_id(trade.trade_id))
+    .bind(i64::from(trade.account))
+    .bind(i64::from(trade.instrument))
+    .bind(side)
+    .bind(i64::from(trade.quantity))
+    .bind(trade.price)
+    .execute(&mut **tx)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(UNIQUE_VIOLATION) => {
+            return Ok(BusinessOutcome::CaughtByConstraint);
+        }
+        Err(source) => {
+            return Err(DbError::Query {
+                what: "INSERT INTO trades",
+                source,
+            });
+        }
+    }
+    let mut event = trade.clone();
+    event.copy = 0;
+    sqlx::query("INSERT INTO outbox (trade_id, payload) VALUES ($1, $2)")
+        .bind(db_id(trade.trade_id))
+        .bind(event.encode(0))
+        .execute(&mut **tx)
+        .await
+        .map_err(DbError::query("INSERT INTO outbox"))?;
+    sqlx::query(
+        "INSERT INTO positions (account, instrument, quantity) VALUES ($1, $2, $3) \
+         ON CONFLICT (account, instrument) DO UPDATE SET quantity = positions.quantity + EXCLUDED.quantity",
+    )
+    .bind(i64::from(trade.account))
+    .bind(i64::from(trade.instrument))
+    .bind(trade.signed_quantity())
+    .execute(&mut **tx)
+    .await
+    .map_err(DbError::query("upserting the position"))?;
+    Ok(BusinessOutcome::Applied)
+}
+
+/// Trade ids are generated from 1 upwards and stay far below `i64::MAX`.
+pub fn db_id(trade_id: u64) -> i64 {
+    i64::try_from(trade_id).expect("trade ids fit in BIGINT")
+}

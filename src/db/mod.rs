@@ -1,0 +1,142 @@
+//! Postgres through sqlx: the per-run schema, its migrations, and the business transaction.
+//!
+//! Every run gets a schema of its own (`search_path` is set on each pooled connection), so runs
+//! never see each other's rows and the audit reads exactly one run. The schema is dropped after
+//! the audit unless `--keep-state` asks to keep it for inspection.
+
+pub mod business;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, ConnectOptions};
+
+use crate::redact::redact_url;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot connect to Postgres at {address}: {cause}")]
+    Connect { address: String, cause: String },
+    #[error("migrating schema {schema} failed: {cause}")]
+    Migrate { schema: String, cause: String },
+    #[error("Postgres {what} failed: {source}")]
+    Query {
+        what: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+impl DbError {
+    pub fn query(what: &'static str) -> impl FnOnce(sqlx::Error) -> DbError {
+        move |source| DbError::Query { what, source }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DbSettings {
+    pub url: String,
+    pub connections: u32,
+    pub connect_timeout: Duration,
+}
+
+/// A pool whose connections all work in one run's schema.
+#[derive(Clone)]
+pub struct Db {
+    pool: PgPool,
+    schema: String,
+}
+
+impl Db {
+    /// Connects, failing within `connect_timeout` if Postgres does not answer or refuses us.
+    pub async fn connect(settings: &DbSettings, schema: &str) -> Result<Db, DbError> {
+        let connect_error = |cause: String| DbError::Connect {
+            address: redact_url(&settings.url),
+            cause,
+        };
+        assert!(
+            is_identifier(schema),
+            "schema names are generated, never user input: {schema}"
+        );
+        let options: PgConnectOptions = settings
+            .url
+            .parse()
+            .map_err(|e: sqlx::Error| connect_error(e.to_string()))?;
+        let options = options
+            .application_name("idembench")
+            .options([("search_path", schema)])
+            .log_statements(tracing::log::LevelFilter::Trace);
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.connections.max(1))
+            .acquire_timeout(settings.connect_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
+        Ok(Db {
+            pool,
+            schema: schema.to_string(),
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Creates the run's schema and applies the migrations in it; drops the trade id's unique
+    /// constraint when the run asks for that.
+    pub async fn prepare(&self, unique_constraint: bool) -> Result<(), DbError> {
+        let create = format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", self.schema);
+        sqlx::query(AssertSqlSafe(create))
+            .execute(&self.pool)
+            .await
+            .map_err(DbError::query("CREATE SCHEMA"))?;
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| DbError::Migrate {
+                schema: self.schema.clone(),
+                cause: e.to_string(),
+            })?;
+        if !unique_constraint {
+            sqlx::query("ALTER TABLE trades DROP CONSTRAINT IF EXISTS trades_trade_id_key")
+                .execute(&self.pool)
+                .await
+                .map_err(DbError::query("dropping the unique constraint"))?;
+        }
+        Ok(())
+    }
+
+    pub async fn server_version(&self) -> Result<String, DbError> {
+        sqlx::query_scalar::<_, String>("SHOW server_version")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(DbError::query("SHOW server_version"))
+    }
+
+    pub async fn drop_schema(&self) -> Result<(), DbError> {
+        let drop = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema);
+        sqlx::query(AssertSqlSafe(drop))
+            .execute(&self.pool)
+            .await
+            .map_err(DbError::query("DROP SCHEMA"))?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}

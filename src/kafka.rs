@@ -1,0 +1,200 @@
+//! Kafka administration around a run: is the cluster there, the run's own topic, and its removal.
+//! The hot paths (producing, consuming) live in `loadgen` and [`crate::processor`].
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use rdkafka::util::Timeout;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    #[error("cannot reach Kafka at {brokers}: {cause}")]
+    Unreachable { brokers: String, cause: String },
+    #[error("cannot create topic {topic}: {cause}")]
+    CreateTopic { topic: String, cause: String },
+    #[error("cannot create a Kafka client: {0}")]
+    Client(#[source] KafkaError),
+}
+
+/// What the cluster told us about itself, for `result.json`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ClusterInfo {
+    pub brokers: usize,
+    /// The Kafka protocol does not report a broker's release; librdkafka's version is exact.
+    pub librdkafka_version: String,
+}
+
+fn base_config(brokers: &str, timeout: Duration) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set(
+            "socket.connection.setup.timeout.ms",
+            timeout.as_millis().to_string(),
+        )
+        // librdkafka logs every failed connect attempt; the error we return says it once.
+        .set("log_level", "3");
+    config
+}
+
+pub struct Admin {
+    client: std::sync::Arc<AdminClient<DefaultClientContext>>,
+    brokers: String,
+    timeout: Duration,
+}
+
+impl Admin {
+    /// Connects and fetches cluster metadata, failing within about `timeout` if no broker answers.
+    pub async fn connect(
+        brokers: &str,
+        timeout: Duration,
+    ) -> Result<(Admin, ClusterInfo), KafkaSetupError> {
+        let client: AdminClient<DefaultClientContext> = base_config(brokers, timeout)
+            .create()
+            .map_err(KafkaSetupError::Client)?;
+        let admin = Admin {
+            client: std::sync::Arc::new(client),
+            brokers: brokers.to_string(),
+            timeout,
+        };
+        let brokers_seen = admin.broker_count().await?;
+        let (_, librdkafka_version) = rdkafka::util::get_rdkafka_version();
+        Ok((
+            admin,
+            ClusterInfo {
+                brokers: brokers_seen,
+                librdkafka_version,
+            },
+        ))
+    }
+
+    async fn broker_count(&self) -> Result<usize, KafkaSetupError> {
+        let topic = None;
+        self.metadata(topic).await.map(|(brokers, _)| brokers)
+    }
+
+    /// (brokers, partitions with a leader of `topic`, if asked).
+    async fn metadata(&self, topic: Option<String>) -> Result<(usize, usize), KafkaSetupError> {
+        let client = self.client.clone();
+        let timeout = self.timeout;
+        let result = tokio::task::spawn_blocking(move || {
+            client
+                .inner()
+                .fetch_metadata(topic.as_deref(), Timeout::After(timeout))
+                .map(|metadata| {
+                    let leaders = metadata
+                        .topics()
+                        .iter()
+                        .filter(|t| t.error().is_none())
+                        .flat_map(|t| t.partitions())
+                        .filter(|p| p.leader() >= 0 && p.error().is_none())
+                        .count();
+                    (metadata.brokers().len(), leaders)
+                })
+        })
+        .await
+        .expect("metadata task panicked");
+        result.map_err(|e| KafkaSetupError::Unreachable {
+            brokers: self.brokers.clone(),
+            cause: e.to_string(),
+        })
+    }
+
+    /// Creates the run's topic and waits until every partition has a leader.
+    pub async fn create_topic(
+        &self,
+        topic: &str,
+        partitions: usize,
+        replication: i32,
+    ) -> Result<(), KafkaSetupError> {
+        let create_error = |cause: String| KafkaSetupError::CreateTopic {
+            topic: topic.to_string(),
+            cause,
+        };
+        let partition_count =
+            i32::try_from(partitions).map_err(|_| create_error("too many partitions".into()))?;
+        let new_topic = NewTopic::new(topic, partition_count, TopicReplication::Fixed(replication));
+        let options = AdminOptions::new().operation_timeout(Some(Timeout::After(self.timeout)));
+        let results = self
+            .client
+            .create_topics([&new_topic], &options)
+            .await
+            .map_err(|e| create_error(e.to_string()))?;
+        for result in results {
+            result.map_err(|(_, code)| create_error(code.to_string()))?;
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout * 3;
+        loop {
+            let (_, leaders) = self.metadata(Some(topic.to_string())).await?;
+            if leaders == partitions {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(create_error(format!(
+                    "only {leaders} of {partitions} partitions have a leader"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn delete_topic(&self, topic: &str) -> Result<(), KafkaSetupError> {
+        let options = AdminOptions::new().operation_timeout(Some(Timeout::After(self.timeout)));
+        let results = self
+            .client
+            .delete_topics(&[topic], &options)
+            .await
+            .map_err(KafkaSetupError::Client)?;
+        for result in results {
+            result.map_err(|(_, code)| KafkaSetupError::CreateTopic {
+                topic: topic.to_string(),
+                cause: code.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The load generator's producer: acks from all in-sync replicas, idempotent (so a producer
+/// retry never adds a copy the ledger does not know of), batching by `linger_ms`.
+pub fn producer(
+    brokers: &str,
+    linger_ms: u32,
+    timeout: Duration,
+) -> Result<FutureProducer, KafkaSetupError> {
+    base_config(brokers, timeout)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", linger_ms.to_string())
+        .set("queue.buffering.max.messages", "1000000")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .map_err(KafkaSetupError::Client)
+}
+
+/// Connects the producer to the topic's leaders and waits until its idempotence handshake
+/// (InitProducerId) is done, by polling librdkafka's `idemp_state` statistic... not exposed in
+/// the Rust API, so it waits for the topic's metadata and then a fixed grace period.
+pub async fn warm_up(
+    producer: &FutureProducer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<(), KafkaSetupError> {
+    let client = producer.clone();
+    let topic_name = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        rdkafka::producer::Producer::client(&client)
+            .fetch_metadata(Some(&topic_name), Timeout::After(timeout))
+    })
+    .await
+    .expect("metadata task panicked")
+    .map_err(|e| KafkaSetupError::Unreachable {
+        brokers: topic.to_string(),
+        cause: e.to_string(),
+    })?;
+    Ok(())
+}

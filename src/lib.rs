@@ -1,0 +1,28 @@
+//! idembench: puts Kafka consumer idempotency designs to the test on real Kafka, Redis and
+//! Postgres, and reports throughput, latency and exact correctness counts.
+//!
+//! # Layout
+//! The flow is loadgen → Kafka → processor → strategy (Redis and/or Postgres) → business
+//! write → audit → result. One module per stage:
+//! - `idembench_loadgen` (the `loadgen/` crate): trade model, seeded stream, open-loop producer, ledger.
+//! - [`kafka`]: cluster reachability and the run's topic.
+//! - [`processor`]: the consumer group member, per-partition workers, offset commits, metrics.
+//! - [`strategy`]: the idempotency seam — one trait, one file per strategy.
+//! - [`redis`]: the Redis seam — one trait, one file per client library.
+//! - [`db`]: Postgres — per-run schema, migrations, the business transaction.
+//! - [`audit`]: the ledger against Postgres, into exact correctness counts.
+//! - [`result`]: `result.json` and the human summary.
+//! - [`run`]: one run, start to finish; [`cli`]: the command line.
+//! - [`redact`]: passwords never leave the process.
+
+pub mod audit;
+pub mod cli;
+pub mod db;
+pub mod kafka;
+pub mod processor;
+pub mod redact;
+pub mod redis;
+pub mod result;
+pub mod run;
+pub mod strategy;
+pub mod versions;

@@ -1,0 +1,60 @@
+//! `idembench`: parse, build the runtime, run, print. Exit codes are documented in the README:
+//! 0 the run completed and its audit identity holds; 1 the audit identity is violated;
+//! 2 bad flags or configuration; 3 a service is unreachable or failed; 130 interrupted
+//! (a partial report was still written).
+
+use clap::Parser;
+use idembench::cli::{Cli, Command, redacted_command_line};
+use idembench::result::Status;
+use tokio_util::sync::CancellationToken;
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("IDEMBENCH_LOG")
+                .unwrap_or_else(|_| "warn,librdkafka=error,rdkafka=error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => {
+                let cancel = CancellationToken::new();
+                let on_interrupt = cancel.clone();
+                tokio::spawn(async move {
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        eprintln!("[idembench] interrupted: stopping, auditing what was measured, writing a partial report");
+                        on_interrupt.cancel();
+                    }
+                });
+                let config = args.into_config(redacted_command_line(std::env::args()));
+                match idembench::run::execute(config, cancel.clone()).await {
+                    Ok(outcome) => {
+                        print!("{}", outcome.result.summary());
+                        println!("  wrote        {}", outcome.dir.join("result.json").display());
+                        if !outcome.result.correctness.identity_holds {
+                            eprintln!("error: the audit identity does not hold — see correctness in result.json");
+                            1
+                        } else if outcome.result.status == Status::Partial && cancel.is_cancelled() {
+                            130
+                        } else {
+                            0
+                        }
+                    }
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        error.exit_code()
+                    }
+                }
+            }
+        }
+    });
+    // librdkafka threads left behind by an abandoned consumer must not hold the exit up.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    std::process::exit(code);
+}

@@ -1,0 +1,128 @@
+//! What a worker measures. Each worker owns one [`WorkerMetrics`] (no locks on the hot path);
+//! the processor merges them once, when the workers are done.
+
+use hdrhistogram::Histogram;
+use idembench_loadgen::producer::new_histogram;
+use serde::Serialize;
+
+use crate::strategy::{Outcome, StageTimes};
+
+#[derive(Clone, Debug)]
+pub struct WorkerMetrics {
+    /// Completion (offset committed) minus the intended send time, µs.
+    pub end_to_end_from_intended_us: Histogram<u64>,
+    /// Completion minus the actual send time, µs.
+    pub end_to_end_from_sent_us: Histogram<u64>,
+    pub claim_us: Histogram<u64>,
+    pub business_us: Histogram<u64>,
+    pub mark_done_us: Histogram<u64>,
+    pub offset_commit_us: Histogram<u64>,
+    pub counts: Counts,
+}
+
+/// Per-message outcomes, summed over workers.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    /// Messages taken off the topic (trades and malformed ones).
+    pub messages: u64,
+    pub applied: u64,
+    pub caught_by_constraint: u64,
+    pub skipped_done: u64,
+    pub skipped_in_progress: u64,
+    /// Messages that were not trades; counted, logged, and committed past.
+    pub malformed: u64,
+}
+
+impl Counts {
+    fn add(&mut self, other: &Counts) {
+        self.messages += other.messages;
+        self.applied += other.applied;
+        self.caught_by_constraint += other.caught_by_constraint;
+        self.skipped_done += other.skipped_done;
+        self.skipped_in_progress += other.skipped_in_progress;
+        self.malformed += other.malformed;
+    }
+
+    /// Copies the strategy skipped as duplicates.
+    pub fn duplicates_suppressed(&self) -> u64 {
+        self.skipped_done + self.skipped_in_progress
+    }
+}
+
+impl Default for WorkerMetrics {
+    fn default() -> Self {
+        WorkerMetrics {
+            end_to_end_from_intended_us: new_histogram(),
+            end_to_end_from_sent_us: new_histogram(),
+            claim_us: new_histogram(),
+            business_us: new_histogram(),
+            mark_done_us: new_histogram(),
+            offset_commit_us: new_histogram(),
+            counts: Counts::default(),
+        }
+    }
+}
+
+fn record(histogram: &mut Histogram<u64>, micros: u64) {
+    // Values beyond the histogram's hour-long range saturate rather than vanish.
+    histogram.saturating_record(micros.max(1));
+}
+
+impl WorkerMetrics {
+    pub fn record_outcome(&mut self, outcome: Outcome, stages: &StageTimes) {
+        let counts = &mut self.counts;
+        match outcome {
+            Outcome::Applied => counts.applied += 1,
+            Outcome::CaughtByConstraint => counts.caught_by_constraint += 1,
+            Outcome::SkippedDone => counts.skipped_done += 1,
+            Outcome::SkippedInProgress => counts.skipped_in_progress += 1,
+        }
+        for (histogram, stage) in [
+            (&mut self.claim_us, stages.claim),
+            (&mut self.business_us, stages.business),
+            (&mut self.mark_done_us, stages.mark_done),
+        ] {
+            if let Some(duration) = stage {
+                record(histogram, duration.as_micros() as u64);
+            }
+        }
+    }
+
+    pub fn record_completion(
+        &mut self,
+        intended_us: u64,
+        sent_us: u64,
+        done_us: u64,
+        commit_us: u64,
+    ) {
+        record(
+            &mut self.end_to_end_from_intended_us,
+            done_us.saturating_sub(intended_us),
+        );
+        record(
+            &mut self.end_to_end_from_sent_us,
+            done_us.saturating_sub(sent_us),
+        );
+        record(&mut self.offset_commit_us, commit_us);
+    }
+
+    pub fn merge(&mut self, other: &WorkerMetrics) {
+        for (mine, theirs) in [
+            (
+                &mut self.end_to_end_from_intended_us,
+                &other.end_to_end_from_intended_us,
+            ),
+            (
+                &mut self.end_to_end_from_sent_us,
+                &other.end_to_end_from_sent_us,
+            ),
+            (&mut self.claim_us, &other.claim_us),
+            (&mut self.business_us, &other.business_us),
+            (&mut self.mark_done_us, &other.mark_done_us),
+            (&mut self.offset_commit_us, &other.offset_commit_us),
+        ] {
+            mine.add(theirs).expect("all histograms share one range");
+        }
+        self.counts.add(&other.counts);
+    }
+}

@@ -1,0 +1,527 @@
+//! The consumer under test: a Kafka consumer group member that runs every message through an
+//! idempotency strategy and commits its offset afterwards.
+//!
+//! One dispatcher task reads the consumer and hands each message to the worker that owns its
+//! partition (`partition % workers`), so per-partition order holds while partitions proceed in
+//! parallel. A worker processes its messages one at a time: decode, strategy, offset commit
+//! (`offset + 1`, only after the strategy returned), record latencies into its own histograms.
+//! Offsets are committed explicitly (`enable.auto.commit=false`); malformed messages are
+//! counted, logged and committed past, so one bad record cannot stall a partition.
+
+pub mod metrics;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use idembench_loadgen::Trade;
+use idembench_loadgen::producer::now_us;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode as KafkaCommitMode, Consumer, ConsumerContext, Rebalance,
+    StreamConsumer,
+};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use metrics::{Counts, WorkerMetrics};
+
+use crate::strategy::{StageTimes, Strategy, StrategyError};
+
+/// When offsets are committed. Every mode commits an offset only after its message (and every
+/// earlier one of its partition) has been processed, so all of them are at-least-once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommitMode {
+    /// A committer task commits each partition's latest processed offset every
+    /// `commit_interval` (the default). A crash replays at most one interval of messages.
+    Interval,
+    /// One asynchronous commit per message, as the design note's flow reads. librdkafka sends
+    /// a group's commits one at a time, so at high rates they queue up behind each other.
+    Async,
+    /// One synchronous commit per message: the worker waits for the broker each time.
+    Sync,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessorSettings {
+    pub brokers: String,
+    pub topic: String,
+    pub group_id: String,
+    pub partitions: usize,
+    pub workers: usize,
+    pub commit_mode: CommitMode,
+    /// Period of the committer task in `interval` mode.
+    pub commit_interval: Duration,
+    /// Messages buffered per worker between the dispatcher and the worker.
+    pub queue_depth: usize,
+    /// Longest wait for the consumer to leave the group when the processor stops.
+    pub close_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    #[error("cannot create the Kafka consumer: {0}")]
+    Consumer(#[source] rdkafka::error::KafkaError),
+    #[error("cannot subscribe to topic {topic}: {source}")]
+    Subscribe {
+        topic: String,
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("a worker gave up: {0}")]
+    Strategy(#[from] StrategyError),
+}
+
+/// Where the processor is, readable at any time without stopping it.
+#[derive(Debug)]
+pub struct Progress {
+    /// Next offset to process, per partition (everything before it is done).
+    next_offsets: Vec<AtomicI64>,
+    /// Partitions currently assigned to this consumer.
+    assigned: AtomicUsize,
+    rebalances: AtomicU64,
+    /// Messages fully processed.
+    completed: AtomicU64,
+}
+
+impl Progress {
+    pub fn new(partitions: usize) -> Progress {
+        Progress {
+            next_offsets: (0..partitions).map(|_| AtomicI64::new(0)).collect(),
+            assigned: AtomicUsize::new(0),
+            rebalances: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+        }
+    }
+
+    /// True once every partition has been processed up to `end_offsets` (next offset).
+    pub fn caught_up(&self, end_offsets: &std::collections::BTreeMap<i32, i64>) -> bool {
+        end_offsets.iter().all(|(partition, end)| {
+            let next = usize::try_from(*partition)
+                .ok()
+                .and_then(|p| self.next_offsets.get(p));
+            next.is_some_and(|next| next.load(Ordering::Acquire) >= *end)
+        })
+    }
+
+    /// Messages still to process before `end_offsets` is reached.
+    pub fn lag(&self, end_offsets: &std::collections::BTreeMap<i32, i64>) -> i64 {
+        end_offsets
+            .iter()
+            .map(|(partition, end)| {
+                let next = usize::try_from(*partition)
+                    .ok()
+                    .and_then(|p| self.next_offsets.get(p));
+                (end - next.map_or(0, |n| n.load(Ordering::Acquire))).max(0)
+            })
+            .sum()
+    }
+
+    pub fn completed(&self) -> u64 {
+        self.completed.load(Ordering::Relaxed)
+    }
+
+    pub fn assigned(&self) -> usize {
+        self.assigned.load(Ordering::Acquire)
+    }
+}
+
+struct GroupContext {
+    progress: Arc<Progress>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.progress.rebalances.fetch_add(1, Ordering::Relaxed);
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                tracing::debug!(count = partitions.count(), "partitions assigned");
+                self.progress
+                    .assigned
+                    .store(partitions.count(), Ordering::Release);
+            }
+            Rebalance::Revoke(_) => self.progress.assigned.store(0, Ordering::Release),
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
+        }
+    }
+}
+
+type GroupConsumer = StreamConsumer<GroupContext>;
+
+/// What the processor did, once it has stopped.
+#[derive(Debug)]
+pub struct ProcessorReport {
+    pub metrics: WorkerMetrics,
+    pub elapsed: Duration,
+    pub consumer_errors: u64,
+    pub commit_errors: u64,
+    pub rebalances: u64,
+    /// The consumer did not leave the group within `close_timeout` (it was abandoned).
+    pub close_timed_out: bool,
+}
+
+/// A running processor.
+pub struct Processor {
+    stop: CancellationToken,
+    failed: CancellationToken,
+    progress: Arc<Progress>,
+    dispatcher: JoinHandle<u64>,
+    committer: Option<JoinHandle<u64>>,
+    workers: Vec<JoinHandle<Result<(WorkerMetrics, u64), StrategyError>>>,
+    consumer: Arc<GroupConsumer>,
+    started: Instant,
+    close_timeout: Duration,
+}
+
+impl Processor {
+    /// Joins the group and starts consuming. Partitions arrive asynchronously: see
+    /// [`Processor::wait_for_assignment`].
+    pub fn start(
+        settings: &ProcessorSettings,
+        strategy: Arc<dyn Strategy>,
+    ) -> Result<Processor, ProcessorError> {
+        let progress = Arc::new(Progress::new(settings.partitions));
+        let mut config = ClientConfig::new();
+        // IDEMBENCH_RDKAFKA_DEBUG=cgrp,fetch (librdkafka's `debug` contexts) shows the group's
+        // protocol; the lines go to the log at IDEMBENCH_LOG=rdkafka=debug.
+        if let Ok(contexts) = std::env::var("IDEMBENCH_RDKAFKA_DEBUG") {
+            config.set("debug", contexts);
+        }
+        let consumer: GroupConsumer = config
+            .set("bootstrap.servers", &settings.brokers)
+            .set("group.id", &settings.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("socket.connection.setup.timeout.ms", "5000")
+            .create_with_context(GroupContext {
+                progress: progress.clone(),
+            })
+            .map_err(ProcessorError::Consumer)?;
+        consumer
+            .subscribe(&[&settings.topic])
+            .map_err(|source| ProcessorError::Subscribe {
+                topic: settings.topic.clone(),
+                source,
+            })?;
+        let consumer = Arc::new(consumer);
+        let stop = CancellationToken::new();
+        let failed = CancellationToken::new();
+        let mut senders = Vec::new();
+        let mut workers = Vec::new();
+        for _ in 0..settings.workers.max(1) {
+            let (tx, rx) = mpsc::channel(settings.queue_depth.max(1));
+            senders.push(tx);
+            let worker = Worker {
+                consumer: consumer.clone(),
+                strategy: strategy.clone(),
+                progress: progress.clone(),
+                topic: settings.topic.clone(),
+                commit_mode: settings.commit_mode,
+                stop: stop.clone(),
+                failed: failed.clone(),
+            };
+            workers.push(tokio::spawn(worker.run(rx)));
+        }
+        let dispatcher = tokio::spawn(dispatch(
+            consumer.clone(),
+            senders,
+            stop.clone(),
+            failed.clone(),
+        ));
+        let committer = (settings.commit_mode == CommitMode::Interval).then(|| {
+            let committer = Committer::new(consumer.clone(), progress.clone(), &settings.topic);
+            tokio::spawn(committer.run(settings.commit_interval, stop.clone()))
+        });
+        Ok(Processor {
+            stop,
+            failed,
+            progress,
+            dispatcher,
+            committer,
+            workers,
+            consumer,
+            started: Instant::now(),
+            close_timeout: settings.close_timeout,
+        })
+    }
+
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
+    }
+
+    /// Fires when a worker gave up (its store stayed unreachable through every retry).
+    pub fn failed(&self) -> &CancellationToken {
+        &self.failed
+    }
+
+    /// Waits until the group has assigned this consumer its partitions, or `timeout` passes.
+    pub async fn wait_for_assignment(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.progress.assigned() == 0 {
+            if Instant::now() >= deadline || self.failed.is_cancelled() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// Stops consuming, waits for the workers, merges their metrics, and leaves the group
+    /// (off the runtime, and no longer than `close_timeout`).
+    pub async fn stop(self) -> Result<ProcessorReport, ProcessorError> {
+        self.stop.cancel();
+        let consumer_errors = self.dispatcher.await.unwrap_or(0);
+        let mut metrics = WorkerMetrics::default();
+        let mut commit_errors = 0;
+        let mut first_error = None;
+        for worker in self.workers {
+            match worker.await.expect("worker panicked") {
+                Ok((worker_metrics, worker_commit_errors)) => {
+                    metrics.merge(&worker_metrics);
+                    commit_errors += worker_commit_errors;
+                }
+                Err(error) => first_error = first_error.or(Some(error)),
+            }
+        }
+        if let Some(committer) = self.committer {
+            commit_errors += committer.await.unwrap_or(0);
+        }
+        let elapsed = self.started.elapsed();
+        let close_timed_out = !close_consumer(self.consumer, self.close_timeout).await;
+        if let Some(error) = first_error {
+            return Err(error.into());
+        }
+        Ok(ProcessorReport {
+            metrics,
+            elapsed,
+            consumer_errors,
+            commit_errors,
+            rebalances: self.progress.rebalances.load(Ordering::Relaxed),
+            close_timed_out,
+        })
+    }
+}
+
+/// Drops the last handle to the consumer on a thread of its own: librdkafka's close blocks until
+/// the group is left, and must neither block the runtime nor hold the run up for long.
+async fn close_consumer(consumer: Arc<GroupConsumer>, timeout: Duration) -> bool {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        drop(consumer);
+        let _ = done_tx.send(());
+    });
+    match tokio::time::timeout(timeout, done_rx).await {
+        Ok(_) => true,
+        Err(_) => {
+            tracing::warn!(
+                "the Kafka consumer did not leave its group within {timeout:?}; abandoning it"
+            );
+            false
+        }
+    }
+}
+
+/// Reads the consumer and routes each message to its partition's worker. Returns how many
+/// consumer errors it saw.
+async fn dispatch(
+    consumer: Arc<GroupConsumer>,
+    senders: Vec<mpsc::Sender<OwnedMessage>>,
+    stop: CancellationToken,
+    failed: CancellationToken,
+) -> u64 {
+    let mut errors = 0u64;
+    loop {
+        let received = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = failed.cancelled() => break,
+            received = consumer.recv() => received,
+        };
+        match received {
+            Ok(message) => {
+                let worker = usize::try_from(message.partition()).unwrap_or(0) % senders.len();
+                let message = message.detach();
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break,
+                    _ = failed.cancelled() => break,
+                    sent = senders[worker].send(message) => if sent.is_err() { break },
+                }
+            }
+            Err(error) => {
+                errors += 1;
+                if errors <= 10 || errors.is_power_of_two() {
+                    tracing::warn!(%error, errors, "Kafka consumer error");
+                }
+            }
+        }
+    }
+    errors
+}
+
+struct Worker {
+    consumer: Arc<GroupConsumer>,
+    strategy: Arc<dyn Strategy>,
+    progress: Arc<Progress>,
+    topic: String,
+    commit_mode: CommitMode,
+    stop: CancellationToken,
+    failed: CancellationToken,
+}
+
+impl Worker {
+    async fn run(
+        self,
+        mut inbox: mpsc::Receiver<OwnedMessage>,
+    ) -> Result<(WorkerMetrics, u64), StrategyError> {
+        let mut metrics = WorkerMetrics::default();
+        let mut commit_errors = 0u64;
+        loop {
+            let message = tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => break,
+                _ = self.failed.cancelled() => break,
+                message = inbox.recv() => match message { Some(m) => m, None => break },
+            };
+            metrics.counts.messages += 1;
+            let decoded = Trade::decode(message.payload().unwrap_or_default());
+            let trade = match decoded {
+                Ok(trade) => {
+                    let mut stages = StageTimes::default();
+                    match self.strategy.process(&trade, &mut stages).await {
+                        Ok(outcome) => metrics.record_outcome(outcome, &stages),
+                        Err(error) => {
+                            tracing::error!(%error, trade_id = trade.trade_id, "giving up on a trade; stopping the processor");
+                            self.failed.cancel();
+                            return Err(error);
+                        }
+                    }
+                    Some(trade)
+                }
+                Err(error) => {
+                    metrics.counts.malformed += 1;
+                    tracing::warn!(partition = message.partition(), offset = message.offset(), %error, "skipping a malformed message");
+                    None
+                }
+            };
+            let commit_started = Instant::now();
+            if let Err(error) = self.commit(message.partition(), message.offset() + 1) {
+                commit_errors += 1;
+                tracing::warn!(%error, partition = message.partition(), "offset commit failed");
+            }
+            let commit_us = commit_started.elapsed().as_micros() as u64;
+            if let Some(trade) = trade {
+                metrics.record_completion(
+                    trade.intended_send_us,
+                    trade.sent_us,
+                    now_us(),
+                    commit_us,
+                );
+            }
+            if let Some(next) = usize::try_from(message.partition())
+                .ok()
+                .and_then(|p| self.progress.next_offsets.get(p))
+            {
+                next.fetch_max(message.offset() + 1, Ordering::AcqRel);
+            }
+            self.progress.completed.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok((metrics, commit_errors))
+    }
+
+    fn commit(&self, partition: i32, next_offset: i64) -> rdkafka::error::KafkaResult<()> {
+        let mut offsets = TopicPartitionList::with_capacity(1);
+        match self.commit_mode {
+            // The committer task commits this offset from `progress`.
+            CommitMode::Interval => Ok(()),
+            CommitMode::Async => {
+                offsets.add_partition_offset(
+                    &self.topic,
+                    partition,
+                    Offset::Offset(next_offset),
+                )?;
+                self.consumer.commit(&offsets, KafkaCommitMode::Async)
+            }
+            CommitMode::Sync => {
+                offsets.add_partition_offset(
+                    &self.topic,
+                    partition,
+                    Offset::Offset(next_offset),
+                )?;
+                // A synchronous commit blocks its thread until the broker answers.
+                tokio::task::block_in_place(|| {
+                    self.consumer.commit(&offsets, KafkaCommitMode::Sync)
+                })
+            }
+        }
+    }
+}
+
+/// `interval` mode: commits every partition's processed offset that moved since the last
+/// commit, asynchronously, once per period, and once more (synchronously) when stopping.
+struct Committer {
+    consumer: Arc<GroupConsumer>,
+    progress: Arc<Progress>,
+    topic: String,
+    committed: Vec<i64>,
+}
+
+impl Committer {
+    fn new(consumer: Arc<GroupConsumer>, progress: Arc<Progress>, topic: &str) -> Committer {
+        let committed = vec![0; progress.next_offsets.len()];
+        Committer {
+            consumer,
+            progress,
+            topic: topic.to_string(),
+            committed,
+        }
+    }
+
+    /// Returns how many commits failed.
+    async fn run(mut self, period: Duration, stop: CancellationToken) -> u64 {
+        let mut errors = 0;
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = ticker.tick() => errors += self.commit_moved(KafkaCommitMode::Async),
+            }
+        }
+        errors + tokio::task::block_in_place(|| self.commit_moved(KafkaCommitMode::Sync))
+    }
+
+    fn commit_moved(&mut self, mode: KafkaCommitMode) -> u64 {
+        let mut offsets = TopicPartitionList::new();
+        for (partition, next) in self.progress.next_offsets.iter().enumerate() {
+            let next = next.load(Ordering::Acquire);
+            if next > self.committed[partition] {
+                let partition_id = i32::try_from(partition).expect("partition count fits i32");
+                if offsets
+                    .add_partition_offset(&self.topic, partition_id, Offset::Offset(next))
+                    .is_ok()
+                {
+                    self.committed[partition] = next;
+                }
+            }
+        }
+        if offsets.count() == 0 {
+            return 0;
+        }
+        match self.consumer.commit(&offsets, mode) {
+            Ok(()) => 0,
+            Err(error) => {
+                tracing::warn!(%error, "offset commit failed");
+                1
+            }
+        }
+    }
+}

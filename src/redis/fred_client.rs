@@ -1,0 +1,146 @@
+//! [`RedisOps`] on the `fred` crate: a `Pool` of clients, each one connection, used round-robin
+//! by fred itself.
+
+use std::time::Duration;
+
+use fred::prelude::*;
+use fred::types::{Expiration, SetOptions};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::{ClientCounters, ClientInfo, KeyState, RedisError, RedisOps, RedisSettings, ttl_ms};
+use crate::redact::redact_url;
+
+pub struct Fred {
+    pool: Pool,
+    command_timeout: Duration,
+    counters: ClientCounters,
+}
+
+impl Fred {
+    pub async fn connect(settings: &RedisSettings) -> Result<Fred, RedisError> {
+        let connect_error = |cause: String| RedisError::Connect {
+            address: redact_url(&settings.url),
+            cause,
+        };
+        let config = Config::from_url(&settings.url).map_err(|e| connect_error(e.to_string()))?;
+        let pool = Builder::from_config(config)
+            .with_connection_config(|c| {
+                c.connection_timeout = settings.connect_timeout;
+                c.internal_command_timeout = settings.command_timeout;
+            })
+            .with_performance_config(|p| p.default_command_timeout = settings.command_timeout)
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+            .build_pool(settings.connections.max(1))
+            .map_err(|e| connect_error(e.to_string()))?;
+        // init() resolves once every client connected, or with the first connection error.
+        match tokio::time::timeout(settings.connect_timeout * 2, pool.init()).await {
+            Ok(Ok(_task)) => {}
+            Ok(Err(e)) => {
+                let _ = pool.quit().await;
+                return Err(connect_error(e.to_string()));
+            }
+            Err(_) => {
+                let _ = pool.quit().await;
+                return Err(connect_error(format!(
+                    "no answer within {:?}",
+                    settings.connect_timeout * 2
+                )));
+            }
+        }
+        Ok(Fred {
+            pool,
+            command_timeout: settings.command_timeout,
+            counters: ClientCounters::default(),
+        })
+    }
+
+    fn classify(&self, command: &'static str, error: fred::error::Error) -> RedisError {
+        if *error.kind() == fred::error::ErrorKind::Timeout {
+            RedisError::Timeout {
+                command,
+                timeout: self.command_timeout,
+            }
+        } else {
+            RedisError::Command {
+                command,
+                cause: error.to_string(),
+            }
+        }
+    }
+
+    fn counted<T>(&self, result: Result<T, RedisError>) -> Result<T, RedisError> {
+        self.counters.count(&result);
+        result
+    }
+}
+
+impl RedisOps for Fred {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyState>, RedisError>> {
+        async move {
+            let value: Result<Option<Vec<u8>>, _> = self
+                .pool
+                .get(key)
+                .await
+                .map_err(|e| self.classify("GET", e));
+            self.counted(value)?
+                .map(|v| KeyState::parse(&v))
+                .transpose()
+        }
+        .boxed()
+    }
+
+    fn set_nx_px<'a>(
+        &'a self,
+        key: &'a str,
+        value: KeyState,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, RedisError>> {
+        async move {
+            let expiry = Expiration::PX(i64::try_from(ttl_ms(ttl)).unwrap_or(i64::MAX));
+            let reply: Result<Option<String>, _> = self
+                .pool
+                .set(
+                    key,
+                    value.as_str(),
+                    Some(expiry),
+                    Some(SetOptions::NX),
+                    false,
+                )
+                .await
+                .map_err(|e| self.classify("SET NX PX", e));
+            Ok(self.counted(reply)?.is_some())
+        }
+        .boxed()
+    }
+
+    fn set_px<'a>(
+        &'a self,
+        key: &'a str,
+        value: KeyState,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), RedisError>> {
+        async move {
+            let expiry = Expiration::PX(i64::try_from(ttl_ms(ttl)).unwrap_or(i64::MAX));
+            let reply: Result<(), _> = self
+                .pool
+                .set(key, value.as_str(), Some(expiry), None, false)
+                .await
+                .map_err(|e| self.classify("SET PX", e));
+            self.counted(reply)
+        }
+        .boxed()
+    }
+
+    fn info(&self) -> ClientInfo {
+        ClientInfo {
+            name: "fred",
+            version: crate::versions::FRED,
+            connections: self.pool.size(),
+        }
+    }
+
+    fn counters(&self) -> &ClientCounters {
+        &self.counters
+    }
+}

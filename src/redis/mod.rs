@@ -1,0 +1,161 @@
+//! The Redis seam: the few operations idempotency strategies need, behind one trait, with one
+//! implementation per client library ([`redis_rs`] and [`fred_client`]).
+//!
+//! Strategies hold an `Arc<dyn RedisOps>` and never learn which library serves it. Futures are
+//! boxed so the client can be chosen at run time; one allocation per command is noise next to a
+//! network round trip.
+
+pub mod fred_client;
+pub mod redis_rs;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+
+/// The value an idempotency key holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyState {
+    Processing,
+    Done,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Processing => "PROCESSING",
+            KeyState::Done => "DONE",
+        }
+    }
+
+    fn parse(value: &[u8]) -> Result<KeyState, RedisError> {
+        match value {
+            b"PROCESSING" => Ok(KeyState::Processing),
+            b"DONE" => Ok(KeyState::Done),
+            other => Err(RedisError::UnexpectedValue(
+                String::from_utf8_lossy(other).into_owned(),
+            )),
+        }
+    }
+}
+
+/// Something went wrong talking to Redis. "Key already claimed" is not an error: it is the
+/// `false` of [`RedisOps::set_nx_px`].
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("cannot connect to Redis at {address}: {cause}")]
+    Connect { address: String, cause: String },
+    #[error("Redis {command} timed out after {timeout:?}")]
+    Timeout {
+        command: &'static str,
+        timeout: Duration,
+    },
+    #[error("Redis {command} failed: {cause}")]
+    Command {
+        command: &'static str,
+        cause: String,
+    },
+    #[error("an idempotency key holds {0:?}, which is neither PROCESSING nor DONE")]
+    UnexpectedValue(String),
+}
+
+/// Which client serves the strategies, for `result.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClientInfo {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub connections: usize,
+}
+
+/// Counters every client keeps, reported in `result.json` instead of crashing the run.
+#[derive(Debug, Default)]
+pub struct ClientCounters {
+    pub errors: AtomicU64,
+    pub timeouts: AtomicU64,
+}
+
+impl ClientCounters {
+    fn count<T>(&self, result: &Result<T, RedisError>) {
+        match result {
+            Err(RedisError::Timeout { .. }) => {
+                self.timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The operations strategies need. Keys and values are the strategy's; TTLs are in ms on the wire.
+pub trait RedisOps: Send + Sync {
+    /// `GET key`: the state, or `None` when the key does not exist (never set, or expired).
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyState>, RedisError>>;
+
+    /// `SET key value NX PX ttl`: `true` if this call created the key, `false` if it existed.
+    fn set_nx_px<'a>(
+        &'a self,
+        key: &'a str,
+        value: KeyState,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, RedisError>>;
+
+    /// `SET key value PX ttl`, unconditionally.
+    fn set_px<'a>(
+        &'a self,
+        key: &'a str,
+        value: KeyState,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), RedisError>>;
+
+    fn info(&self) -> ClientInfo;
+
+    fn counters(&self) -> &ClientCounters;
+}
+
+/// The client libraries a run can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+pub enum RedisClientKind {
+    #[value(name = "redis-rs")]
+    #[serde(rename = "redis-rs")]
+    RedisRs,
+    #[value(name = "fred")]
+    #[serde(rename = "fred")]
+    Fred,
+}
+
+impl RedisClientKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RedisClientKind::RedisRs => "redis-rs",
+            RedisClientKind::Fred => "fred",
+        }
+    }
+}
+
+/// How to reach Redis and how patient to be.
+#[derive(Clone, Debug)]
+pub struct RedisSettings {
+    pub url: String,
+    pub connections: usize,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+}
+
+/// Connects the chosen client, failing within `connect_timeout` if Redis does not answer.
+pub async fn connect(
+    kind: RedisClientKind,
+    settings: &RedisSettings,
+) -> Result<Arc<dyn RedisOps>, RedisError> {
+    Ok(match kind {
+        RedisClientKind::RedisRs => Arc::new(redis_rs::RedisRs::connect(settings).await?),
+        RedisClientKind::Fred => Arc::new(fred_client::Fred::connect(settings).await?),
+    })
+}
+
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}

@@ -1,0 +1,149 @@
+//! [`RedisOps`] on the `redis` crate (redis-rs): `ConnectionManager`s, each one multiplexed
+//! connection that reconnects by itself, used round-robin.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{ClientCounters, ClientInfo, KeyState, RedisError, RedisOps, RedisSettings, ttl_ms};
+use crate::redact::redact_url;
+
+pub struct RedisRs {
+    connections: Vec<ConnectionManager>,
+    next: AtomicUsize,
+    command_timeout: Duration,
+    counters: ClientCounters,
+}
+
+impl RedisRs {
+    pub async fn connect(settings: &RedisSettings) -> Result<RedisRs, RedisError> {
+        let connect_error = |cause: String| RedisError::Connect {
+            address: redact_url(&settings.url),
+            cause,
+        };
+        let client =
+            redis::Client::open(settings.url.as_str()).map_err(|e| connect_error(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout))
+            .set_response_timeout(Some(settings.command_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let mut connections = Vec::with_capacity(settings.connections.max(1));
+        for _ in 0..settings.connections.max(1) {
+            let manager = tokio::time::timeout(
+                settings.connect_timeout * 2,
+                ConnectionManager::new_with_config(client.clone(), config.clone()),
+            )
+            .await
+            .map_err(|_| {
+                connect_error(format!(
+                    "no answer within {:?}",
+                    settings.connect_timeout * 2
+                ))
+            })?
+            .map_err(|e| connect_error(e.to_string()))?;
+            connections.push(manager);
+        }
+        Ok(RedisRs {
+            connections,
+            next: AtomicUsize::new(0),
+            command_timeout: settings.command_timeout,
+            counters: ClientCounters::default(),
+        })
+    }
+
+    fn connection(&self) -> ConnectionManager {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
+        self.connections[i].clone()
+    }
+
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        command: &'static str,
+        cmd: redis::Cmd,
+    ) -> Result<T, RedisError> {
+        let mut connection = self.connection();
+        let result =
+            match tokio::time::timeout(self.command_timeout, cmd.query_async::<T>(&mut connection))
+                .await
+            {
+                Err(_) => Err(RedisError::Timeout {
+                    command,
+                    timeout: self.command_timeout,
+                }),
+                Ok(Err(e)) if e.is_timeout() => Err(RedisError::Timeout {
+                    command,
+                    timeout: self.command_timeout,
+                }),
+                Ok(Err(e)) => Err(RedisError::Command {
+                    command,
+                    cause: e.to_string(),
+                }),
+                Ok(Ok(value)) => Ok(value),
+            };
+        self.counters.count(&result);
+        result
+    }
+}
+
+impl RedisOps for RedisRs {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyState>, RedisError>> {
+        async move {
+            let value: Option<Vec<u8>> = self
+                .query("GET", redis::cmd("GET").arg(key).clone())
+                .await?;
+            value.map(|v| KeyState::parse(&v)).transpose()
+        }
+        .boxed()
+    }
+
+    fn set_nx_px<'a>(
+        &'a self,
+        key: &'a str,
+        value: KeyState,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, RedisError>> {
+        async move {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key)
+                .arg(value.as_str())
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms(ttl));
+            // Nil when the key existed, "OK" when this call set it.
+            let reply: Option<String> = self.query("SET NX PX", cmd).await?;
+            Ok(reply.is_some())
+        }
+        .boxed()
+    }
+
+    fn set_px<'a>(
+        &'a self,
+        key: &'a str,
+        value: KeyState,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), RedisError>> {
+        async move {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key).arg(value.as_str()).arg("PX").arg(ttl_ms(ttl));
+            let _: () = self.query("SET PX", cmd).await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn info(&self) -> ClientInfo {
+        ClientInfo {
+            name: "redis-rs",
+            version: crate::versions::REDIS_RS,
+            connections: self.connections.len(),
+        }
+    }
+
+    fn counters(&self) -> &ClientCounters {
+        &self.counters
+    }
+}

@@ -1,0 +1,267 @@
+//! `result.json` and the human summary. Both are pure functions of [`RunResult`].
+//!
+//! The field names here are what users script against (`strategy`, `redis_client`,
+//! `correctness.*`, `throughput.*`, `latency_us.*`): add fields, never rename them.
+
+use std::io::Write;
+use std::path::Path;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::audit::Correctness;
+use crate::processor::Counts;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunResult {
+    pub schema_version: u32,
+    pub idembench_version: &'static str,
+    pub run_id: String,
+    /// `complete`, or `partial` when the run was interrupted or did not drain.
+    pub status: Status,
+    pub partial_reason: Option<String>,
+    pub strategy: &'static str,
+    pub redis_client: &'static str,
+    pub started_at: String,
+    pub command: String,
+    pub config: serde_json::Value,
+    pub services: Services,
+    pub clients: Clients,
+    pub throughput: Throughput,
+    pub latency_us: Latencies,
+    pub correctness: Correctness,
+    pub processor: ProcessorStats,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Complete,
+    Partial,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Services {
+    pub kafka: KafkaService,
+    pub redis: Option<ServiceVersion>,
+    pub postgres: ServiceVersion,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct KafkaService {
+    pub brokers: String,
+    pub broker_count: usize,
+    pub topic: String,
+    pub partitions: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceVersion {
+    /// The address, with any password replaced by `***`.
+    pub url: String,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Clients {
+    pub redis: Option<crate::redis::ClientInfo>,
+    pub rdkafka: &'static str,
+    pub librdkafka: String,
+    pub sqlx: &'static str,
+    pub hdrhistogram: &'static str,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Throughput {
+    pub messages_produced: u64,
+    pub messages_processed: u64,
+    pub produce_seconds: f64,
+    /// From the processor's start to the last message of the stream being done.
+    pub process_seconds: f64,
+    pub produced_per_second: f64,
+    pub processed_per_second: f64,
+    /// The offered schedule, messages per second (0 = unthrottled).
+    pub offered_rate: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Latencies {
+    /// From the open-loop intended send time to the offset commit: includes any backlog.
+    pub end_to_end_from_intended: Percentiles,
+    /// From the actual send time to the offset commit.
+    pub end_to_end_from_sent: Percentiles,
+    pub stages: Stages,
+    /// Producer send to broker acknowledgement.
+    pub send_ack: Percentiles,
+    /// How late the producer sent against its schedule.
+    pub schedule_lag: Percentiles,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Stages {
+    pub claim: Percentiles,
+    pub business: Percentiles,
+    pub mark_done: Percentiles,
+    pub offset_commit: Percentiles,
+}
+
+/// Microseconds. Percentiles come straight from the HDR histogram (3 significant digits).
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub count: u64,
+    pub min: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub mean: f64,
+}
+
+impl Percentiles {
+    pub fn of(histogram: &Histogram<u64>) -> Percentiles {
+        if histogram.is_empty() {
+            return Percentiles::default();
+        }
+        Percentiles {
+            count: histogram.len(),
+            min: histogram.min(),
+            p50: histogram.value_at_quantile(0.50),
+            p90: histogram.value_at_quantile(0.90),
+            p99: histogram.value_at_quantile(0.99),
+            p999: histogram.value_at_quantile(0.999),
+            max: histogram.max(),
+            mean: (histogram.mean() * 10.0).round() / 10.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessorStats {
+    #[serde(flatten)]
+    pub counts: Counts,
+    pub redis_errors: u64,
+    pub redis_timeouts: u64,
+    pub consumer_errors: u64,
+    pub commit_errors: u64,
+    pub rebalances: u64,
+    pub close_timed_out: bool,
+}
+
+impl RunResult {
+    /// Writes `result.json` into `dir`.
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let mut file = std::fs::File::create(dir.join("result.json"))?;
+        serde_json::to_writer_pretty(&mut file, self)?;
+        file.write_all(b"\n")
+    }
+
+    /// The short human summary printed at the end of a run.
+    pub fn summary(&self) -> String {
+        let c = &self.correctness;
+        let t = &self.throughput;
+        let e2e = &self.latency_us.end_to_end_from_intended;
+        let sent = &self.latency_us.end_to_end_from_sent;
+        let status = match self.status {
+            Status::Complete => String::new(),
+            Status::Partial => format!(
+                "  PARTIAL RUN: {}\n",
+                self.partial_reason.as_deref().unwrap_or("stopped early")
+            ),
+        };
+        let identity = if c.identity_holds {
+            "holds"
+        } else {
+            "VIOLATED"
+        };
+        format!(
+            "idembench {run} — strategy {strategy} on {client}\n{status}\
+             \x20 stream       {unique} trades, {copies} copies sent ({extra} duplicates), {partitions} partitions\n\
+             \x20 throughput   produced {produced:.0} msg/s, processed {processed:.0} msg/s (offered {offered})\n\
+             \x20 end-to-end   from intended send: p50 {p50}  p99 {p99}  p99.9 {p999}  max {max}\n\
+             \x20              from actual send:   p50 {sp50}  p99 {sp99}  p99.9 {sp999}  max {smax}\n\
+             \x20 correctness  exactly_once {once}  lost {lost}  double_applied {double} (extra_effects {extra_effects})\n\
+             \x20              caught_by_constraint {caught}  duplicates_suppressed {suppressed}  malformed {malformed}\n\
+             \x20              positions {positions} checked, {mismatched} differ from the ledger\n\
+             \x20 audit        exactly_once + lost + double_applied = {sum} of produced_unique {unique}: {identity}\n",
+            run = self.run_id,
+            strategy = self.strategy,
+            client = if self.clients.redis.is_some() {
+                self.redis_client
+            } else {
+                "no Redis"
+            },
+            unique = c.produced_unique,
+            copies = c.copies_sent,
+            extra = c.copies_sent.saturating_sub(c.produced_unique),
+            partitions = self.services.kafka.partitions,
+            produced = t.produced_per_second,
+            processed = t.processed_per_second,
+            offered = if t.offered_rate > 0.0 {
+                format!("{:.0} msg/s", t.offered_rate)
+            } else {
+                "unthrottled".into()
+            },
+            p50 = ms(e2e.p50),
+            p99 = ms(e2e.p99),
+            p999 = ms(e2e.p999),
+            max = ms(e2e.max),
+            sp50 = ms(sent.p50),
+            sp99 = ms(sent.p99),
+            sp999 = ms(sent.p999),
+            smax = ms(sent.max),
+            once = c.exactly_once,
+            lost = c.lost,
+            double = c.double_applied,
+            extra_effects = c.extra_effects,
+            caught = c.caught_by_constraint,
+            suppressed = c.duplicates_suppressed,
+            malformed = self.processor.counts.malformed,
+            positions = c.positions_checked,
+            mismatched = c.positions_mismatched,
+            sum = c.exactly_once + c.lost + c.double_applied,
+        )
+    }
+}
+
+/// Microseconds shown as milliseconds with sensible precision.
+pub fn ms(micros: u64) -> String {
+    let millis = micros as f64 / 1000.0;
+    if millis < 10.0 {
+        format!("{millis:.2} ms")
+    } else if millis < 100.0 {
+        format!("{millis:.1} ms")
+    } else {
+        format!("{millis:.0} ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_known_distribution() {
+        let mut histogram = idembench_loadgen::producer::new_histogram();
+        for v in 1..=1000u64 {
+            histogram.record(v).unwrap();
+        }
+        let p = Percentiles::of(&histogram);
+        assert_eq!((p.count, p.min, p.max), (1000, 1, 1000));
+        assert_eq!(p.p50, 500);
+        assert_eq!(p.p99, 990);
+        assert_eq!(
+            Percentiles::of(&idembench_loadgen::producer::new_histogram()),
+            Percentiles::default()
+        );
+    }
+
+    #[test]
+    fn milliseconds_read_well() {
+        assert_eq!(ms(1_234), "1.23 ms");
+        assert_eq!(ms(45_600), "45.6 ms");
+        assert_eq!(ms(1_500_000), "1500 ms");
+    }
+}

@@ -1,0 +1,632 @@
+//! One run, start to finish:
+//!
+//! 1. reach Kafka, Redis (if the strategy uses it) and Postgres, each within the connect timeout;
+//! 2. create the run's own topic, Postgres schema (migrated) and Redis key prefix;
+//! 3. start the processor and wait until the group has assigned it its partitions;
+//! 4. produce the seeded stream open-loop, recording the ledger;
+//! 5. wait until the processor has done every produced offset (or the drain timeout, or Ctrl-C);
+//! 6. stop the processor, audit the ledger against Postgres, build the [`RunResult`];
+//! 7. remove the run's topic, schema and keys unless asked to keep them.
+//!
+//! An interrupted or undrained run still audits and reports what it measured, marked partial.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use idembench_loadgen::{SendSettings, StreamSpec};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{self, ProcessorCounts};
+use crate::db::{Db, DbError, DbSettings};
+use crate::kafka::{self, Admin, KafkaSetupError};
+use crate::processor::{CommitMode, Processor, ProcessorError, ProcessorSettings};
+use crate::redact::redact_url;
+use crate::redis::{self as redis_seam, RedisClientKind, RedisError, RedisSettings};
+use crate::result::{
+    Clients, KafkaService, Latencies, Percentiles, ProcessorStats, RunResult, SCHEMA_VERSION,
+    ServiceVersion, Services, Stages, Status, Throughput,
+};
+use crate::strategy::{self, RetryPolicy, StrategyKind, StrategySettings};
+
+/// Where the services are. Never serialized as is: URLs may hold passwords.
+#[derive(Clone)]
+pub struct Connections {
+    pub kafka_brokers: String,
+    pub redis_url: String,
+    pub postgres_url: String,
+}
+
+impl std::fmt::Debug for Connections {
+    // Written by hand so a password in a URL cannot reach a log through `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connections")
+            .field("kafka_brokers", &redact_url(&self.kafka_brokers))
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("postgres_url", &redact_url(&self.postgres_url))
+            .finish()
+    }
+}
+
+/// Everything a run needs. Serialized (with redacted URLs) as `config` in `result.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunConfig {
+    pub strategy: StrategyKind,
+    pub redis_client: RedisClientKind,
+    pub stream: StreamSpec,
+    /// Offered messages per second; 0 = as fast as the producer goes.
+    pub rate: f64,
+    pub partitions: usize,
+    pub replication_factor: i32,
+    pub workers: usize,
+    pub commit_mode: CommitMode,
+    pub commit_interval_ms: u64,
+    pub processing_ttl_ms: u64,
+    pub done_ttl_ms: u64,
+    pub unique_constraint: bool,
+    pub redis_connections: usize,
+    pub postgres_connections: u32,
+    pub linger_ms: u32,
+    pub connect_timeout_ms: u64,
+    pub drain_timeout_ms: u64,
+    pub keep_state: bool,
+    pub quiet: bool,
+    #[serde(skip)]
+    pub connections: Connections,
+    /// Where result.json goes; `None` means `reports/runs/<run id>`.
+    #[serde(skip)]
+    pub out: Option<PathBuf>,
+    /// The command line, recorded so the report can say how to reproduce it.
+    #[serde(skip)]
+    pub command: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{error}\n  hint: {hint}")]
+    Service { error: String, hint: String },
+    #[error("the processor failed: {0}")]
+    Processor(#[from] ProcessorError),
+    #[error("{0}")]
+    Db(#[from] DbError),
+    #[error("cannot write the report: {0}")]
+    Report(#[from] std::io::Error),
+}
+
+impl RunError {
+    /// The process exit code for this error (see the README).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Config(_) => 2,
+            _ => 3,
+        }
+    }
+}
+
+const SERVICES_HINT: &str = "start the local services with `scripts/services up`";
+
+fn kafka_error(error: KafkaSetupError) -> RunError {
+    RunError::Service {
+        error: error.to_string(),
+        hint: format!(
+            "{SERVICES_HINT}, or point --kafka-brokers (IDEMBENCH_KAFKA_BROKERS) at a reachable cluster"
+        ),
+    }
+}
+
+fn redis_error(error: RedisError) -> RunError {
+    RunError::Service {
+        error: error.to_string(),
+        hint: format!(
+            "{SERVICES_HINT}, or point --redis-url (IDEMBENCH_REDIS_URL) at a reachable Redis"
+        ),
+    }
+}
+
+fn db_error(error: DbError) -> RunError {
+    RunError::Service {
+        error: error.to_string(),
+        hint: format!(
+            "{SERVICES_HINT}, or point --postgres-url (IDEMBENCH_POSTGRES_URL) at a reachable Postgres"
+        ),
+    }
+}
+
+/// A finished run: its result and where it was written.
+pub struct RunOutcome {
+    pub result: RunResult,
+    pub dir: PathBuf,
+}
+
+impl RunConfig {
+    fn validate(&self) -> Result<(), RunError> {
+        self.stream
+            .validate()
+            .map_err(|e| RunError::Config(e.to_string()))?;
+        let fail = |message: &str| Err(RunError::Config(message.to_string()));
+        if !(self.rate >= 0.0 && self.rate.is_finite()) {
+            return fail(
+                "--rate must be 0 (unthrottled) or a positive number of messages per second",
+            );
+        }
+        if self.partitions == 0 || self.partitions > 10_000 {
+            return fail("--partitions must be between 1 and 10000");
+        }
+        if self.workers == 0 {
+            return fail("--workers must be at least 1");
+        }
+        if self.processing_ttl_ms == 0 || self.done_ttl_ms == 0 {
+            return fail("--processing-ttl-ms and --done-ttl-ms must be positive");
+        }
+        if self.redis_connections == 0 || self.postgres_connections == 0 {
+            return fail("--redis-connections and --postgres-connections must be at least 1");
+        }
+        if let Some(out) = &self.out
+            && out.join("result.json").exists()
+        {
+            return Err(RunError::Config(format!(
+                "{} already holds a result.json; runs never overwrite each other — pass another --out",
+                out.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+/// Names derived from the run id, unique per run on shared services.
+struct RunNames {
+    run_id: String,
+    topic: String,
+    group: String,
+    schema: String,
+    key_prefix: String,
+}
+
+impl RunNames {
+    fn new(config: &RunConfig) -> RunNames {
+        let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            .to_string()
+            .replace(['-', ':'], "")
+            .to_lowercase();
+        let suffix: u16 = rand::random();
+        let run_id = format!(
+            "{stamp}-{}-{}-{suffix:04x}",
+            config.strategy.name(),
+            config.redis_client.name()
+        );
+        let snake = run_id.replace('-', "_");
+        RunNames {
+            topic: format!("idembench.{run_id}"),
+            group: format!("idembench.{run_id}"),
+            schema: format!("run_{snake}"),
+            key_prefix: format!("idembench:{run_id}:trade:"),
+            run_id,
+        }
+    }
+}
+
+/// Runs one benchmark. `cancel` (Ctrl-C) ends it early with a partial report.
+pub async fn execute(config: RunConfig, cancel: CancellationToken) -> Result<RunOutcome, RunError> {
+    config.validate()?;
+    let names = RunNames::new(&config);
+    let timeout = config.connect_timeout();
+    let connections = &config.connections;
+    let say = |line: String| {
+        if !config.quiet {
+            eprintln!("[idembench] {line}");
+        }
+    };
+
+    // 1. Reach every service first, concurrently, so a missing one fails fast and by name.
+    let db_settings = DbSettings {
+        url: connections.postgres_url.clone(),
+        connections: config.postgres_connections,
+        connect_timeout: timeout,
+    };
+    let redis_settings = RedisSettings {
+        url: connections.redis_url.clone(),
+        connections: config.redis_connections,
+        connect_timeout: timeout,
+        command_timeout: Duration::from_secs(2),
+    };
+    let uses_redis = config.strategy.uses_redis();
+    let (kafka, db, redis) = tokio::join!(
+        Admin::connect(&connections.kafka_brokers, timeout),
+        Db::connect(&db_settings, &names.schema),
+        async {
+            if uses_redis {
+                redis_seam::connect(config.redis_client, &redis_settings)
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
+            }
+        },
+    );
+    let (admin, cluster) = kafka.map_err(kafka_error)?;
+    let db = db.map_err(db_error)?;
+    let redis = redis.map_err(redis_error)?;
+    let postgres_version = db.server_version().await.map_err(db_error)?;
+    let redis_version = match &redis {
+        Some(_) => Some(
+            redis_server_version(&connections.redis_url, timeout)
+                .await
+                .map_err(redis_error)?,
+        ),
+        None => None,
+    };
+    say(format!(
+        "run {} — kafka {} ({} broker(s)), postgres {}, redis {}",
+        names.run_id,
+        redact_url(&connections.kafka_brokers),
+        cluster.brokers,
+        postgres_version,
+        redis_version.as_deref().unwrap_or("unused")
+    ));
+
+    // 2. The run's own topic, schema and keys.
+    admin
+        .create_topic(&names.topic, config.partitions, config.replication_factor)
+        .await
+        .map_err(kafka_error)?;
+    db.prepare(config.unique_constraint).await?;
+
+    let outcome = measure(&config, &names, &db, redis.clone(), cancel).await;
+
+    // 7. Clean up whatever happened above.
+    if !config.keep_state {
+        if let Err(error) = admin.delete_topic(&names.topic).await {
+            tracing::warn!(%error, "could not delete the run's topic");
+        }
+        if let Err(error) = db.drop_schema().await {
+            tracing::warn!(%error, "could not drop the run's schema");
+        }
+        if redis.is_some()
+            && let Err(error) =
+                delete_keys(&connections.redis_url, &names.key_prefix, timeout).await
+        {
+            tracing::warn!(%error, "could not delete the run's Redis keys");
+        }
+    } else {
+        say(format!(
+            "kept topic {}, schema {} and keys {}*",
+            names.topic, names.schema, names.key_prefix
+        ));
+    }
+    db.close().await;
+
+    let mut measured = outcome?;
+    measured.result.services = Services {
+        kafka: KafkaService {
+            brokers: redact_url(&connections.kafka_brokers),
+            broker_count: cluster.brokers,
+            topic: names.topic.clone(),
+            partitions: config.partitions,
+        },
+        redis: redis_version.map(|version| ServiceVersion {
+            url: redact_url(&connections.redis_url),
+            version,
+        }),
+        postgres: ServiceVersion {
+            url: redact_url(&connections.postgres_url),
+            version: postgres_version,
+        },
+    };
+    measured.result.clients.librdkafka = cluster.librdkafka_version;
+
+    let dir = match &config.out {
+        Some(dir) => dir.clone(),
+        None => PathBuf::from("reports/runs").join(&names.run_id),
+    };
+    std::fs::create_dir_all(&dir)?;
+    measured.result.write(&dir)?;
+    Ok(RunOutcome {
+        result: measured.result,
+        dir,
+    })
+}
+
+struct Measured {
+    result: RunResult,
+}
+
+/// Steps 3–6: everything between a prepared environment and an audited result.
+async fn measure(
+    config: &RunConfig,
+    names: &RunNames,
+    db: &Db,
+    redis: Option<Arc<dyn redis_seam::RedisOps>>,
+    cancel: CancellationToken,
+) -> Result<Measured, RunError> {
+    let timeout = config.connect_timeout();
+    let settings = StrategySettings {
+        processing_ttl: Duration::from_millis(config.processing_ttl_ms),
+        done_ttl: Duration::from_millis(config.done_ttl_ms),
+        key_prefix: names.key_prefix.clone(),
+        retry: RetryPolicy {
+            attempts: 8,
+            first_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+        },
+    };
+    let strategy = strategy::build(config.strategy, settings, db.clone(), redis.clone());
+    let processor_settings = ProcessorSettings {
+        brokers: config.connections.kafka_brokers.clone(),
+        topic: names.topic.clone(),
+        group_id: names.group.clone(),
+        partitions: config.partitions,
+        workers: config.workers,
+        commit_mode: config.commit_mode,
+        commit_interval: Duration::from_millis(config.commit_interval_ms.max(1)),
+        queue_depth: 1024,
+        close_timeout: Duration::from_secs(10),
+    };
+
+    // 3. The producer connects (and, being idempotent, obtains its producer id) and the
+    // processor joins its group before the first message is sent, so neither start-up cost is
+    // charged to the first messages' latency.
+    let producer = kafka::producer(&config.connections.kafka_brokers, config.linger_ms, timeout)
+        .map_err(kafka_error)?;
+    let warm_up = kafka::warm_up(&producer, &names.topic, timeout);
+    let processor = Processor::start(&processor_settings, strategy)?;
+    warm_up.await.map_err(kafka_error)?;
+    if !processor.wait_for_assignment(Duration::from_secs(30)).await {
+        let _ = processor.stop().await;
+        return Err(RunError::Service {
+            error: format!(
+                "the consumer group {} got no partitions within 30 s",
+                names.group
+            ),
+            hint: "check the broker's log; a group coordinator must be available".into(),
+        });
+    }
+
+    // 4. Produce, while the processor consumes.
+    let plan = config
+        .stream
+        .plan()
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    let send = SendSettings {
+        topic: names.topic.clone(),
+        rate: config.rate,
+    };
+    let progress = processor.progress().clone();
+    let run_started = Instant::now();
+    let ticker = spawn_progress_ticker(config.quiet, progress.clone(), plan.planned_messages());
+    let produced = tokio::select! {
+        produced = idembench_loadgen::produce(&producer, &send, &config.stream, &plan, &cancel) => produced,
+        _ = processor.failed().cancelled() => {
+            cancel.cancel();
+            ticker.abort();
+            return Err(processor.stop().await.err().map(RunError::from).unwrap_or_else(|| RunError::Config("processor failed".into())));
+        }
+    }
+    .map_err(|e| RunError::Config(e.to_string()))?;
+    drop(producer);
+
+    // 5. Drain: every acknowledged offset processed.
+    let mut partial_reason = produced
+        .cancelled
+        .then(|| "interrupted while producing (Ctrl-C)".to_string());
+    let drain_deadline = Instant::now() + Duration::from_millis(config.drain_timeout_ms);
+    while partial_reason.is_none() && !progress.caught_up(&produced.end_offsets) {
+        if processor.failed().is_cancelled() {
+            break;
+        }
+        if cancel.is_cancelled() {
+            partial_reason = Some("interrupted while draining (Ctrl-C)".into());
+        } else if Instant::now() > drain_deadline {
+            partial_reason = Some(format!(
+                "the processor did not drain within {} ms; {} messages were still unprocessed",
+                config.drain_timeout_ms,
+                progress.lag(&produced.end_offsets)
+            ));
+        } else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let process_seconds = run_started.elapsed().as_secs_f64();
+    ticker.abort();
+
+    // 6. Stop, audit, report.
+    let report = processor.stop().await?;
+    let counts = report.metrics.counts;
+    let observed = audit::observe(db).await?;
+    let correctness = audit::reconcile(
+        &produced.ledger,
+        &observed,
+        ProcessorCounts {
+            caught_by_constraint: counts.caught_by_constraint,
+            duplicates_suppressed: counts.duplicates_suppressed(),
+        },
+    );
+    let metrics = &report.metrics;
+    let messages_produced = produced.ledger.copies_sent();
+    let result = RunResult {
+        schema_version: SCHEMA_VERSION,
+        idembench_version: crate::versions::IDEMBENCH,
+        run_id: names.run_id.clone(),
+        status: if partial_reason.is_some() {
+            Status::Partial
+        } else {
+            Status::Complete
+        },
+        partial_reason,
+        strategy: config.strategy.name(),
+        redis_client: config.redis_client.name(),
+        started_at: humantime::format_rfc3339_seconds(produced.started_at).to_string(),
+        command: config.command.clone(),
+        config: serde_json::to_value(config).expect("the configuration serializes"),
+        // Filled in by the caller, which holds the connections.
+        services: Services {
+            kafka: KafkaService {
+                brokers: String::new(),
+                broker_count: 0,
+                topic: String::new(),
+                partitions: 0,
+            },
+            redis: None,
+            postgres: ServiceVersion {
+                url: String::new(),
+                version: String::new(),
+            },
+        },
+        clients: Clients {
+            redis: redis.as_ref().map(|r| r.info()),
+            rdkafka: crate::versions::RDKAFKA,
+            librdkafka: String::new(),
+            sqlx: crate::versions::SQLX,
+            hdrhistogram: crate::versions::HDRHISTOGRAM,
+        },
+        throughput: Throughput {
+            messages_produced,
+            messages_processed: counts.messages,
+            produce_seconds: produced.elapsed.as_secs_f64(),
+            process_seconds,
+            produced_per_second: per_second(messages_produced, produced.elapsed.as_secs_f64()),
+            processed_per_second: per_second(counts.messages, process_seconds),
+            offered_rate: config.rate,
+        },
+        latency_us: Latencies {
+            end_to_end_from_intended: Percentiles::of(&metrics.end_to_end_from_intended_us),
+            end_to_end_from_sent: Percentiles::of(&metrics.end_to_end_from_sent_us),
+            stages: Stages {
+                claim: Percentiles::of(&metrics.claim_us),
+                business: Percentiles::of(&metrics.business_us),
+                mark_done: Percentiles::of(&metrics.mark_done_us),
+                offset_commit: Percentiles::of(&metrics.offset_commit_us),
+            },
+            send_ack: Percentiles::of(&produced.send_ack_us),
+            schedule_lag: Percentiles::of(&produced.schedule_lag_us),
+        },
+        correctness,
+        processor: ProcessorStats {
+            counts,
+            redis_errors: redis.as_ref().map_or(0, |r| {
+                r.counters()
+                    .errors
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            }),
+            redis_timeouts: redis.as_ref().map_or(0, |r| {
+                r.counters()
+                    .timeouts
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            }),
+            consumer_errors: report.consumer_errors,
+            commit_errors: report.commit_errors,
+            rebalances: report.rebalances,
+            close_timed_out: report.close_timed_out,
+        },
+    };
+    Ok(Measured { result })
+}
+
+fn per_second(count: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        (count as f64 / seconds * 10.0).round() / 10.0
+    } else {
+        0.0
+    }
+}
+
+/// Prints a progress line every second (to stderr) unless quiet.
+fn spawn_progress_ticker(
+    quiet: bool,
+    progress: Arc<crate::processor::Progress>,
+    planned: u64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if quiet {
+            return;
+        }
+        let started = Instant::now();
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            eprintln!(
+                "[idembench] {:>5.1}s  processed {:>8} of {} planned messages",
+                started.elapsed().as_secs_f64(),
+                progress.completed(),
+                planned
+            );
+        }
+    })
+}
+
+/// `INFO server` → `redis_version`, on a short-lived connection of the run's own.
+async fn redis_server_version(url: &str, timeout: Duration) -> Result<String, RedisError> {
+    let mut connection = admin_connection(url, timeout).await?;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut connection)
+        .await
+        .map_err(|e| RedisError::Command {
+            command: "INFO",
+            cause: e.to_string(),
+        })?;
+    Ok(info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))
+        .unwrap_or("unknown")
+        .trim()
+        .to_string())
+}
+
+/// Removes every key of the run (`SCAN MATCH prefix*` + `UNLINK`).
+async fn delete_keys(url: &str, prefix: &str, timeout: Duration) -> Result<u64, RedisError> {
+    let mut connection = admin_connection(url, timeout).await?;
+    let command_error = |command| {
+        move |e: redis::RedisError| RedisError::Command {
+            command,
+            cause: e.to_string(),
+        }
+    };
+    let mut cursor: u64 = 0;
+    let mut deleted = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut connection)
+            .await
+            .map_err(command_error("SCAN"))?;
+        if !keys.is_empty() {
+            let n: u64 = redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async(&mut connection)
+                .await
+                .map_err(command_error("UNLINK"))?;
+            deleted += n;
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(deleted);
+        }
+    }
+}
+
+async fn admin_connection(
+    url: &str,
+    timeout: Duration,
+) -> Result<redis::aio::MultiplexedConnection, RedisError> {
+    let connect_error = |cause: String| RedisError::Connect {
+        address: redact_url(url),
+        cause,
+    };
+    let client = redis::Client::open(url).map_err(|e| connect_error(e.to_string()))?;
+    tokio::time::timeout(timeout, client.get_multiplexed_async_connection())
+        .await
+        .map_err(|_| connect_error(format!("no answer within {timeout:?}")))?
+        .map_err(|e| connect_error(e.to_string()))
+}

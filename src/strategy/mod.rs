@@ -1,0 +1,205 @@
+//! The idempotency seam: one trait, one file per strategy.
+//!
+//! A strategy takes one decoded trade and decides, with Redis and/or Postgres, whether to apply
+//! its business effect. What it decided is an [`Outcome`] — a result to count, never an error.
+//! Errors are for what went wrong (a store that stayed unreachable through every retry).
+//! Strategies see Redis only through [`RedisOps`](crate::redis::RedisOps), never a client type.
+
+pub mod none;
+pub mod redis_only;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use idembench_loadgen::Trade;
+use serde::Serialize;
+
+use crate::db::{Db, DbError};
+use crate::redis::{RedisError, RedisOps};
+
+/// What a strategy did with one copy of a trade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The business transaction committed.
+    Applied,
+    /// The business transaction ran and the unique constraint on the trade id rejected it.
+    CaughtByConstraint,
+    /// Skipped: the idempotency store said this trade is done.
+    SkippedDone,
+    /// Skipped: another attempt holds the PROCESSING claim.
+    SkippedInProgress,
+}
+
+/// Where a message's processing time went, filled by the strategy as it goes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StageTimes {
+    /// Checking and claiming the idempotency key (GET, SET NX).
+    pub claim: Option<Duration>,
+    /// The business transaction, BEGIN to COMMIT.
+    pub business: Option<Duration>,
+    /// Marking the key DONE.
+    pub mark_done: Option<Duration>,
+}
+
+/// Runs `step` and adds its duration to `slot`.
+pub async fn timed<T>(slot: &mut Option<Duration>, step: impl Future<Output = T>) -> T {
+    let start = Instant::now();
+    let value = step.await;
+    *slot = Some(slot.unwrap_or_default() + start.elapsed());
+    value
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StrategyError {
+    #[error("{0} (gave up after {1} attempts)")]
+    Redis(RedisError, u32),
+    #[error("{0} (gave up after {1} attempts)")]
+    Db(DbError, u32),
+}
+
+pub trait Strategy: Send + Sync {
+    fn process<'a>(
+        &'a self,
+        trade: &'a Trade,
+        stages: &'a mut StageTimes,
+    ) -> BoxFuture<'a, Result<Outcome, StrategyError>>;
+}
+
+/// The strategies a run can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StrategyKind {
+    /// Apply every copy: the baseline that shows what duplicates cost.
+    None,
+    /// The design note: GET DONE? → SET NX PX PROCESSING → business tx → SET PX DONE.
+    RedisOnly,
+}
+
+impl StrategyKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StrategyKind::None => "none",
+            StrategyKind::RedisOnly => "redis-only",
+        }
+    }
+
+    pub fn uses_redis(self) -> bool {
+        !matches!(self, StrategyKind::None)
+    }
+}
+
+/// Settings shared by the strategies that use them.
+#[derive(Clone, Debug, Serialize)]
+pub struct StrategySettings {
+    /// Time-to-live of a PROCESSING claim (design note: 5 min).
+    pub processing_ttl: Duration,
+    /// Time-to-live of a DONE mark (design note: 7 days).
+    pub done_ttl: Duration,
+    /// Prefix of every idempotency key this run writes.
+    pub key_prefix: String,
+    pub retry: RetryPolicy,
+}
+
+impl StrategySettings {
+    pub fn key(&self, trade_id: u64) -> String {
+        format!("{}{}", self.key_prefix, trade_id)
+    }
+}
+
+/// How often a step is tried when its store fails, and how long to wait between tries.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl RetryPolicy {
+    /// Tries `step` until it succeeds or `attempts` are used up, backing off exponentially.
+    /// Retrying one step (never the whole flow) matters: a Redis-only worker that retried from
+    /// the top after claiming would find its own PROCESSING key and skip the trade for good.
+    pub async fn run<T, E, F, Fut>(&self, mut step: F) -> Result<T, (E, u32)>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: std::fmt::Display,
+    {
+        let mut backoff = self.first_backoff;
+        let mut attempt = 1;
+        loop {
+            match step().await {
+                Ok(value) => return Ok(value),
+                Err(error) if attempt >= self.attempts => return Err((error, attempt)),
+                Err(error) => {
+                    tracing::warn!(%error, attempt, "step failed; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.max_backoff);
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Builds the chosen strategy over the stores it needs.
+pub fn build(
+    kind: StrategyKind,
+    settings: StrategySettings,
+    db: Db,
+    redis: Option<Arc<dyn RedisOps>>,
+) -> Arc<dyn Strategy> {
+    match kind {
+        StrategyKind::None => Arc::new(none::ApplyEveryCopy::new(db, settings.retry)),
+        StrategyKind::RedisOnly => Arc::new(redis_only::RedisOnly::new(
+            db,
+            redis.expect("redis-only needs a Redis client"),
+            settings,
+        )),
+    }
+}
+
+/// The business transaction with retries, shared by every strategy that writes through
+/// [`Db::apply_trade`].
+pub(crate) async fn apply_with_retry(
+    db: &Db,
+    retry: &RetryPolicy,
+    trade: &Trade,
+    stages: &mut StageTimes,
+) -> Result<crate::db::business::BusinessOutcome, StrategyError> {
+    timed(&mut stages.business, retry.run(|| db.apply_trade(trade)))
+        .await
+        .map_err(|(e, n)| StrategyError::Db(e, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_stops_at_the_first_success_and_gives_up_after_the_last_attempt() {
+        let policy = RetryPolicy {
+            attempts: 3,
+            first_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(15),
+        };
+        let calls = AtomicU32::new(0);
+        let ok: Result<u32, (String, u32)> = policy
+            .run(|| async {
+                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                if n < 2 {
+                    Err(format!("fail {n}"))
+                } else {
+                    Ok(n)
+                }
+            })
+            .await;
+        assert_eq!(ok, Ok(2));
+        calls.store(0, Ordering::SeqCst);
+        let err: Result<u32, (String, u32)> = policy
+            .run(|| async { Err(format!("fail {}", calls.fetch_add(1, Ordering::SeqCst) + 1)) })
+            .await;
+        assert_eq!(err, Err(("fail 3".to_string(), 3)));
+    }
+}

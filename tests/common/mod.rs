@@ -1,0 +1,40 @@
+//! Helpers for the integration tests. They talk to the real services named by the same flags
+//! and environment variables as the CLI (defaults: `scripts/services up`); a missing service
+//! fails the test with the run's own error, which names the service and how to start it.
+
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
+
+use clap::Parser;
+use idembench::cli::{Cli, Command};
+use idembench::run::{RunConfig, RunError, RunOutcome, execute};
+use tokio_util::sync::CancellationToken;
+
+/// Parses `args` exactly as the `idembench run` command line would.
+pub fn config(args: &[&str], out: &std::path::Path) -> RunConfig {
+    let mut argv = vec![
+        "idembench",
+        "run",
+        "--quiet",
+        "--out",
+        out.to_str().expect("utf-8 temp path"),
+    ];
+    argv.extend_from_slice(args);
+    let Command::Run(run) = Cli::try_parse_from(argv).expect("valid flags").command;
+    run.into_config(args.join(" "))
+}
+
+pub async fn run(args: &[&str]) -> (RunOutcome, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let outcome = try_run(args, dir.path()).await.unwrap_or_else(|error| {
+        panic!(
+            "idembench run {} failed: {error}\n(is `scripts/services up` running?)",
+            args.join(" ")
+        )
+    });
+    (outcome, dir)
+}
+
+pub async fn try_run(args: &[&str], out: &std::path::Path) -> Result<RunOutcome, RunError> {
+    execute(config(args, &out.join("run")), CancellationToken::new()).await
+}

@@ -1,0 +1,236 @@
+//! End-to-end known answers on real Kafka, Redis and Postgres: loadgen → processor → audit.
+
+mod common;
+
+use idembench::result::Status;
+use idembench_loadgen::{ExtraCopy, StreamSpec};
+
+/// Trades the seeded plan sends more than once: the ground truth for duplicates.
+fn planned_duplicates(trades: u64, duplicate_rate: f64, seed: u64) -> u64 {
+    let spec = StreamSpec {
+        trades,
+        duplicate_rate,
+        seed,
+        ..StreamSpec::default()
+    };
+    spec.plan()
+        .unwrap()
+        .extra
+        .iter()
+        .filter(|c| **c != ExtraCopy::None)
+        .count() as u64
+}
+
+/// Redis-only, no faults, immediate and late duplicates: nothing lost, nothing doubled, and
+/// every extra copy suppressed by the strategy — on both Redis clients.
+macro_rules! redis_only_known_answer {
+    ($name:ident, $client:literal) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let (outcome, _dir) = common::run(&[
+                "--strategy",
+                "redis-only",
+                "--redis-client",
+                $client,
+                "--trades",
+                "1500",
+                "--rate",
+                "0",
+                "--duplicate-rate",
+                "0.2",
+                "--late-duplicate-share",
+                "0.3",
+                "--late-duplicate-delay-ms",
+                "300",
+                "--seed",
+                "7",
+            ])
+            .await;
+            let result = &outcome.result;
+            let c = &result.correctness;
+            assert_eq!(
+                result.status,
+                Status::Complete,
+                "{:?}",
+                result.partial_reason
+            );
+            assert_eq!(result.redis_client, $client);
+            assert_eq!(result.clients.redis.as_ref().unwrap().name, $client);
+            assert_eq!(c.produced_unique, 1500);
+            assert_eq!(
+                c.copies_sent,
+                1500 + planned_duplicates(1500, 0.2, 7),
+                "every planned copy acknowledged"
+            );
+            assert_eq!(
+                (c.lost, c.double_applied, c.extra_effects),
+                (0, 0, 0),
+                "{c:?}"
+            );
+            assert_eq!(c.exactly_once, 1500);
+            assert_eq!(
+                c.duplicates_suppressed,
+                c.copies_sent - c.produced_unique,
+                "{c:?}"
+            );
+            assert_eq!(c.caught_by_constraint, 0);
+            assert_eq!(c.positions_mismatched, 0);
+            assert!(c.identity_holds);
+            assert_eq!(result.processor.counts.messages, c.copies_sent);
+            assert_eq!(
+                result.latency_us.end_to_end_from_intended.count,
+                c.copies_sent
+            );
+        }
+    };
+}
+
+redis_only_known_answer!(
+    redis_only_suppresses_every_duplicate_on_redis_rs,
+    "redis-rs"
+);
+redis_only_known_answer!(redis_only_suppresses_every_duplicate_on_fred, "fred");
+
+/// No strategy and no unique constraint: every logical trade that had an extra copy lands
+/// twice, exactly as the ledger predicts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn none_without_constraint_doubles_exactly_the_duplicated_trades() {
+    let (outcome, _dir) = common::run(&[
+        "--strategy",
+        "none",
+        "--no-unique-constraint",
+        "--trades",
+        "1200",
+        "--rate",
+        "0",
+        "--duplicate-rate",
+        "0.25",
+        "--seed",
+        "11",
+    ])
+    .await;
+    let c = &outcome.result.correctness;
+    let duplicated = planned_duplicates(1200, 0.25, 11);
+    assert!(
+        duplicated > 200,
+        "the plan must exercise duplicates: {duplicated}"
+    );
+    assert_eq!(c.copies_sent, 1200 + duplicated);
+    assert_eq!(c.double_applied, duplicated, "{c:?}");
+    assert_eq!(c.extra_effects, duplicated);
+    assert_eq!(c.exactly_once, 1200 - duplicated);
+    assert_eq!(
+        (c.lost, c.caught_by_constraint, c.duplicates_suppressed),
+        (0, 0, 0)
+    );
+    assert!(
+        c.positions_mismatched > 0,
+        "doubled trades must show in positions"
+    );
+    assert!(c.identity_holds);
+}
+
+/// No strategy but the unique constraint on: the constraint catches every extra copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn none_with_constraint_is_caught_by_the_constraint() {
+    let (outcome, _dir) = common::run(&[
+        "--strategy",
+        "none",
+        "--trades",
+        "800",
+        "--rate",
+        "0",
+        "--duplicate-rate",
+        "0.25",
+        "--seed",
+        "3",
+    ])
+    .await;
+    let c = &outcome.result.correctness;
+    let duplicated = planned_duplicates(800, 0.25, 3);
+    assert_eq!(c.caught_by_constraint, duplicated, "{c:?}");
+    assert_eq!((c.lost, c.double_applied, c.exactly_once), (0, 0, 800));
+    assert!(c.identity_holds);
+}
+
+/// The written result.json carries the names users script against, and no password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_json_has_the_contracted_fields_and_no_password() {
+    let (outcome, _dir) = common::run(&["--trades", "300", "--rate", "0"]).await;
+    let text = std::fs::read_to_string(outcome.dir.join("result.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["strategy"], "redis-only");
+    assert_eq!(json["redis_client"], "redis-rs");
+    assert_eq!(json["schema_version"], 1);
+    for field in [
+        "produced_unique",
+        "copies_sent",
+        "exactly_once",
+        "lost",
+        "double_applied",
+        "extra_effects",
+        "caught_by_constraint",
+        "duplicates_suppressed",
+    ] {
+        assert!(
+            json["correctness"][field].is_u64(),
+            "correctness.{field} missing in {text}"
+        );
+    }
+    for field in ["p50", "p99", "p999", "max"] {
+        assert!(
+            json["latency_us"]["end_to_end_from_intended"][field].is_u64(),
+            "latency field {field}"
+        );
+    }
+    assert!(json["throughput"]["processed_per_second"].as_f64().unwrap() > 0.0);
+    assert_eq!(json["config"]["stream"]["trades"], 300);
+    assert!(
+        json["services"]["postgres"]["version"]
+            .as_str()
+            .unwrap()
+            .starts_with(char::is_numeric)
+    );
+    assert!(
+        json["services"]["redis"]["version"]
+            .as_str()
+            .unwrap()
+            .starts_with(char::is_numeric)
+    );
+    let postgres_url = std::env::var("IDEMBENCH_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://idembench:idembench@127.0.0.1:5432/idembench".into());
+    let password = url::Url::parse(&postgres_url)
+        .unwrap()
+        .password()
+        .map(str::to_string);
+    if let Some(password) = password {
+        assert!(
+            !text.contains(&format!(":{password}@")),
+            "a password leaked into result.json"
+        );
+        assert!(
+            json["services"]["postgres"]["url"]
+                .as_str()
+                .unwrap()
+                .contains("***")
+        );
+    }
+}
+
+/// A second run never overwrites the first one's result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_result_is_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    common::try_run(&["--trades", "50", "--rate", "0"], dir.path())
+        .await
+        .unwrap();
+    let error = common::try_run(&["--trades", "50", "--rate", "0"], dir.path())
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        error.to_string().contains("already holds a result.json"),
+        "{error}"
+    );
+    assert_eq!(error.exit_code(), 2);
+}

@@ -26,6 +26,9 @@ use crate::db::{Db, DbError};
 pub struct Correctness {
     pub produced_unique: u64,
     pub copies_sent: u64,
+    /// Malformed (non-trade) messages acknowledged by the broker; the processor must count
+    /// each as `processor.malformed`.
+    pub malformed_sent: u64,
     pub exactly_once: u64,
     pub lost: u64,
     pub double_applied: u64,
@@ -105,6 +108,7 @@ pub fn reconcile(ledger: &Ledger, observed: &Observed, processor: ProcessorCount
     let mut c = Correctness {
         produced_unique: ledger.produced_unique(),
         copies_sent: ledger.copies_sent(),
+        malformed_sent: ledger.malformed_acked,
         caught_by_constraint: processor.caught_by_constraint,
         duplicates_suppressed: processor.duplicates_suppressed,
         ..Correctness::default()

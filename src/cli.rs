@@ -64,6 +64,10 @@ pub struct RunArgs {
     /// Bytes per message value (at least the 50-byte trade encoding).
     #[arg(long, default_value_t = 256)]
     pub payload_bytes: usize,
+    /// Fraction of trades followed by a malformed (non-trade) message, 0.0–1.0: poison pills
+    /// the processor must count and skip without losing anything.
+    #[arg(long, default_value_t = 0.0)]
+    pub malformed_rate: f64,
     /// Seed of the stream: the same seed gives the same trades and duplicates.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -160,6 +164,7 @@ impl RunArgs {
                 key_skew: self.key_skew,
                 payload_bytes: self.payload_bytes,
                 seed: self.seed,
+                malformed_rate: self.malformed_rate,
             },
             rate: self.rate,
             partitions: self.partitions,

@@ -148,6 +148,9 @@ pub struct ProcessorStats {
     pub commit_errors: u64,
     pub rebalances: u64,
     pub close_timed_out: bool,
+    /// Messages produced but not yet processed when the processor stopped (0 unless partial):
+    /// in a partial run, `correctness.lost` includes the trades among them.
+    pub lag_at_stop: i64,
 }
 
 impl RunResult {

@@ -434,6 +434,7 @@ async fn measure(
     }
     let process_seconds = run_started.elapsed().as_secs_f64();
     ticker.abort();
+    let lag_at_stop = progress.lag(&produced.end_offsets);
 
     // 6. Stop, audit, report.
     let report = processor.stop().await?;
@@ -523,6 +524,7 @@ async fn measure(
             commit_errors: report.commit_errors,
             rebalances: report.rebalances,
             close_timed_out: report.close_timed_out,
+            lag_at_stop,
         },
     };
     Ok(Measured { result })

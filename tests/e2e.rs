@@ -234,3 +234,40 @@ async fn an_existing_result_is_never_overwritten() {
     );
     assert_eq!(error.exit_code(), 2);
 }
+
+/// Poison pills on the topic are counted and committed past; no trade suffers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_are_counted_and_skipped() {
+    let (outcome, _dir) = common::run(&[
+        "--trades",
+        "1000",
+        "--rate",
+        "0",
+        "--malformed-rate",
+        "0.05",
+        "--seed",
+        "5",
+    ])
+    .await;
+    let result = &outcome.result;
+    let c = &result.correctness;
+    let planned = StreamSpec {
+        trades: 1000,
+        malformed_rate: 0.05,
+        seed: 5,
+        ..StreamSpec::default()
+    }
+    .plan()
+    .unwrap()
+    .malformed_after
+    .len() as u64;
+    assert!(planned > 20, "the plan must hold poison pills: {planned}");
+    assert_eq!(c.malformed_sent, planned);
+    assert_eq!(result.processor.counts.malformed, planned);
+    assert_eq!(
+        (c.exactly_once, c.lost, c.double_applied),
+        (1000, 0, 0),
+        "{c:?}"
+    );
+    assert_eq!(result.status, Status::Complete);
+}

@@ -16,6 +16,8 @@ pub struct Ledger {
     pub copies_acked: Vec<u8>,
     /// Copies that the broker refused or that timed out.
     pub copies_failed: u64,
+    /// Malformed (non-trade) messages the broker acknowledged.
+    pub malformed_acked: u64,
 }
 
 impl Ledger {
@@ -24,6 +26,7 @@ impl Ledger {
             trades: plan.trades.clone(),
             copies_acked: vec![0; plan.trades.len()],
             copies_failed: 0,
+            malformed_acked: 0,
         }
     }
 

@@ -48,6 +48,9 @@ struct Args {
     payload_bytes: usize,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Fraction of trades followed by a malformed (non-trade) message.
+    #[arg(long, default_value_t = 0.0)]
+    malformed_rate: f64,
     #[arg(long, default_value_t = 1)]
     linger_ms: u32,
     /// Write the ledger here as CSV.
@@ -75,6 +78,7 @@ async fn run(args: Args) -> Result<(), String> {
         key_skew: args.key_skew,
         payload_bytes: args.payload_bytes,
         seed: args.seed,
+        malformed_rate: args.malformed_rate,
     };
     let plan = spec.plan().map_err(|e| e.to_string())?;
     let producer: FutureProducer = ClientConfig::new()
@@ -134,6 +138,7 @@ async fn run(args: Args) -> Result<(), String> {
         "produced_unique": ledger.produced_unique(),
         "copies_sent": ledger.copies_sent(),
         "copies_failed": ledger.copies_failed,
+        "malformed_sent": ledger.malformed_acked,
         "seconds": report.elapsed.as_secs_f64(),
         "produced_per_second": ledger.copies_sent() as f64 / report.elapsed.as_secs_f64().max(1e-9),
         "send_ack_p99_us": report.send_ack_us.value_at_quantile(0.99),

@@ -115,9 +115,13 @@ pub async fn produce(
         start_us,
     };
 
+    let mut pills = plan.malformed_after.iter().peekable();
     let regular = plan.trades.iter().enumerate().flat_map(|(index, _)| {
         let immediate = plan.extra[index] == ExtraCopy::Immediate;
-        std::iter::once((index, 0u8)).chain(immediate.then_some((index, 1u8)))
+        let pill = pills.next_if(|after| **after == index).is_some();
+        std::iter::once((index, Some(0u8)))
+            .chain(immediate.then_some((index, Some(1u8))))
+            .chain(pill.then_some((index, None)))
     });
     for (slot, (index, copy)) in regular.enumerate() {
         if cancel.is_cancelled() {
@@ -135,14 +139,12 @@ pub async fn produce(
             late.pop();
             sender.send_at(&plan.trades[late_index], 1, late_due).await;
         }
-        let sent_at = match due {
-            Some(due) => sender.send_at(&plan.trades[index], copy, due).await,
-            None => {
-                sender
-                    .send_at(&plan.trades[index], copy, start.elapsed())
-                    .await
-            }
+        let due = due.unwrap_or_else(|| start.elapsed());
+        let Some(copy) = copy else {
+            sender.send_malformed_at(&plan.trades[index], due).await;
+            continue;
         };
+        let sent_at = sender.send_at(&plan.trades[index], copy, due).await;
         if copy == 0 && plan.extra[index] == ExtraCopy::Late {
             late.push(Reverse((sent_at + late_delay, index)));
         }
@@ -204,7 +206,25 @@ impl Sender<'_> {
         let _ = self.schedule_lag_us.record(lag.max(1));
         self.buffer.clear();
         message.encode_into(self.payload_bytes, self.buffer);
-        let key = message.key();
+        self.send_buffer(message.key(), message.trade_id).await;
+        due
+    }
+
+    /// Sends a message that is not a trade, on the trade's key (so its partition).
+    async fn send_malformed_at(&mut self, trade: &crate::trade::Trade, due: Duration) {
+        let due_instant = self.start + due;
+        if due_instant > Instant::now() {
+            tokio::time::sleep_until(due_instant.into()).await;
+        }
+        self.buffer.clear();
+        self.buffer.extend_from_slice(
+            format!("{{\"not\":\"a trade\",\"after\":{}}}", trade.trade_id).as_bytes(),
+        );
+        self.send_buffer(trade.key(), MALFORMED).await;
+    }
+
+    /// Hands the buffer to the producer, waiting while its queue is full.
+    async fn send_buffer(&mut self, key: [u8; 4], trade_id: u64) {
         loop {
             let record = FutureRecord::to(self.topic)
                 .key(&key[..])
@@ -213,7 +233,7 @@ impl Sender<'_> {
                 Ok(delivery) => {
                     let pending = Pending {
                         delivery,
-                        trade_id: message.trade_id,
+                        trade_id,
                         sent: Instant::now(),
                     };
                     // The collector only stops after this loop ends.
@@ -224,14 +244,16 @@ impl Sender<'_> {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 Err((error, _)) => {
-                    tracing::warn!(trade_id = message.trade_id, %error, "producer refused a message");
+                    tracing::warn!(trade_id, %error, "producer refused a message");
                     break;
                 }
             }
         }
-        due
     }
 }
+
+/// The ledger id of a malformed message (trade ids start at 1).
+const MALFORMED: u64 = 0;
 
 async fn collect_acks(
     mut pending: mpsc::Receiver<Pending>,
@@ -253,7 +275,11 @@ async fn collect_acks(
                 match result {
                     Ok(Ok(delivery)) => {
                         let _ = send_ack_us.record((sent.elapsed().as_micros() as u64).max(1));
-                        ledger.record_ack(trade_id);
+                        if trade_id == MALFORMED {
+                            ledger.malformed_acked += 1;
+                        } else {
+                            ledger.record_ack(trade_id);
+                        }
                         let end = end_offsets.entry(delivery.partition).or_insert(0);
                         *end = (*end).max(delivery.offset + 1);
                     }

@@ -33,6 +33,10 @@ pub struct StreamSpec {
     /// Size of each message value; at least the 50-byte trade encoding.
     pub payload_bytes: usize,
     pub seed: u64,
+    /// Fraction of logical trades followed by a message that is not a trade (a poison pill
+    /// the processor must count and skip), 0.0..=1.0.
+    #[serde(default)]
+    pub malformed_rate: f64,
 }
 
 impl Default for StreamSpec {
@@ -47,6 +51,7 @@ impl Default for StreamSpec {
             key_skew: 0.0,
             payload_bytes: 256,
             seed: 1,
+            malformed_rate: 0.0,
         }
     }
 }
@@ -74,6 +79,7 @@ impl StreamSpec {
         for (name, value) in [
             ("duplicate-rate", self.duplicate_rate),
             ("late-duplicate-share", self.late_duplicate_share),
+            ("malformed-rate", self.malformed_rate),
         ] {
             if !(0.0..=1.0).contains(&value) {
                 return Err(SpecError::NotAFraction { name, value });
@@ -93,6 +99,7 @@ impl StreamSpec {
             .then(|| Zipf::new(f64::from(self.accounts), self.key_skew).expect("validated"));
         let mut trades = Vec::with_capacity(usize::try_from(self.trades).unwrap_or(0));
         let mut extra = Vec::with_capacity(trades.capacity());
+        let mut malformed_after = Vec::new();
         for index in 0..self.trades {
             let account = match &zipf {
                 // Zipf yields 1..=n as f64.
@@ -125,8 +132,16 @@ impl StreamSpec {
             };
             trades.push(trade);
             extra.push(copy);
+            // Drawn only when asked for, so a spec without poison pills keeps its stream.
+            if self.malformed_rate > 0.0 && rng.random_bool(self.malformed_rate) {
+                malformed_after.push(index as usize);
+            }
         }
-        Ok(Plan { trades, extra })
+        Ok(Plan {
+            trades,
+            extra,
+            malformed_after,
+        })
     }
 }
 
@@ -145,6 +160,8 @@ pub struct Plan {
     /// Indexed by `trade_id - 1`.
     pub trades: Vec<Trade>,
     pub extra: Vec<ExtraCopy>,
+    /// Indexes of the trades after which a malformed message is sent, ascending.
+    pub malformed_after: Vec<usize>,
 }
 
 impl Plan {
@@ -226,6 +243,25 @@ mod tests {
             "{hottest} vs {uniform_hottest}"
         );
         assert!(skewed.trades.iter().all(|t| t.account < 1_000));
+    }
+
+    #[test]
+    fn poison_pills_do_not_change_the_trades() {
+        let clean = StreamSpec::default().plan().unwrap();
+        let poisoned = StreamSpec {
+            malformed_rate: 0.1,
+            ..StreamSpec::default()
+        }
+        .plan()
+        .unwrap();
+        assert!(clean.malformed_after.is_empty());
+        assert!(
+            (800..=1_200).contains(&poisoned.malformed_after.len()),
+            "{}",
+            poisoned.malformed_after.len()
+        );
+        // The draws interleave, so trades differ after the first pill; the count and ids do not.
+        assert_eq!(clean.trades.len(), poisoned.trades.len());
     }
 
     #[test]

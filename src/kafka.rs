@@ -38,6 +38,9 @@ fn base_config(brokers: &str, timeout: Duration) -> ClientConfig {
         )
         // librdkafka logs every failed connect attempt; the error we return says it once.
         .set("log_level", "3");
+    if let Ok(contexts) = std::env::var("IDEMBENCH_RDKAFKA_DEBUG") {
+        config.set("debug", contexts).set("log_level", "7");
+    }
     config
 }
 
@@ -159,42 +162,88 @@ impl Admin {
     }
 }
 
+/// The load generator's producer context: watches librdkafka's statistics for the moment the
+/// idempotent producer holds its producer id, which the Rust API does not expose otherwise.
+pub struct ProducerState {
+    pid_assigned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl rdkafka::ClientContext for ProducerState {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if statistics
+            .eos
+            .is_some_and(|eos| eos.idemp_state == "Assigned")
+        {
+            self.pid_assigned
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
+/// The producer and the flag its context raises once it holds a producer id.
+pub struct LoadProducer {
+    pub producer: FutureProducer<ProducerState>,
+    pid_assigned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
 /// The load generator's producer: acks from all in-sync replicas, idempotent (so a producer
 /// retry never adds a copy the ledger does not know of), batching by `linger_ms`.
 pub fn producer(
     brokers: &str,
     linger_ms: u32,
     timeout: Duration,
-) -> Result<FutureProducer, KafkaSetupError> {
-    base_config(brokers, timeout)
+) -> Result<LoadProducer, KafkaSetupError> {
+    let pid_assigned = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = base_config(brokers, timeout)
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("linger.ms", linger_ms.to_string())
         .set("queue.buffering.max.messages", "1000000")
         .set("message.timeout.ms", "30000")
-        .create()
-        .map_err(KafkaSetupError::Client)
+        // Only to see the producer id arrive (see `warm_up`); parsing it is cheap.
+        .set("statistics.interval.ms", "100")
+        .create_with_context(ProducerState {
+            pid_assigned: pid_assigned.clone(),
+        })
+        .map_err(KafkaSetupError::Client)?;
+    Ok(LoadProducer {
+        producer,
+        pid_assigned,
+    })
 }
 
-/// Connects the producer to the topic's leaders and waits until its idempotence handshake
-/// (InitProducerId) is done, by polling librdkafka's `idemp_state` statistic... not exposed in
-/// the Rust API, so it waits for the topic's metadata and then a fixed grace period.
+/// Waits until the producer can send at once: it has the topic's metadata and its producer id.
+/// librdkafka acquires the id behind a 500 ms timer after connecting; messages sent before that
+/// wait in its queue, which showed up as a ~450 ms latency tail at the start of every run.
 pub async fn warm_up(
-    producer: &FutureProducer,
+    producer: &LoadProducer,
     topic: &str,
     timeout: Duration,
 ) -> Result<(), KafkaSetupError> {
-    let client = producer.clone();
+    let client = producer.producer.clone();
     let topic_name = topic.to_string();
+    let unreachable = |cause: String| KafkaSetupError::Unreachable {
+        brokers: topic.to_string(),
+        cause,
+    };
     tokio::task::spawn_blocking(move || {
         rdkafka::producer::Producer::client(&client)
             .fetch_metadata(Some(&topic_name), Timeout::After(timeout))
     })
     .await
     .expect("metadata task panicked")
-    .map_err(|e| KafkaSetupError::Unreachable {
-        brokers: topic.to_string(),
-        cause: e.to_string(),
-    })?;
+    .map_err(|e| unreachable(e.to_string()))?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !producer
+        .pid_assigned
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        if tokio::time::Instant::now() > deadline {
+            return Err(unreachable(format!(
+                "the idempotent producer got no producer id within {timeout:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     Ok(())
 }

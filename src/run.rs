@@ -28,6 +28,7 @@ use crate::result::{
     Clients, KafkaService, Latencies, Percentiles, ProcessorStats, RunResult, SCHEMA_VERSION,
     ServiceVersion, Services, Stages, Status, Throughput,
 };
+use crate::strategy::parts::OnInProgress;
 use crate::strategy::{self, RetryPolicy, StrategyKind, StrategySettings};
 
 /// Where the services are. Never serialized as is: URLs may hold passwords.
@@ -62,6 +63,7 @@ pub struct RunConfig {
     pub workers: usize,
     pub commit_mode: CommitMode,
     pub commit_interval_ms: u64,
+    pub on_in_progress: OnInProgress,
     pub processing_ttl_ms: u64,
     pub done_ttl_ms: u64,
     pub unique_constraint: bool,
@@ -350,6 +352,7 @@ async fn measure(
         processing_ttl: Duration::from_millis(config.processing_ttl_ms),
         done_ttl: Duration::from_millis(config.done_ttl_ms),
         key_prefix: names.key_prefix.clone(),
+        on_in_progress: config.on_in_progress,
         retry: RetryPolicy {
             attempts: 8,
             first_backoff: Duration::from_millis(50),
@@ -401,7 +404,7 @@ async fn measure(
     let run_started = Instant::now();
     let ticker = spawn_progress_ticker(config.quiet, progress.clone(), plan.planned_messages());
     let produced = tokio::select! {
-        produced = idembench_loadgen::produce(&producer, &send, &config.stream, &plan, &cancel) => produced,
+        produced = idembench_loadgen::produce(&producer.producer, &send, &config.stream, &plan, &cancel) => produced,
         _ = processor.failed().cancelled() => {
             cancel.cancel();
             ticker.abort();
@@ -461,7 +464,11 @@ async fn measure(
         },
         partial_reason,
         strategy: config.strategy.name(),
-        redis_client: config.redis_client.name(),
+        redis_client: if redis.is_some() {
+            config.redis_client.name()
+        } else {
+            "none"
+        },
         started_at: humantime::format_rfc3339_seconds(produced.started_at).to_string(),
         command: config.command.clone(),
         config: serde_json::to_value(config).expect("the configuration serializes"),

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
+use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
@@ -79,8 +80,8 @@ struct Pending {
 }
 
 /// Sends `plan` on `producer` following `settings`, until done or `cancel` fires.
-pub async fn produce(
-    producer: &FutureProducer,
+pub async fn produce<C: ClientContext + 'static>(
+    producer: &FutureProducer<C>,
     settings: &SendSettings,
     spec: &StreamSpec,
     plan: &Plan,
@@ -178,8 +179,8 @@ pub async fn produce(
     })
 }
 
-struct Sender<'a> {
-    producer: &'a FutureProducer,
+struct Sender<'a, C: ClientContext + 'static> {
+    producer: &'a FutureProducer<C>,
     topic: &'a str,
     payload_bytes: usize,
     buffer: &'a mut Vec<u8>,
@@ -189,7 +190,7 @@ struct Sender<'a> {
     start_us: u64,
 }
 
-impl Sender<'_> {
+impl<C: ClientContext + 'static> Sender<'_, C> {
     /// Waits until `due` (an offset from the start), sends one copy of `trade`, and returns the
     /// intended send time it carries, as an offset from the start.
     async fn send_at(&mut self, trade: &crate::trade::Trade, copy: u8, due: Duration) -> Duration {

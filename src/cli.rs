@@ -10,6 +10,7 @@ use crate::processor::CommitMode;
 use crate::redis::RedisClientKind;
 use crate::run::{Connections, RunConfig};
 use crate::strategy::StrategyKind;
+use crate::strategy::parts::OnInProgress;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,6 +27,9 @@ pub struct Cli {
 pub enum Command {
     /// Produce a seeded trade stream, process it with one strategy, audit it, write result.json.
     Run(Box<RunArgs>),
+    /// Run every (strategy × Redis client) pair, or a chosen subset, on the same seeded stream,
+    /// one after another; print one table and write matrix.json beside each run's result.json.
+    Matrix(Box<MatrixArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -36,7 +40,32 @@ pub struct RunArgs {
     /// Redis client library the strategy runs on.
     #[arg(long, value_enum, default_value = "redis-rs")]
     pub redis_client: RedisClientKind,
+    /// Directory for result.json (must not hold one yet). Default: reports/runs/<run id>.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
 
+#[derive(Debug, Args)]
+pub struct MatrixArgs {
+    /// Strategies to run, comma-separated. Default: all.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub strategies: Vec<StrategyKind>,
+    /// Redis clients to run each Redis strategy on, comma-separated. Default: all. Strategies
+    /// without Redis run once.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub redis_clients: Vec<RedisClientKind>,
+    /// Directory for matrix.json and one sub-directory per run. Default: reports/matrix/<time>.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Settings shared by `run` and `matrix`: the stream, the processor, the services.
+#[derive(Clone, Debug, Args)]
+pub struct CommonArgs {
     /// Logical trades (unique trade ids) to produce.
     #[arg(long, default_value_t = 10_000)]
     pub trades: u64,
@@ -87,6 +116,9 @@ pub struct RunArgs {
     /// Period of offset commits in `interval` mode, ms.
     #[arg(long, default_value_t = 100)]
     pub commit_interval_ms: u64,
+    /// What redis-only does on a PROCESSING key: skip it (the design note) or wait for it.
+    #[arg(long, value_enum, default_value = "skip")]
+    pub on_in_progress: OnInProgress,
     /// TTL of the PROCESSING claim, ms (design note: 5 min).
     #[arg(long, default_value_t = 300_000)]
     pub processing_ttl_ms: u64,
@@ -137,9 +169,6 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 120_000)]
     pub drain_timeout_ms: u64,
 
-    /// Directory for result.json (must not hold one yet). Default: reports/runs/<run id>.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
     /// Keep the run's topic, Postgres schema and Redis keys for inspection.
     #[arg(long)]
     pub keep_state: bool,
@@ -150,10 +179,23 @@ pub struct RunArgs {
 
 impl RunArgs {
     pub fn into_config(self, command: String) -> RunConfig {
+        self.common
+            .into_config(self.strategy, self.redis_client, self.out, command)
+    }
+}
+
+impl CommonArgs {
+    pub fn into_config(
+        self,
+        strategy: StrategyKind,
+        redis_client: RedisClientKind,
+        out: Option<PathBuf>,
+        command: String,
+    ) -> RunConfig {
         let workers = self.workers.unwrap_or(self.partitions).max(1);
         RunConfig {
-            strategy: self.strategy,
-            redis_client: self.redis_client,
+            strategy,
+            redis_client,
             stream: StreamSpec {
                 trades: self.trades,
                 accounts: self.accounts,
@@ -172,6 +214,7 @@ impl RunArgs {
             workers,
             commit_mode: self.commit_mode,
             commit_interval_ms: self.commit_interval_ms,
+            on_in_progress: self.on_in_progress,
             processing_ttl_ms: self.processing_ttl_ms,
             done_ttl_ms: self.done_ttl_ms,
             unique_constraint: !self.no_unique_constraint,
@@ -187,7 +230,7 @@ impl RunArgs {
                 redis_url: self.redis_url,
                 postgres_url: self.postgres_url,
             },
-            out: self.out,
+            out,
             command,
         }
     }

@@ -12,13 +12,15 @@
 //! - [`db`]: Postgres — per-run schema, migrations, the business transaction.
 //! - [`audit`]: the ledger against Postgres, into exact correctness counts.
 //! - [`result`]: `result.json` and the human summary.
-//! - [`run`]: one run, start to finish; [`cli`]: the command line.
+//! - [`run`]: one run, start to finish; [`matrix`]: every strategy × client pair, one table;
+//!   [`cli`]: the command line.
 //! - [`redact`]: passwords never leave the process.
 
 pub mod audit;
 pub mod cli;
 pub mod db;
 pub mod kafka;
+pub mod matrix;
 pub mod processor;
 pub mod redact;
 pub mod redis;

@@ -21,37 +21,55 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    let command = redacted_command_line(std::env::args());
     let code = runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        let on_interrupt = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("[idembench] interrupted: stopping, auditing what was measured, writing a partial report");
+                on_interrupt.cancel();
+            }
+        });
+        let interrupted = |cancel: &CancellationToken| if cancel.is_cancelled() { 130 } else { 0 };
         match cli.command {
-            Command::Run(args) => {
-                let cancel = CancellationToken::new();
-                let on_interrupt = cancel.clone();
-                tokio::spawn(async move {
-                    if tokio::signal::ctrl_c().await.is_ok() {
-                        eprintln!("[idembench] interrupted: stopping, auditing what was measured, writing a partial report");
-                        on_interrupt.cancel();
-                    }
-                });
-                let config = args.into_config(redacted_command_line(std::env::args()));
-                match idembench::run::execute(config, cancel.clone()).await {
-                    Ok(outcome) => {
-                        print!("{}", outcome.result.summary());
-                        println!("  wrote        {}", outcome.dir.join("result.json").display());
-                        if !outcome.result.correctness.identity_holds {
-                            eprintln!("error: the audit identity does not hold — see correctness in result.json");
-                            1
-                        } else if outcome.result.status == Status::Partial && cancel.is_cancelled() {
-                            130
-                        } else {
-                            0
-                        }
-                    }
-                    Err(error) => {
-                        eprintln!("error: {error}");
-                        error.exit_code()
+            Command::Run(args) => match idembench::run::execute(args.into_config(command), cancel.clone()).await {
+                Ok(outcome) => {
+                    print!("{}", outcome.result.summary());
+                    println!("  wrote        {}", outcome.dir.join("result.json").display());
+                    if !outcome.result.correctness.identity_holds {
+                        eprintln!("error: the audit identity does not hold — see correctness in result.json");
+                        1
+                    } else if outcome.result.status == Status::Partial {
+                        interrupted(&cancel)
+                    } else {
+                        0
                     }
                 }
-            }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    error.exit_code()
+                }
+            },
+            Command::Matrix(args) => match idembench::matrix::run_matrix(*args, command, cancel.clone()).await {
+                Ok(outcome) => {
+                    print!("{}", idembench::matrix::table(&outcome.matrix));
+                    println!("wrote {}", outcome.dir.join("matrix.json").display());
+                    let runs = &outcome.matrix.runs;
+                    if runs.iter().any(|r| r.correctness.as_ref().is_some_and(|c| !c.identity_holds)) {
+                        eprintln!("error: the audit identity does not hold in at least one run");
+                        1
+                    } else if runs.iter().any(|r| r.error.is_some()) {
+                        3
+                    } else {
+                        interrupted(&cancel)
+                    }
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    error.exit_code()
+                }
+            },
         }
     });
     // librdkafka threads left behind by an abandoned consumer must not hold the exit up.

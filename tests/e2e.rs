@@ -2,94 +2,9 @@
 
 mod common;
 
+use common::planned_duplicates;
 use idembench::result::Status;
-use idembench_loadgen::{ExtraCopy, StreamSpec};
-
-/// Trades the seeded plan sends more than once: the ground truth for duplicates.
-fn planned_duplicates(trades: u64, duplicate_rate: f64, seed: u64) -> u64 {
-    let spec = StreamSpec {
-        trades,
-        duplicate_rate,
-        seed,
-        ..StreamSpec::default()
-    };
-    spec.plan()
-        .unwrap()
-        .extra
-        .iter()
-        .filter(|c| **c != ExtraCopy::None)
-        .count() as u64
-}
-
-/// Redis-only, no faults, immediate and late duplicates: nothing lost, nothing doubled, and
-/// every extra copy suppressed by the strategy — on both Redis clients.
-macro_rules! redis_only_known_answer {
-    ($name:ident, $client:literal) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            let (outcome, _dir) = common::run(&[
-                "--strategy",
-                "redis-only",
-                "--redis-client",
-                $client,
-                "--trades",
-                "1500",
-                "--rate",
-                "0",
-                "--duplicate-rate",
-                "0.2",
-                "--late-duplicate-share",
-                "0.3",
-                "--late-duplicate-delay-ms",
-                "300",
-                "--seed",
-                "7",
-            ])
-            .await;
-            let result = &outcome.result;
-            let c = &result.correctness;
-            assert_eq!(
-                result.status,
-                Status::Complete,
-                "{:?}",
-                result.partial_reason
-            );
-            assert_eq!(result.redis_client, $client);
-            assert_eq!(result.clients.redis.as_ref().unwrap().name, $client);
-            assert_eq!(c.produced_unique, 1500);
-            assert_eq!(
-                c.copies_sent,
-                1500 + planned_duplicates(1500, 0.2, 7),
-                "every planned copy acknowledged"
-            );
-            assert_eq!(
-                (c.lost, c.double_applied, c.extra_effects),
-                (0, 0, 0),
-                "{c:?}"
-            );
-            assert_eq!(c.exactly_once, 1500);
-            assert_eq!(
-                c.duplicates_suppressed,
-                c.copies_sent - c.produced_unique,
-                "{c:?}"
-            );
-            assert_eq!(c.caught_by_constraint, 0);
-            assert_eq!(c.positions_mismatched, 0);
-            assert!(c.identity_holds);
-            assert_eq!(result.processor.counts.messages, c.copies_sent);
-            assert_eq!(
-                result.latency_us.end_to_end_from_intended.count,
-                c.copies_sent
-            );
-        }
-    };
-}
-
-redis_only_known_answer!(
-    redis_only_suppresses_every_duplicate_on_redis_rs,
-    "redis-rs"
-);
-redis_only_known_answer!(redis_only_suppresses_every_duplicate_on_fred, "fred");
+use idembench_loadgen::StreamSpec;
 
 /// No strategy and no unique constraint: every logical trade that had an extra copy lands
 /// twice, exactly as the ledger predicts.
@@ -270,4 +185,67 @@ async fn malformed_messages_are_counted_and_skipped() {
         "{c:?}"
     );
     assert_eq!(result.status, Status::Complete);
+}
+
+/// `idembench matrix` runs the chosen pairs on one stream and writes matrix.json with each
+/// run's strategy, client and correctness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_writes_one_row_per_pair() {
+    use clap::Parser;
+    use idembench::cli::{Cli, Command};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("matrix");
+    let argv = [
+        "idembench",
+        "matrix",
+        "--strategies",
+        "db-only,redis-only-atomic",
+        "--redis-clients",
+        "redis-rs,fred",
+        "--trades",
+        "300",
+        "--rate",
+        "0",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let Command::Matrix(args) = Cli::try_parse_from(argv).unwrap().command else {
+        panic!("parsed as matrix")
+    };
+    let outcome = idembench::matrix::run_matrix(*args, "test".into(), Default::default())
+        .await
+        .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("matrix.json")).unwrap()).unwrap();
+    let runs = json["runs"].as_array().unwrap();
+    let pairs: Vec<(&str, &str)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["strategy"].as_str().unwrap(),
+                r["redis_client"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("db-only", "none"),
+            ("redis-only-atomic", "redis-rs"),
+            ("redis-only-atomic", "fred")
+        ]
+    );
+    for run in runs {
+        assert_eq!(run["correctness"]["lost"], 0, "{run}");
+        assert_eq!(run["correctness"]["double_applied"], 0, "{run}");
+        assert_eq!(run["correctness"]["produced_unique"], 300, "{run}");
+        let result_dir = std::path::Path::new(run["result_dir"].as_str().unwrap());
+        assert!(
+            result_dir.join("result.json").exists(),
+            "each run keeps its own result.json"
+        );
+    }
+    let table = idembench::matrix::table(&outcome.matrix);
+    assert_eq!(table.lines().count(), 4, "{table}");
 }

@@ -4,7 +4,7 @@
 use idembench_loadgen::{Side, Trade};
 use sqlx::{Postgres, Transaction};
 
-use super::{Db, DbError};
+use super::DbError;
 
 /// What the business write did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,17 +17,17 @@ pub enum BusinessOutcome {
 
 const UNIQUE_VIOLATION: &str = "23505";
 
-impl Db {
-    /// Runs the whole business transaction for one trade.
-    pub async fn apply_trade(&self, trade: &Trade) -> Result<BusinessOutcome, DbError> {
-        let mut tx = self.pool().begin().await.map_err(DbError::query("BEGIN"))?;
-        let outcome = write_effects(&mut tx, trade).await?;
-        if outcome == BusinessOutcome::Applied {
-            tx.commit().await.map_err(DbError::query("COMMIT"))?;
-        }
-        // Otherwise dropping `tx` rolls it back.
-        Ok(outcome)
-    }
+/// Inserts the inbox row of `trade_id`; `false` when it was already there (the trade is done).
+pub async fn insert_inbox(
+    tx: &mut Transaction<'_, Postgres>,
+    trade_id: u64,
+) -> Result<bool, DbError> {
+    let inserted = sqlx::query("INSERT INTO inbox (trade_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(db_id(trade_id))
+        .execute(&mut **tx)
+        .await
+        .map_err(DbError::query("INSERT INTO inbox"))?;
+    Ok(inserted.rows_affected() == 1)
 }
 
 /// The three writes, inside a transaction the caller owns (so a strategy can add its own rows,

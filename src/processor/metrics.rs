@@ -31,6 +31,10 @@ pub struct Counts {
     pub skipped_in_progress: u64,
     /// Messages that were not trades; counted, logged, and committed past.
     pub malformed: u64,
+    /// Total time copies waited behind another attempt's PROCESSING key, µs.
+    pub stalled_us: u64,
+    /// Copies that waited at all.
+    pub stalled_copies: u64,
 }
 
 impl Counts {
@@ -41,6 +45,8 @@ impl Counts {
         self.skipped_done += other.skipped_done;
         self.skipped_in_progress += other.skipped_in_progress;
         self.malformed += other.malformed;
+        self.stalled_us += other.stalled_us;
+        self.stalled_copies += other.stalled_copies;
     }
 
     /// Copies the strategy skipped as duplicates.
@@ -76,6 +82,10 @@ impl WorkerMetrics {
             Outcome::CaughtByConstraint => counts.caught_by_constraint += 1,
             Outcome::SkippedDone => counts.skipped_done += 1,
             Outcome::SkippedInProgress => counts.skipped_in_progress += 1,
+        }
+        if let Some(stalled) = stages.stalled {
+            counts.stalled_us += stalled.as_micros() as u64;
+            counts.stalled_copies += 1;
         }
         for (histogram, stage) in [
             (&mut self.claim_us, stages.claim),

@@ -114,6 +114,32 @@ impl RedisOps for Fred {
         .boxed()
     }
 
+    fn set_nx_px_get<'a>(
+        &'a self,
+        key: &'a str,
+        value: KeyState,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<KeyState>, RedisError>> {
+        async move {
+            let expiry = Expiration::PX(i64::try_from(ttl_ms(ttl)).unwrap_or(i64::MAX));
+            let previous: Result<Option<Vec<u8>>, _> = self
+                .pool
+                .set(
+                    key,
+                    value.as_str(),
+                    Some(expiry),
+                    Some(SetOptions::NX),
+                    true,
+                )
+                .await
+                .map_err(|e| self.classify("SET NX PX GET", e));
+            self.counted(previous)?
+                .map(|v| KeyState::parse(&v))
+                .transpose()
+        }
+        .boxed()
+    }
+
     fn set_px<'a>(
         &'a self,
         key: &'a str,

@@ -103,6 +103,15 @@ pub trait RedisOps: Send + Sync {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, RedisError>>;
 
+    /// `SET key value NX PX ttl GET` (Redis ≥ 7.0): check and claim in one round trip.
+    /// `None` when this call created the key; otherwise the state the key already held.
+    fn set_nx_px_get<'a>(
+        &'a self,
+        key: &'a str,
+        value: KeyState,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<KeyState>, RedisError>>;
+
     /// `SET key value PX ttl`, unconditionally.
     fn set_px<'a>(
         &'a self,

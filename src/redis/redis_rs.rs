@@ -120,6 +120,26 @@ impl RedisOps for RedisRs {
         .boxed()
     }
 
+    fn set_nx_px_get<'a>(
+        &'a self,
+        key: &'a str,
+        value: KeyState,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<KeyState>, RedisError>> {
+        async move {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key)
+                .arg(value.as_str())
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms(ttl))
+                .arg("GET");
+            let previous: Option<Vec<u8>> = self.query("SET NX PX GET", cmd).await?;
+            previous.map(|v| KeyState::parse(&v)).transpose()
+        }
+        .boxed()
+    }
+
     fn set_px<'a>(
         &'a self,
         key: &'a str,

@@ -5,8 +5,14 @@
 //! Errors are for what went wrong (a store that stayed unreachable through every retry).
 //! Strategies see Redis only through [`RedisOps`](crate::redis::RedisOps), never a client type.
 
+pub mod db_authority_redis_cache;
+pub mod db_only;
+pub mod dual_db_first;
+pub mod dual_redis_first;
 pub mod none;
+pub mod parts;
 pub mod redis_only;
+pub mod redis_only_atomic;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +46,8 @@ pub struct StageTimes {
     pub business: Option<Duration>,
     /// Marking the key DONE.
     pub mark_done: Option<Duration>,
+    /// Waiting behind another attempt's PROCESSING key (`--on-in-progress wait`).
+    pub stalled: Option<Duration>,
 }
 
 /// Runs `step` and adds its duration to `slot`.
@@ -66,7 +74,7 @@ pub trait Strategy: Send + Sync {
     ) -> BoxFuture<'a, Result<Outcome, StrategyError>>;
 }
 
-/// The strategies a run can use.
+/// The strategies a run can use. Names are a contract (`--strategy`, `result.json`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StrategyKind {
@@ -74,18 +82,43 @@ pub enum StrategyKind {
     None,
     /// The design note: GET DONE? → SET NX PX PROCESSING → business tx → SET PX DONE.
     RedisOnly,
+    /// redis-only with check-and-claim in one round trip (SET NX PX GET).
+    RedisOnlyAtomic,
+    /// An inbox row in the business transaction; no Redis.
+    DbOnly,
+    /// Redis claim, business tx with inbox, SET DONE, then COMMIT (the note's inconsistency example).
+    DualRedisFirst,
+    /// Redis claim, business tx with inbox and COMMIT, then SET DONE.
+    DualDbFirst,
+    /// The DB inbox decides; Redis only caches DONE to skip duplicates early. No lock.
+    DbAuthorityRedisCache,
 }
 
 impl StrategyKind {
+    pub const ALL: [StrategyKind; 7] = [
+        StrategyKind::None,
+        StrategyKind::RedisOnly,
+        StrategyKind::RedisOnlyAtomic,
+        StrategyKind::DbOnly,
+        StrategyKind::DualRedisFirst,
+        StrategyKind::DualDbFirst,
+        StrategyKind::DbAuthorityRedisCache,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             StrategyKind::None => "none",
             StrategyKind::RedisOnly => "redis-only",
+            StrategyKind::RedisOnlyAtomic => "redis-only-atomic",
+            StrategyKind::DbOnly => "db-only",
+            StrategyKind::DualRedisFirst => "dual-redis-first",
+            StrategyKind::DualDbFirst => "dual-db-first",
+            StrategyKind::DbAuthorityRedisCache => "db-authority-redis-cache",
         }
     }
 
     pub fn uses_redis(self) -> bool {
-        !matches!(self, StrategyKind::None)
+        !matches!(self, StrategyKind::None | StrategyKind::DbOnly)
     }
 }
 
@@ -98,6 +131,8 @@ pub struct StrategySettings {
     pub done_ttl: Duration,
     /// Prefix of every idempotency key this run writes.
     pub key_prefix: String,
+    /// What redis-only does on a PROCESSING key.
+    pub on_in_progress: parts::OnInProgress,
     pub retry: RetryPolicy,
 }
 
@@ -149,27 +184,26 @@ pub fn build(
     db: Db,
     redis: Option<Arc<dyn RedisOps>>,
 ) -> Arc<dyn Strategy> {
+    let retry = settings.retry;
+    let keys = || {
+        let redis = redis
+            .clone()
+            .unwrap_or_else(|| panic!("{} needs a Redis client", kind.name()));
+        parts::RedisKeys::new(redis, settings.clone())
+    };
     match kind {
-        StrategyKind::None => Arc::new(none::ApplyEveryCopy::new(db, settings.retry)),
-        StrategyKind::RedisOnly => Arc::new(redis_only::RedisOnly::new(
-            db,
-            redis.expect("redis-only needs a Redis client"),
-            settings,
-        )),
+        StrategyKind::None => Arc::new(none::ApplyEveryCopy::new(db, retry)),
+        StrategyKind::RedisOnly => Arc::new(redis_only::RedisOnly::new(db, keys(), retry)),
+        StrategyKind::RedisOnlyAtomic => Arc::new(redis_only_atomic::new(db, keys(), retry)),
+        StrategyKind::DbOnly => Arc::new(db_only::DbOnly::new(db, retry)),
+        StrategyKind::DualRedisFirst => {
+            Arc::new(dual_redis_first::DualRedisFirst::new(db, keys(), retry))
+        }
+        StrategyKind::DualDbFirst => Arc::new(dual_db_first::DualDbFirst::new(db, keys(), retry)),
+        StrategyKind::DbAuthorityRedisCache => Arc::new(
+            db_authority_redis_cache::DbAuthorityRedisCache::new(db, keys(), retry),
+        ),
     }
-}
-
-/// The business transaction with retries, shared by every strategy that writes through
-/// [`Db::apply_trade`].
-pub(crate) async fn apply_with_retry(
-    db: &Db,
-    retry: &RetryPolicy,
-    trade: &Trade,
-    stages: &mut StageTimes,
-) -> Result<crate::db::business::BusinessOutcome, StrategyError> {
-    timed(&mut stages.business, retry.run(|| db.apply_trade(trade)))
-        .await
-        .map_err(|(e, n)| StrategyError::Db(e, n))
 }
 
 #[cfg(test)]

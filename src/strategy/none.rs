@@ -9,9 +9,9 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use idembench_loadgen::Trade;
 
-use super::{Outcome, RetryPolicy, StageTimes, Strategy, StrategyError, apply_with_retry};
+use super::parts::{TxShape, transact};
+use super::{Outcome, RetryPolicy, StageTimes, Strategy, StrategyError};
 use crate::db::Db;
-use crate::db::business::BusinessOutcome;
 
 pub struct ApplyEveryCopy {
     db: Db,
@@ -31,12 +31,13 @@ impl Strategy for ApplyEveryCopy {
         stages: &'a mut StageTimes,
     ) -> BoxFuture<'a, Result<Outcome, StrategyError>> {
         async move {
-            Ok(
-                match apply_with_retry(&self.db, &self.retry, trade, stages).await? {
-                    BusinessOutcome::Applied => Outcome::Applied,
-                    BusinessOutcome::CaughtByConstraint => Outcome::CaughtByConstraint,
-                },
-            )
+            let shape = TxShape {
+                inbox: false,
+                mark_done_before_commit: None,
+            };
+            Ok(transact(&self.db, &self.retry, trade, shape, stages)
+                .await?
+                .outcome())
         }
         .boxed()
     }

@@ -6,6 +6,9 @@
 //! 4. `SET key DONE PX done_ttl`.
 //! 5. the processor commits the Kafka offset.
 //!
+//! With `--on-in-progress wait`, a copy that finds PROCESSING polls until DONE (skip) or until
+//! the key expires (claim and process), instead of skipping at once.
+//!
 //! Guarantee: with no crash, no Redis data loss and every attempt finishing within
 //! `processing_ttl`, each trade applies exactly once. Where it can fail:
 //! - a crash between the DB commit (3) and SET DONE (4) leaves PROCESSING until its TTL
@@ -19,53 +22,38 @@
 //! - an attempt slower than `processing_ttl` loses its claim while it still works, so a
 //!   concurrent copy may apply too.
 
-use std::sync::Arc;
-
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use idembench_loadgen::Trade;
 
-use super::{
-    Outcome, StageTimes, Strategy, StrategyError, StrategySettings, apply_with_retry, timed,
-};
+use super::parts::{Claim, ClaimStyle, RedisKeys, TxShape, transact};
+use super::{Outcome, RetryPolicy, StageTimes, Strategy, StrategyError};
 use crate::db::Db;
-use crate::db::business::BusinessOutcome;
-use crate::redis::{KeyState, RedisOps};
 
 pub struct RedisOnly {
     db: Db,
-    redis: Arc<dyn RedisOps>,
-    settings: StrategySettings,
+    keys: RedisKeys,
+    retry: RetryPolicy,
+    style: ClaimStyle,
 }
 
 impl RedisOnly {
-    pub fn new(db: Db, redis: Arc<dyn RedisOps>, settings: StrategySettings) -> Self {
-        RedisOnly {
-            db,
-            redis,
-            settings,
-        }
+    pub fn new(db: Db, keys: RedisKeys, retry: RetryPolicy) -> Self {
+        RedisOnly::with_style(db, keys, retry, ClaimStyle::TwoStep)
     }
 
-    /// Steps 1 and 2: `None` when this attempt now holds the claim, else why it must skip.
-    async fn claim(&self, key: &str) -> Result<Option<Outcome>, StrategyError> {
-        let retry = &self.settings.retry;
-        let redis_error = |(e, n)| StrategyError::Redis(e, n);
-        match retry
-            .run(|| self.redis.get(key))
-            .await
-            .map_err(redis_error)?
-        {
-            Some(KeyState::Done) => return Ok(Some(Outcome::SkippedDone)),
-            Some(KeyState::Processing) => return Ok(Some(Outcome::SkippedInProgress)),
-            None => {}
+    pub(super) fn with_style(
+        db: Db,
+        keys: RedisKeys,
+        retry: RetryPolicy,
+        style: ClaimStyle,
+    ) -> Self {
+        RedisOnly {
+            db,
+            keys,
+            retry,
+            style,
         }
-        let ttl = self.settings.processing_ttl;
-        let claimed = retry
-            .run(|| self.redis.set_nx_px(key, KeyState::Processing, ttl))
-            .await
-            .map_err(redis_error)?;
-        Ok((!claimed).then_some(Outcome::SkippedInProgress))
     }
 }
 
@@ -76,26 +64,19 @@ impl Strategy for RedisOnly {
         stages: &'a mut StageTimes,
     ) -> BoxFuture<'a, Result<Outcome, StrategyError>> {
         async move {
-            let key = self.settings.key(trade.trade_id);
-            if let Some(skip) = timed(&mut stages.claim, self.claim(&key)).await? {
-                return Ok(skip);
+            let key = self.keys.key(trade.trade_id);
+            if let Claim::Skip(outcome) = self.keys.claim(&key, self.style, stages).await? {
+                return Ok(outcome);
             }
-            let outcome =
-                match apply_with_retry(&self.db, &self.settings.retry, trade, stages).await? {
-                    BusinessOutcome::Applied => Outcome::Applied,
-                    // The effect is already there: mark DONE all the same, so later copies skip early.
-                    BusinessOutcome::CaughtByConstraint => Outcome::CaughtByConstraint,
-                };
-            let done_ttl = self.settings.done_ttl;
-            timed(
-                &mut stages.mark_done,
-                self.settings
-                    .retry
-                    .run(|| self.redis.set_px(&key, KeyState::Done, done_ttl)),
-            )
-            .await
-            .map_err(|(e, n)| StrategyError::Redis(e, n))?;
-            Ok(outcome)
+            let shape = TxShape {
+                inbox: false,
+                mark_done_before_commit: None,
+            };
+            // CaughtByConstraint means the effect is already there: mark DONE all the same, so
+            // later copies skip before reaching the database.
+            let effect = transact(&self.db, &self.retry, trade, shape, stages).await?;
+            self.keys.mark_done(&key, stages).await?;
+            Ok(effect.outcome())
         }
         .boxed()
     }

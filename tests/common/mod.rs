@@ -20,8 +20,10 @@ pub fn config(args: &[&str], out: &std::path::Path) -> RunConfig {
         out.to_str().expect("utf-8 temp path"),
     ];
     argv.extend_from_slice(args);
-    let Command::Run(run) = Cli::try_parse_from(argv).expect("valid flags").command;
-    run.into_config(args.join(" "))
+    match Cli::try_parse_from(argv).expect("valid flags").command {
+        Command::Run(run) => run.into_config(args.join(" ")),
+        Command::Matrix(_) => unreachable!("parsed as run"),
+    }
 }
 
 pub async fn run(args: &[&str]) -> (RunOutcome, tempfile::TempDir) {
@@ -37,4 +39,19 @@ pub async fn run(args: &[&str]) -> (RunOutcome, tempfile::TempDir) {
 
 pub async fn try_run(args: &[&str], out: &std::path::Path) -> Result<RunOutcome, RunError> {
     execute(config(args, &out.join("run")), CancellationToken::new()).await
+}
+
+/// Trades the seeded plan sends more than once: the ground truth for duplicates.
+pub fn planned_duplicates(trades: u64, duplicate_rate: f64, seed: u64) -> u64 {
+    let spec = idembench_loadgen::StreamSpec {
+        trades,
+        duplicate_rate,
+        seed,
+        ..Default::default()
+    };
+    let extra = spec.plan().unwrap().extra;
+    extra
+        .iter()
+        .filter(|c| **c != idembench_loadgen::ExtraCopy::None)
+        .count() as u64
 }

@@ -1,0 +1,307 @@
+//! `idembench matrix`: every (strategy × Redis client) pair on the same seeded stream, one
+//! run after another. Each run has its own topic, schema and keys (clean state by
+//! construction); each writes its own `result.json`; `matrix.json` gathers them, and one table
+//! compares them.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::Correctness;
+use crate::cli::MatrixArgs;
+use crate::redis::RedisClientKind;
+use crate::result::{Percentiles, RunResult, Status, ms};
+use crate::run::{RunError, execute};
+use crate::strategy::StrategyKind;
+
+pub const MATRIX_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Matrix {
+    pub schema_version: u32,
+    pub started_at: String,
+    pub command: String,
+    pub runs: Vec<MatrixRun>,
+}
+
+/// One pair's row. `error` is set (and the measurements absent) when the run failed.
+#[derive(Clone, Debug, Serialize)]
+pub struct MatrixRun {
+    pub strategy: &'static str,
+    pub redis_client: &'static str,
+    pub status: Option<Status>,
+    pub result_dir: String,
+    pub error: Option<String>,
+    pub processed_per_second: Option<f64>,
+    pub end_to_end_from_intended_us: Option<Percentiles>,
+    pub correctness: Option<Correctness>,
+}
+
+impl MatrixRun {
+    fn from_result(result: &RunResult, dir: &std::path::Path) -> MatrixRun {
+        MatrixRun {
+            strategy: result.strategy,
+            redis_client: result.redis_client,
+            status: Some(result.status),
+            result_dir: dir.display().to_string(),
+            error: None,
+            processed_per_second: Some(result.throughput.processed_per_second),
+            end_to_end_from_intended_us: Some(result.latency_us.end_to_end_from_intended),
+            correctness: Some(result.correctness.clone()),
+        }
+    }
+}
+
+/// The pairs to run: Redis strategies on each client, the others once.
+pub fn pairs(
+    strategies: &[StrategyKind],
+    clients: &[RedisClientKind],
+) -> Vec<(StrategyKind, Option<RedisClientKind>)> {
+    let strategies = if strategies.is_empty() {
+        &StrategyKind::ALL[..]
+    } else {
+        strategies
+    };
+    let clients = if clients.is_empty() {
+        &[RedisClientKind::RedisRs, RedisClientKind::Fred][..]
+    } else {
+        clients
+    };
+    let mut pairs = Vec::new();
+    for strategy in strategies {
+        if strategy.uses_redis() {
+            pairs.extend(clients.iter().map(|client| (*strategy, Some(*client))));
+        } else {
+            pairs.push((*strategy, None));
+        }
+    }
+    pairs.dedup();
+    pairs
+}
+
+pub struct MatrixOutcome {
+    pub matrix: Matrix,
+    pub dir: PathBuf,
+}
+
+pub async fn run_matrix(
+    args: MatrixArgs,
+    command: String,
+    cancel: CancellationToken,
+) -> Result<MatrixOutcome, RunError> {
+    let started = std::time::SystemTime::now();
+    let stamp = humantime::format_rfc3339_seconds(started)
+        .to_string()
+        .replace(['-', ':'], "")
+        .to_lowercase();
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("reports/matrix").join(&stamp));
+    if dir.join("matrix.json").exists() {
+        return Err(RunError::Config(format!(
+            "{} already holds a matrix.json; runs never overwrite each other — pass another --out",
+            dir.display()
+        )));
+    }
+    let pairs = pairs(&args.strategies, &args.redis_clients);
+    let mut runs = Vec::new();
+    for (index, (strategy, client)) in pairs.iter().enumerate() {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let client_name = client.map_or("none", RedisClientKind::name);
+        let run_dir = dir.join(format!(
+            "{:02}-{}-{client_name}",
+            index + 1,
+            strategy.name()
+        ));
+        if !args.common.quiet {
+            eprintln!(
+                "[idembench] matrix {}/{}: {} on {client_name}",
+                index + 1,
+                pairs.len(),
+                strategy.name()
+            );
+        }
+        let config = args.common.clone().into_config(
+            *strategy,
+            client.unwrap_or(RedisClientKind::RedisRs),
+            Some(run_dir.clone()),
+            command.clone(),
+        );
+        match execute(config, cancel.clone()).await {
+            Ok(outcome) => runs.push(MatrixRun::from_result(&outcome.result, &outcome.dir)),
+            Err(error @ RunError::Config(_)) => return Err(error),
+            Err(error) => {
+                eprintln!(
+                    "[idembench] matrix: {} on {client_name} failed: {error}",
+                    strategy.name()
+                );
+                runs.push(MatrixRun {
+                    strategy: strategy.name(),
+                    redis_client: client_name,
+                    status: None,
+                    result_dir: run_dir.display().to_string(),
+                    error: Some(error.to_string()),
+                    processed_per_second: None,
+                    end_to_end_from_intended_us: None,
+                    correctness: None,
+                });
+            }
+        }
+    }
+    let matrix = Matrix {
+        schema_version: MATRIX_SCHEMA_VERSION,
+        started_at: humantime::format_rfc3339_seconds(started).to_string(),
+        command,
+        runs,
+    };
+    std::fs::create_dir_all(&dir)?;
+    let file = std::fs::File::create(dir.join("matrix.json"))?;
+    serde_json::to_writer_pretty(file, &matrix).map_err(std::io::Error::from)?;
+    Ok(MatrixOutcome { matrix, dir })
+}
+
+/// The comparison table: one row per pair, every correctness count.
+pub fn table(matrix: &Matrix) -> String {
+    let header = [
+        "strategy",
+        "client",
+        "msg/s",
+        "p50",
+        "p99",
+        "p99.9",
+        "max",
+        "once",
+        "lost",
+        "double",
+        "extra",
+        "caught",
+        "suppressed",
+        "identity",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for run in &matrix.runs {
+        let mut row = vec![run.strategy.to_string(), run.redis_client.to_string()];
+        match (
+            &run.correctness,
+            &run.end_to_end_from_intended_us,
+            run.processed_per_second,
+        ) {
+            (Some(c), Some(e2e), Some(rate)) => {
+                row.extend([
+                    format!("{rate:.0}"),
+                    ms(e2e.p50),
+                    ms(e2e.p99),
+                    ms(e2e.p999),
+                    ms(e2e.max),
+                ]);
+                row.extend(
+                    [
+                        c.exactly_once,
+                        c.lost,
+                        c.double_applied,
+                        c.extra_effects,
+                        c.caught_by_constraint,
+                        c.duplicates_suppressed,
+                    ]
+                    .map(|n| n.to_string()),
+                );
+                let identity = if !c.identity_holds {
+                    "VIOLATED"
+                } else if run.status == Some(Status::Partial) {
+                    "holds (partial)"
+                } else {
+                    "holds"
+                };
+                row.push(identity.to_string());
+            }
+            _ => row.push(format!(
+                "FAILED: {}",
+                run.error.as_deref().unwrap_or("unknown")
+            )),
+        }
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| {
+                let width = widths[i];
+                if i < 2 {
+                    format!("{cell:<width$}")
+                } else {
+                    format!("{cell:>width$}")
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_free_strategies_run_once_and_redis_ones_per_client() {
+        let all = pairs(&[], &[]);
+        assert_eq!(all.len(), 2 + 5 * 2);
+        assert!(all.contains(&(StrategyKind::DbOnly, None)));
+        assert!(all.contains(&(StrategyKind::RedisOnly, Some(RedisClientKind::Fred))));
+        let some = pairs(
+            &[StrategyKind::None, StrategyKind::DualDbFirst],
+            &[RedisClientKind::Fred],
+        );
+        assert_eq!(
+            some,
+            vec![
+                (StrategyKind::None, None),
+                (StrategyKind::DualDbFirst, Some(RedisClientKind::Fred))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_run_shows_in_the_table() {
+        let matrix = Matrix {
+            schema_version: 1,
+            started_at: String::new(),
+            command: String::new(),
+            runs: vec![MatrixRun {
+                strategy: "db-only",
+                redis_client: "none",
+                status: None,
+                result_dir: String::new(),
+                error: Some("cannot reach Postgres".into()),
+                processed_per_second: None,
+                end_to_end_from_intended_us: None,
+                correctness: None,
+            }],
+        };
+        let table = table(&matrix);
+        assert!(
+            table
+                .lines()
+                .nth(1)
+                .unwrap()
+                .contains("FAILED: cannot reach Postgres"),
+            "{table}"
+        );
+    }
+}

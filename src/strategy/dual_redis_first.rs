@@ -1,0 +1,55 @@
+//! `dual-redis-first` — the design note's inconsistency example, built as it describes: Redis
+//! claim (GET, SET NX PX PROCESSING), business transaction with an inbox row, `SET PX DONE`,
+//! and only then the database COMMIT. A copy is skipped if either store says done.
+//!
+//! Guarantee: without faults, exactly once. Where it fails: a crash after SET DONE and before
+//! COMMIT leaves Redis saying DONE and the database holding nothing — every redelivery skips,
+//! and the trade is lost for good (the note's "silent data loss"). A COMMIT that fails after
+//! SET DONE does the same unless retried to success. The other windows are redis-only's.
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use idembench_loadgen::Trade;
+
+use super::parts::{Claim, ClaimStyle, Effect, RedisKeys, TxShape, transact};
+use super::{Outcome, RetryPolicy, StageTimes, Strategy, StrategyError};
+use crate::db::Db;
+
+pub struct DualRedisFirst {
+    db: Db,
+    keys: RedisKeys,
+    retry: RetryPolicy,
+}
+
+impl DualRedisFirst {
+    pub fn new(db: Db, keys: RedisKeys, retry: RetryPolicy) -> Self {
+        DualRedisFirst { db, keys, retry }
+    }
+}
+
+impl Strategy for DualRedisFirst {
+    fn process<'a>(
+        &'a self,
+        trade: &'a Trade,
+        stages: &'a mut StageTimes,
+    ) -> BoxFuture<'a, Result<Outcome, StrategyError>> {
+        async move {
+            let key = self.keys.key(trade.trade_id);
+            if let Claim::Skip(outcome) = self.keys.claim(&key, ClaimStyle::TwoStep, stages).await?
+            {
+                return Ok(outcome);
+            }
+            let shape = TxShape {
+                inbox: true,
+                mark_done_before_commit: Some((&self.keys, &key)),
+            };
+            let effect = transact(&self.db, &self.retry, trade, shape, stages).await?;
+            if effect != Effect::Applied {
+                // The database said done before the Redis step ran: bring Redis in line.
+                self.keys.mark_done(&key, stages).await?;
+            }
+            Ok(effect.outcome())
+        }
+        .boxed()
+    }
+}

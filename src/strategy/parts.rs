@@ -1,0 +1,265 @@
+//! The two halves strategies are composed of, so no strategy copies another's steps:
+//!
+//! - [`RedisKeys`]: the idempotency key in Redis — check and claim (two round trips or one,
+//!   skipping or waiting on PROCESSING), mark DONE, read DONE as a cache.
+//! - [`transact`]: the Postgres transaction — optionally an inbox row keyed by the trade id
+//!   (`ON CONFLICT DO NOTHING`: nothing inserted means already done), the business effects,
+//!   and optionally one Redis step just before COMMIT (the design note's Redis-first order).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use idembench_loadgen::Trade;
+use serde::Serialize;
+
+use super::{Outcome, RetryPolicy, StageTimes, StrategyError, StrategySettings, timed};
+use crate::db::business::{self, BusinessOutcome};
+use crate::db::{Db, DbError};
+use crate::redis::{KeyState, RedisError, RedisOps};
+
+/// What a redis-only strategy does when it finds a PROCESSING key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnInProgress {
+    /// Treat the copy as a duplicate and skip it, as the design note says.
+    Skip,
+    /// Poll with backoff until the key turns DONE (skip) or expires (claim and process).
+    Wait,
+}
+
+/// How the key is checked and claimed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimStyle {
+    /// `GET`, then `SET NX PX`: the design note's two round trips.
+    TwoStep,
+    /// `SET NX PX GET`: one round trip, same guarantee.
+    Atomic,
+}
+
+/// Whether this attempt may go on to the business transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    Claimed,
+    Skip(Outcome),
+}
+
+/// The Redis half.
+pub struct RedisKeys {
+    redis: Arc<dyn RedisOps>,
+    settings: StrategySettings,
+}
+
+fn redis_failed((error, attempts): (RedisError, u32)) -> StrategyError {
+    StrategyError::Redis(error, attempts)
+}
+
+impl RedisKeys {
+    pub fn new(redis: Arc<dyn RedisOps>, settings: StrategySettings) -> RedisKeys {
+        RedisKeys { redis, settings }
+    }
+
+    pub fn key(&self, trade_id: u64) -> String {
+        self.settings.key(trade_id)
+    }
+
+    fn retry(&self) -> &RetryPolicy {
+        &self.settings.retry
+    }
+
+    /// Checks the key and claims it with PROCESSING. Time spent waiting on someone else's
+    /// PROCESSING goes to `stages.stalled`; the rest to `stages.claim`.
+    pub async fn claim(
+        &self,
+        key: &str,
+        style: ClaimStyle,
+        stages: &mut StageTimes,
+    ) -> Result<Claim, StrategyError> {
+        let ttl = self.settings.processing_ttl;
+        let mut stalled_since: Option<Instant> = None;
+        let mut backoff = Duration::from_millis(2);
+        // A PROCESSING key outlives its TTL only if its owner keeps renewing it; past this
+        // point the wait gives up and skips.
+        let give_up = Instant::now() + ttl + Duration::from_secs(1);
+        let decision = loop {
+            let step = async {
+                match style {
+                    ClaimStyle::TwoStep => match self
+                        .retry()
+                        .run(|| self.redis.get(key))
+                        .await
+                        .map_err(redis_failed)?
+                    {
+                        Some(state) => Ok(Some(state)),
+                        None => {
+                            let claimed = self
+                                .retry()
+                                .run(|| self.redis.set_nx_px(key, KeyState::Processing, ttl))
+                                .await
+                                .map_err(redis_failed)?;
+                            // Lost the race between GET and SET NX: someone holds it now.
+                            Ok(if claimed {
+                                None
+                            } else {
+                                Some(KeyState::Processing)
+                            })
+                        }
+                    },
+                    ClaimStyle::Atomic => self
+                        .retry()
+                        .run(|| self.redis.set_nx_px_get(key, KeyState::Processing, ttl))
+                        .await
+                        .map_err(redis_failed),
+                }
+            };
+            let existing = timed(&mut stages.claim, step).await?;
+            match (existing, self.settings.on_in_progress) {
+                (None, _) => break Claim::Claimed,
+                (Some(KeyState::Done), _) => break Claim::Skip(Outcome::SkippedDone),
+                (Some(KeyState::Processing), OnInProgress::Skip) => {
+                    break Claim::Skip(Outcome::SkippedInProgress);
+                }
+                (Some(KeyState::Processing), OnInProgress::Wait) => {
+                    stalled_since.get_or_insert_with(Instant::now);
+                    if Instant::now() > give_up {
+                        break Claim::Skip(Outcome::SkippedInProgress);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(100));
+                }
+            }
+        };
+        if let Some(since) = stalled_since {
+            stages.stalled = Some(since.elapsed());
+        }
+        Ok(decision)
+    }
+
+    /// `SET key DONE PX done_ttl`, timed as `mark_done`.
+    pub async fn mark_done(&self, key: &str, stages: &mut StageTimes) -> Result<(), StrategyError> {
+        let duration = self.mark_done_untimed(key).await?;
+        stages.mark_done = Some(stages.mark_done.unwrap_or_default() + duration);
+        Ok(())
+    }
+
+    async fn mark_done_untimed(&self, key: &str) -> Result<Duration, StrategyError> {
+        let started = Instant::now();
+        let ttl = self.settings.done_ttl;
+        self.retry()
+            .run(|| self.redis.set_px(key, KeyState::Done, ttl))
+            .await
+            .map_err(redis_failed)?;
+        Ok(started.elapsed())
+    }
+
+    /// True when the key says DONE (a cache read: absence proves nothing).
+    pub async fn is_done(&self, key: &str, stages: &mut StageTimes) -> Result<bool, StrategyError> {
+        let state = timed(&mut stages.claim, self.retry().run(|| self.redis.get(key)))
+            .await
+            .map_err(redis_failed)?;
+        Ok(state == Some(KeyState::Done))
+    }
+}
+
+/// What the Postgres transaction did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Committed: inbox row (if any) and business effects.
+    Applied,
+    /// The inbox already held this trade id; rolled back.
+    AlreadyDone,
+    /// The trade id's unique constraint rejected the trade row; rolled back.
+    CaughtByConstraint,
+}
+
+impl Effect {
+    /// The outcome a strategy reports for this effect.
+    pub fn outcome(self) -> Outcome {
+        match self {
+            Effect::Applied => Outcome::Applied,
+            Effect::AlreadyDone => Outcome::SkippedDone,
+            Effect::CaughtByConstraint => Outcome::CaughtByConstraint,
+        }
+    }
+}
+
+/// What goes into the transaction besides the business effects.
+#[derive(Clone, Copy)]
+pub struct TxShape<'a> {
+    /// Insert an inbox row first; a conflict means the trade is done.
+    pub inbox: bool,
+    /// Mark this key DONE after the effects and before COMMIT (Redis-first dual write).
+    pub mark_done_before_commit: Option<(&'a RedisKeys, &'a str)>,
+}
+
+/// Runs one Postgres transaction for `trade`, retried as a whole when Postgres fails.
+pub async fn transact(
+    db: &Db,
+    retry: &RetryPolicy,
+    trade: &Trade,
+    shape: TxShape<'_>,
+    stages: &mut StageTimes,
+) -> Result<Effect, StrategyError> {
+    let started = Instant::now();
+    let attempt = || async {
+        let mut tx = db
+            .pool()
+            .begin()
+            .await
+            .map_err(|e| StepError::Db(DbError::query("BEGIN")(e)))?;
+        if shape.inbox
+            && !business::insert_inbox(&mut tx, trade.trade_id)
+                .await
+                .map_err(StepError::Db)?
+        {
+            return Ok((Effect::AlreadyDone, None));
+        }
+        if business::write_effects(&mut tx, trade)
+            .await
+            .map_err(StepError::Db)?
+            == BusinessOutcome::CaughtByConstraint
+        {
+            return Ok((Effect::CaughtByConstraint, None));
+        }
+        let mut mark_done = None;
+        if let Some((keys, key)) = shape.mark_done_before_commit {
+            mark_done = Some(
+                keys.mark_done_untimed(key)
+                    .await
+                    .map_err(StepError::Strategy)?,
+            );
+        }
+        tx.commit()
+            .await
+            .map_err(|e| StepError::Db(DbError::query("COMMIT")(e)))?;
+        Ok((Effect::Applied, mark_done))
+    };
+    let result = retry.run(attempt).await;
+    let (effect, mark_done) = match result {
+        Ok(done) => done,
+        Err((StepError::Db(error), attempts)) => return Err(StrategyError::Db(error, attempts)),
+        Err((StepError::Strategy(error), _)) => return Err(error),
+    };
+    let mut business = started.elapsed();
+    if let Some(mark_done) = mark_done {
+        business = business.saturating_sub(mark_done);
+        stages.mark_done = Some(mark_done);
+    }
+    stages.business = Some(business);
+    Ok(effect)
+}
+
+/// A failure inside [`transact`]'s retried closure.
+#[derive(Debug)]
+enum StepError {
+    Db(DbError),
+    Strategy(StrategyError),
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepError::Db(e) => e.fmt(f),
+            StepError::Strategy(e) => e.fmt(f),
+        }
+    }
+}

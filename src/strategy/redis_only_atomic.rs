@@ -1,0 +1,16 @@
+//! `redis-only-atomic` — redis-only with check and claim in one round trip:
+//! `SET key PROCESSING NX PX processing_ttl GET` answers nil (claimed) or the state the key
+//! held (DONE: skip; PROCESSING: skip or wait), then business tx → `SET PX DONE` as redis-only.
+//!
+//! Guarantee and failure modes: exactly those of [`redis-only`](super::redis_only) — the
+//! ordering of the Redis and database steps is the same; only the GET round trip is gone,
+//! which is what this strategy exists to measure. Needs Redis ≥ 7.0 (`SET ... NX GET`).
+
+use super::RetryPolicy;
+use super::parts::{ClaimStyle, RedisKeys};
+use super::redis_only::RedisOnly;
+use crate::db::Db;
+
+pub fn new(db: Db, keys: RedisKeys, retry: RetryPolicy) -> RedisOnly {
+    RedisOnly::with_style(db, keys, retry, ClaimStyle::Atomic)
+}

@@ -1,0 +1,108 @@
+//! The same known-answer test for every strategy × Redis client, on real services: with
+//! immediate and late duplicates and no faults, every idempotent strategy applies each trade
+//! exactly once and suppresses every extra copy; `none` lets the unique constraint catch
+//! exactly the copies the ledger predicts.
+
+mod common;
+
+use idembench::result::Status;
+
+const TRADES: u64 = 1000;
+const DUPLICATE_RATE: f64 = 0.2;
+const SEED: u64 = 21;
+
+async fn known_answer(strategy: &str, client: &str, extra: &[&str]) {
+    let mut args = vec![
+        "--strategy",
+        strategy,
+        "--redis-client",
+        client,
+        "--trades",
+        "1000",
+        "--rate",
+        "0",
+        "--duplicate-rate",
+        "0.2",
+        "--late-duplicate-share",
+        "0.3",
+        "--late-duplicate-delay-ms",
+        "200",
+        "--seed",
+        "21",
+    ];
+    args.extend_from_slice(extra);
+    let (outcome, _dir) = common::run(&args).await;
+    let result = &outcome.result;
+    let c = &result.correctness;
+    let duplicates = common::planned_duplicates(TRADES, DUPLICATE_RATE, SEED);
+    assert_eq!(
+        result.status,
+        Status::Complete,
+        "{:?}",
+        result.partial_reason
+    );
+    assert_eq!(result.strategy, strategy);
+    let uses_redis = !matches!(strategy, "none" | "db-only");
+    assert_eq!(
+        result.redis_client,
+        if uses_redis { client } else { "none" }
+    );
+    assert_eq!(
+        result.clients.redis.as_ref().map(|r| r.name),
+        uses_redis.then_some(client)
+    );
+    assert_eq!(
+        (c.produced_unique, c.copies_sent),
+        (TRADES, TRADES + duplicates),
+        "every planned copy acknowledged"
+    );
+    assert_eq!(
+        (c.exactly_once, c.lost, c.double_applied, c.extra_effects),
+        (TRADES, 0, 0, 0),
+        "{c:?}"
+    );
+    if strategy == "none" {
+        assert_eq!(
+            (c.caught_by_constraint, c.duplicates_suppressed),
+            (duplicates, 0),
+            "{c:?}"
+        );
+    } else {
+        assert_eq!(
+            (c.caught_by_constraint, c.duplicates_suppressed),
+            (0, duplicates),
+            "{c:?}"
+        );
+    }
+    assert_eq!(c.positions_mismatched, 0);
+    assert!(c.identity_holds);
+    assert_eq!(result.processor.redis_errors, 0);
+}
+
+macro_rules! known_answers {
+    ($($name:ident: $strategy:literal on $client:literal $(with $($extra:literal)+)?;)+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                known_answer($strategy, $client, &[$($($extra),+)?]).await;
+            }
+        )+
+    };
+}
+
+known_answers! {
+    none_lets_the_constraint_catch_every_copy: "none" on "redis-rs";
+    redis_only_on_redis_rs: "redis-only" on "redis-rs";
+    redis_only_on_fred: "redis-only" on "fred";
+    redis_only_waiting_on_redis_rs: "redis-only" on "redis-rs" with "--on-in-progress" "wait";
+    redis_only_waiting_on_fred: "redis-only" on "fred" with "--on-in-progress" "wait";
+    redis_only_atomic_on_redis_rs: "redis-only-atomic" on "redis-rs";
+    redis_only_atomic_on_fred: "redis-only-atomic" on "fred";
+    db_only: "db-only" on "redis-rs";
+    dual_redis_first_on_redis_rs: "dual-redis-first" on "redis-rs";
+    dual_redis_first_on_fred: "dual-redis-first" on "fred";
+    dual_db_first_on_redis_rs: "dual-db-first" on "redis-rs";
+    dual_db_first_on_fred: "dual-db-first" on "fred";
+    db_authority_redis_cache_on_redis_rs: "db-authority-redis-cache" on "redis-rs";
+    db_authority_redis_cache_on_fred: "db-authority-redis-cache" on "fred";
+}

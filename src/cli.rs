@@ -116,6 +116,10 @@ pub struct CommonArgs {
     /// Period of offset commits in `interval` mode, ms.
     #[arg(long, default_value_t = 100)]
     pub commit_interval_ms: u64,
+    /// Messages processed in one database transaction (db-only, db-authority-redis-cache,
+    /// db-offsets): a worker takes what is already waiting, up to this many.
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: usize,
     /// What redis-only does on a PROCESSING key: skip it (the design note) or wait for it.
     #[arg(long, value_enum, default_value = "skip")]
     pub on_in_progress: OnInProgress,
@@ -215,6 +219,7 @@ impl CommonArgs {
             commit_mode: self.commit_mode,
             commit_interval_ms: self.commit_interval_ms,
             on_in_progress: self.on_in_progress,
+            batch_size: self.batch_size,
             processing_ttl_ms: self.processing_ttl_ms,
             done_ttl_ms: self.done_ttl_ms,
             unique_constraint: !self.no_unique_constraint,

@@ -64,6 +64,7 @@ pub struct RunConfig {
     pub commit_mode: CommitMode,
     pub commit_interval_ms: u64,
     pub on_in_progress: OnInProgress,
+    pub batch_size: usize,
     pub processing_ttl_ms: u64,
     pub done_ttl_ms: u64,
     pub unique_constraint: bool,
@@ -162,6 +163,16 @@ impl RunConfig {
         }
         if self.processing_ttl_ms == 0 || self.done_ttl_ms == 0 {
             return fail("--processing-ttl-ms and --done-ttl-ms must be positive");
+        }
+        if self.batch_size == 0 {
+            return fail("--batch-size must be at least 1");
+        }
+        if self.batch_size > 1 && !self.strategy.batches() {
+            return Err(RunError::Config(format!(
+                "--batch-size {} does not apply to {}: only db-only, db-authority-redis-cache and db-offsets batch their transactions",
+                self.batch_size,
+                self.strategy.name()
+            )));
         }
         if self.redis_connections == 0 || self.postgres_connections == 0 {
             return fail("--redis-connections and --postgres-connections must be at least 1");
@@ -368,6 +379,7 @@ async fn measure(
         workers: config.workers,
         commit_mode: config.commit_mode,
         commit_interval: Duration::from_millis(config.commit_interval_ms.max(1)),
+        batch_size: config.batch_size,
         queue_depth: 1024,
         close_timeout: Duration::from_secs(10),
     };

@@ -42,7 +42,7 @@ async fn known_answer(strategy: &str, client: &str, extra: &[&str]) {
         result.partial_reason
     );
     assert_eq!(result.strategy, strategy);
-    let uses_redis = !matches!(strategy, "none" | "db-only");
+    let uses_redis = !matches!(strategy, "none" | "db-only" | "db-offsets");
     assert_eq!(
         result.redis_client,
         if uses_redis { client } else { "none" }
@@ -61,7 +61,9 @@ async fn known_answer(strategy: &str, client: &str, extra: &[&str]) {
         (TRADES, 0, 0, 0),
         "{c:?}"
     );
-    if strategy == "none" {
+    if matches!(strategy, "none" | "db-offsets") {
+        // Neither knows trade ids: a trade published twice is two messages, and only the
+        // unique constraint stops the second.
         assert_eq!(
             (c.caught_by_constraint, c.duplicates_suppressed),
             (duplicates, 0),
@@ -105,4 +107,84 @@ known_answers! {
     dual_db_first_on_fred: "dual-db-first" on "fred";
     db_authority_redis_cache_on_redis_rs: "db-authority-redis-cache" on "redis-rs";
     db_authority_redis_cache_on_fred: "db-authority-redis-cache" on "fred";
+    db_offsets: "db-offsets" on "redis-rs";
+    db_only_batched: "db-only" on "redis-rs" with "--batch-size" "64";
+    db_authority_redis_cache_batched: "db-authority-redis-cache" on "fred" with "--batch-size" "64";
+    db_offsets_batched: "db-offsets" on "redis-rs" with "--batch-size" "64";
+}
+
+/// Batching changes the cost model, never the answer: the same seed gives the same counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_and_unbatched_runs_count_the_same() {
+    for strategy in ["db-only", "db-authority-redis-cache", "db-offsets"] {
+        let args = [
+            "--strategy",
+            strategy,
+            "--trades",
+            "800",
+            "--rate",
+            "0",
+            "--duplicate-rate",
+            "0.3",
+            "--seed",
+            "9",
+        ];
+        let (single, _a) = common::run(&args).await;
+        let batched_args: Vec<&str> = args.iter().copied().chain(["--batch-size", "32"]).collect();
+        let (batched, _b) = common::run(&batched_args).await;
+        assert_eq!(
+            single.result.correctness, batched.result.correctness,
+            "{strategy}"
+        );
+        let calls = batched.result.latency_us.stages.business.count;
+        assert!(
+            calls < batched.result.processor.counts.messages,
+            "{strategy}: {calls} transactions for {} messages — the batch size was never used",
+            batched.result.processor.counts.messages
+        );
+    }
+}
+
+/// db-offsets without the unique constraint applies a trade published twice twice: it
+/// deduplicates redeliveries of a message, not copies of a trade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn db_offsets_does_not_deduplicate_published_copies() {
+    let args = [
+        "--strategy",
+        "db-offsets",
+        "--no-unique-constraint",
+        "--trades",
+        "600",
+        "--rate",
+        "0",
+        "--seed",
+        "4",
+    ];
+    let (outcome, _dir) = common::run(&args).await;
+    let c = &outcome.result.correctness;
+    let duplicates = common::planned_duplicates(600, 0.1, 4);
+    assert_eq!(
+        (c.double_applied, c.lost, c.caught_by_constraint),
+        (duplicates, 0, 0),
+        "{c:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_size_is_refused_where_it_means_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = common::try_run(
+        &["--strategy", "redis-only", "--batch-size", "8"],
+        dir.path(),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        error
+            .to_string()
+            .contains("--batch-size 8 does not apply to redis-only"),
+        "{error}"
+    );
+    assert_eq!(error.exit_code(), 2);
 }

@@ -30,6 +30,42 @@ pub async fn insert_inbox(
     Ok(inserted.rows_affected() == 1)
 }
 
+/// The partition's next offset as the database has it (db-offsets), locked for this transaction.
+pub async fn stored_offset(
+    tx: &mut Transaction<'_, Postgres>,
+    topic: &str,
+    partition: i32,
+) -> Result<Option<i64>, DbError> {
+    sqlx::query_scalar(
+        "SELECT next_offset FROM consumer_offsets WHERE topic = $1 AND partition = $2 FOR UPDATE",
+    )
+    .bind(topic)
+    .bind(partition)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(DbError::query("reading the stored offset"))
+}
+
+/// Moves the partition's stored next offset forward (never back).
+pub async fn store_offset(
+    tx: &mut Transaction<'_, Postgres>,
+    topic: &str,
+    partition: i32,
+    next_offset: i64,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO consumer_offsets (topic, partition, next_offset) VALUES ($1, $2, $3) \
+         ON CONFLICT (topic, partition) DO UPDATE SET next_offset = GREATEST(consumer_offsets.next_offset, EXCLUDED.next_offset)",
+    )
+    .bind(topic)
+    .bind(partition)
+    .bind(next_offset)
+    .execute(&mut **tx)
+    .await
+    .map_err(DbError::query("storing the offset"))?;
+    Ok(())
+}
+
 /// The three writes, inside a transaction the caller owns (so a strategy can add its own rows,
 /// such as an inbox row, to the same transaction).
 pub async fn write_effects(

@@ -21,6 +21,8 @@ pub enum DbError {
     Connect { address: String, cause: String },
     #[error("migrating schema {schema} failed: {cause}")]
     Migrate { schema: String, cause: String },
+    #[error("the database broke an invariant: {0}")]
+    Invariant(&'static str),
     #[error("Postgres {what} failed: {source}")]
     Query {
         what: &'static str,

@@ -75,7 +75,7 @@ fn record(histogram: &mut Histogram<u64>, micros: u64) {
 }
 
 impl WorkerMetrics {
-    pub fn record_outcome(&mut self, outcome: Outcome, stages: &StageTimes) {
+    pub fn record_outcome(&mut self, outcome: Outcome) {
         let counts = &mut self.counts;
         match outcome {
             Outcome::Applied => counts.applied += 1,
@@ -83,6 +83,11 @@ impl WorkerMetrics {
             Outcome::SkippedDone => counts.skipped_done += 1,
             Outcome::SkippedInProgress => counts.skipped_in_progress += 1,
         }
+    }
+
+    /// Stage durations of one `process` or `process_batch` call.
+    pub fn record_stages(&mut self, stages: &StageTimes) {
+        let counts = &mut self.counts;
         if let Some(stalled) = stages.stalled {
             counts.stalled_us += stalled.as_micros() as u64;
             counts.stalled_copies += 1;

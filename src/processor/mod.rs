@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use metrics::{Counts, WorkerMetrics};
 
-use crate::strategy::{StageTimes, Strategy, StrategyError};
+use crate::strategy::{Incoming, StageTimes, Strategy, StrategyError};
 
 /// When offsets are committed. Every mode commits an offset only after its message (and every
 /// earlier one of its partition) has been processed, so all of them are at-least-once.
@@ -57,6 +57,8 @@ pub struct ProcessorSettings {
     pub commit_mode: CommitMode,
     /// Period of the committer task in `interval` mode.
     pub commit_interval: Duration,
+    /// Most messages a worker hands to the strategy at once (1 = one at a time).
+    pub batch_size: usize,
     /// Messages buffered per worker between the dispatcher and the worker.
     pub queue_depth: usize,
     /// Longest wait for the consumer to leave the group when the processor stops.
@@ -220,6 +222,7 @@ impl Processor {
             let (tx, rx) = mpsc::channel(settings.queue_depth.max(1));
             senders.push(tx);
             let worker = Worker {
+                batch_size: settings.batch_size.max(1),
                 consumer: consumer.clone(),
                 strategy: strategy.clone(),
                 progress: progress.clone(),
@@ -368,6 +371,7 @@ async fn dispatch(
 }
 
 struct Worker {
+    batch_size: usize,
     consumer: Arc<GroupConsumer>,
     strategy: Arc<dyn Strategy>,
     progress: Arc<Progress>,
@@ -384,55 +388,95 @@ impl Worker {
     ) -> Result<(WorkerMetrics, u64), StrategyError> {
         let mut metrics = WorkerMetrics::default();
         let mut commit_errors = 0u64;
+        let mut batch: Vec<OwnedMessage> = Vec::with_capacity(self.batch_size);
         loop {
-            let message = tokio::select! {
+            let first = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break,
                 _ = self.failed.cancelled() => break,
                 message = inbox.recv() => match message { Some(m) => m, None => break },
             };
-            metrics.counts.messages += 1;
-            let decoded = Trade::decode(message.payload().unwrap_or_default());
-            let trade = match decoded {
-                Ok(trade) => {
-                    let mut stages = StageTimes::default();
-                    match self.strategy.process(&trade, &mut stages).await {
-                        Ok(outcome) => metrics.record_outcome(outcome, &stages),
-                        Err(error) => {
-                            tracing::error!(%error, trade_id = trade.trade_id, "giving up on a trade; stopping the processor");
-                            self.failed.cancel();
-                            return Err(error);
-                        }
+            // A polled batch: whatever is already waiting, up to the batch size; never wait
+            // for more.
+            batch.clear();
+            batch.push(first);
+            while batch.len() < self.batch_size {
+                match inbox.try_recv() {
+                    Ok(message) => batch.push(message),
+                    Err(_) => break,
+                }
+            }
+            metrics.counts.messages += batch.len() as u64;
+            let decoded: Vec<Option<Trade>> = batch
+                .iter()
+                .map(|message| match Trade::decode(message.payload().unwrap_or_default()) {
+                    Ok(trade) => Some(trade),
+                    Err(error) => {
+                        metrics.counts.malformed += 1;
+                        tracing::warn!(partition = message.partition(), offset = message.offset(), %error, "skipping a malformed message");
+                        None
                     }
-                    Some(trade)
+                })
+                .collect();
+            let incoming: Vec<Incoming<'_>> = batch
+                .iter()
+                .zip(&decoded)
+                .filter_map(|(message, trade)| {
+                    trade.as_ref().map(|trade| Incoming {
+                        trade,
+                        topic: &self.topic,
+                        partition: message.partition(),
+                        offset: message.offset(),
+                    })
+                })
+                .collect();
+            if !incoming.is_empty() {
+                let mut stages = StageTimes::default();
+                let processed = match incoming.as_slice() {
+                    [single] => self
+                        .strategy
+                        .process(single, &mut stages)
+                        .await
+                        .map(|outcome| vec![outcome]),
+                    many => self.strategy.process_batch(many, &mut stages).await,
+                };
+                match processed {
+                    Ok(outcomes) => {
+                        for outcome in outcomes {
+                            metrics.record_outcome(outcome);
+                        }
+                        metrics.record_stages(&stages);
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, trade_id = incoming[0].trade.trade_id, "giving up; stopping the processor");
+                        self.failed.cancel();
+                        return Err(error);
+                    }
                 }
-                Err(error) => {
-                    metrics.counts.malformed += 1;
-                    tracing::warn!(partition = message.partition(), offset = message.offset(), %error, "skipping a malformed message");
-                    None
+            }
+            for (message, trade) in batch.iter().zip(&decoded) {
+                let commit_started = Instant::now();
+                if let Err(error) = self.commit(message.partition(), message.offset() + 1) {
+                    commit_errors += 1;
+                    tracing::warn!(%error, partition = message.partition(), "offset commit failed");
                 }
-            };
-            let commit_started = Instant::now();
-            if let Err(error) = self.commit(message.partition(), message.offset() + 1) {
-                commit_errors += 1;
-                tracing::warn!(%error, partition = message.partition(), "offset commit failed");
+                let commit_us = commit_started.elapsed().as_micros() as u64;
+                if let Some(trade) = trade {
+                    metrics.record_completion(
+                        trade.intended_send_us,
+                        trade.sent_us,
+                        now_us(),
+                        commit_us,
+                    );
+                }
+                if let Some(next) = usize::try_from(message.partition())
+                    .ok()
+                    .and_then(|p| self.progress.next_offsets.get(p))
+                {
+                    next.fetch_max(message.offset() + 1, Ordering::AcqRel);
+                }
+                self.progress.completed.fetch_add(1, Ordering::Relaxed);
             }
-            let commit_us = commit_started.elapsed().as_micros() as u64;
-            if let Some(trade) = trade {
-                metrics.record_completion(
-                    trade.intended_send_us,
-                    trade.sent_us,
-                    now_us(),
-                    commit_us,
-                );
-            }
-            if let Some(next) = usize::try_from(message.partition())
-                .ok()
-                .and_then(|p| self.progress.next_offsets.get(p))
-            {
-                next.fetch_max(message.offset() + 1, Ordering::AcqRel);
-            }
-            self.progress.completed.fetch_add(1, Ordering::Relaxed);
         }
         Ok((metrics, commit_errors))
     }

@@ -10,10 +10,9 @@
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use idembench_loadgen::Trade;
 
-use super::parts::{RedisKeys, TxShape, transact};
-use super::{Outcome, RetryPolicy, StageTimes, Strategy, StrategyError};
+use super::parts::{Effect, RedisKeys, TxShape, transact, transact_batch};
+use super::{Incoming, Outcome, RetryPolicy, StageTimes, Strategy, StrategyError};
 use crate::db::Db;
 
 pub struct DbAuthorityRedisCache {
@@ -31,21 +30,56 @@ impl DbAuthorityRedisCache {
 impl Strategy for DbAuthorityRedisCache {
     fn process<'a>(
         &'a self,
-        trade: &'a Trade,
+        message: &'a Incoming<'a>,
         stages: &'a mut StageTimes,
     ) -> BoxFuture<'a, Result<Outcome, StrategyError>> {
         async move {
+            let trade = message.trade;
             let key = self.keys.key(trade.trade_id);
             if self.keys.is_done(&key, stages).await? {
                 return Ok(Outcome::SkippedDone);
             }
-            let shape = TxShape {
-                inbox: true,
-                mark_done_before_commit: None,
-            };
-            let effect = transact(&self.db, &self.retry, trade, shape, stages).await?;
+            let shape = TxShape::INBOX;
+            let effect = transact(&self.db, &self.retry, message, shape, stages).await?;
             self.keys.mark_done(&key, stages).await?;
             Ok(effect.outcome())
+        }
+        .boxed()
+    }
+
+    /// Cache reads per message, then one transaction for every miss, then DONE marks.
+    fn process_batch<'a>(
+        &'a self,
+        batch: &'a [Incoming<'a>],
+        stages: &'a mut StageTimes,
+    ) -> BoxFuture<'a, Result<Vec<Outcome>, StrategyError>> {
+        async move {
+            let mut outcomes = vec![Outcome::SkippedDone; batch.len()];
+            let mut misses = Vec::with_capacity(batch.len());
+            for (index, message) in batch.iter().enumerate() {
+                if !self
+                    .keys
+                    .is_done(&self.keys.key(message.trade.trade_id), stages)
+                    .await?
+                {
+                    misses.push(index);
+                }
+            }
+            let to_apply: Vec<Incoming<'a>> = misses.iter().map(|i| batch[*i]).collect();
+            if !to_apply.is_empty() {
+                let effects =
+                    transact_batch(&self.db, &self.retry, &to_apply, TxShape::INBOX, stages)
+                        .await?;
+                for (index, effect) in misses.into_iter().zip(effects) {
+                    outcomes[index] = effect.outcome();
+                    if effect == Effect::Applied || effect == Effect::AlreadyDone {
+                        self.keys
+                            .mark_done(&self.keys.key(batch[index].trade.trade_id), stages)
+                            .await?;
+                    }
+                }
+            }
+            Ok(outcomes)
         }
         .boxed()
     }

@@ -11,10 +11,9 @@
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use idembench_loadgen::Trade;
 
-use super::parts::{TxShape, transact};
-use super::{Outcome, RetryPolicy, StageTimes, Strategy, StrategyError};
+use super::parts::{TxShape, transact, transact_batch};
+use super::{Incoming, Outcome, RetryPolicy, StageTimes, Strategy, StrategyError};
 use crate::db::Db;
 
 pub struct DbOnly {
@@ -31,17 +30,27 @@ impl DbOnly {
 impl Strategy for DbOnly {
     fn process<'a>(
         &'a self,
-        trade: &'a Trade,
+        message: &'a Incoming<'a>,
         stages: &'a mut StageTimes,
     ) -> BoxFuture<'a, Result<Outcome, StrategyError>> {
         async move {
-            let shape = TxShape {
-                inbox: true,
-                mark_done_before_commit: None,
-            };
-            Ok(transact(&self.db, &self.retry, trade, shape, stages)
+            let shape = TxShape::INBOX;
+            Ok(transact(&self.db, &self.retry, message, shape, stages)
                 .await?
                 .outcome())
+        }
+        .boxed()
+    }
+
+    fn process_batch<'a>(
+        &'a self,
+        batch: &'a [Incoming<'a>],
+        stages: &'a mut StageTimes,
+    ) -> BoxFuture<'a, Result<Vec<Outcome>, StrategyError>> {
+        async move {
+            let effects =
+                transact_batch(&self.db, &self.retry, batch, TxShape::INBOX, stages).await?;
+            Ok(effects.into_iter().map(|effect| effect.outcome()).collect())
         }
         .boxed()
     }

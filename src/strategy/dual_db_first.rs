@@ -11,10 +11,9 @@
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use idembench_loadgen::Trade;
 
 use super::parts::{Claim, ClaimStyle, RedisKeys, TxShape, transact};
-use super::{Outcome, RetryPolicy, StageTimes, Strategy, StrategyError};
+use super::{Incoming, Outcome, RetryPolicy, StageTimes, Strategy, StrategyError};
 use crate::db::Db;
 
 pub struct DualDbFirst {
@@ -32,20 +31,18 @@ impl DualDbFirst {
 impl Strategy for DualDbFirst {
     fn process<'a>(
         &'a self,
-        trade: &'a Trade,
+        message: &'a Incoming<'a>,
         stages: &'a mut StageTimes,
     ) -> BoxFuture<'a, Result<Outcome, StrategyError>> {
         async move {
+            let trade = message.trade;
             let key = self.keys.key(trade.trade_id);
             if let Claim::Skip(outcome) = self.keys.claim(&key, ClaimStyle::TwoStep, stages).await?
             {
                 return Ok(outcome);
             }
-            let shape = TxShape {
-                inbox: true,
-                mark_done_before_commit: None,
-            };
-            let effect = transact(&self.db, &self.retry, trade, shape, stages).await?;
+            let shape = TxShape::INBOX;
+            let effect = transact(&self.db, &self.retry, message, shape, stages).await?;
             self.keys.mark_done(&key, stages).await?;
             Ok(effect.outcome())
         }

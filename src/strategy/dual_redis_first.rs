@@ -9,10 +9,9 @@
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use idembench_loadgen::Trade;
 
 use super::parts::{Claim, ClaimStyle, Effect, RedisKeys, TxShape, transact};
-use super::{Outcome, RetryPolicy, StageTimes, Strategy, StrategyError};
+use super::{Incoming, Outcome, RetryPolicy, StageTimes, Strategy, StrategyError};
 use crate::db::Db;
 
 pub struct DualRedisFirst {
@@ -30,20 +29,21 @@ impl DualRedisFirst {
 impl Strategy for DualRedisFirst {
     fn process<'a>(
         &'a self,
-        trade: &'a Trade,
+        message: &'a Incoming<'a>,
         stages: &'a mut StageTimes,
     ) -> BoxFuture<'a, Result<Outcome, StrategyError>> {
         async move {
+            let trade = message.trade;
             let key = self.keys.key(trade.trade_id);
             if let Claim::Skip(outcome) = self.keys.claim(&key, ClaimStyle::TwoStep, stages).await?
             {
                 return Ok(outcome);
             }
             let shape = TxShape {
-                inbox: true,
                 mark_done_before_commit: Some((&self.keys, &key)),
+                ..TxShape::INBOX
             };
-            let effect = transact(&self.db, &self.retry, trade, shape, stages).await?;
+            let effect = transact(&self.db, &self.retry, message, shape, stages).await?;
             if effect != Effect::Applied {
                 // The database said done before the Redis step ran: bring Redis in line.
                 self.keys.mark_done(&key, stages).await?;

@@ -6,6 +6,7 @@
 //! Strategies see Redis only through [`RedisOps`](crate::redis::RedisOps), never a client type.
 
 pub mod db_authority_redis_cache;
+pub mod db_offsets;
 pub mod db_only;
 pub mod dual_db_first;
 pub mod dual_redis_first;
@@ -66,10 +67,36 @@ pub enum StrategyError {
     Db(DbError, u32),
 }
 
+/// One message as a strategy sees it: the trade and where it sits in Kafka.
+#[derive(Clone, Copy, Debug)]
+pub struct Incoming<'a> {
+    pub trade: &'a Trade,
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
 pub trait Strategy: Send + Sync {
+    /// Processes a batch of messages, in order, returning one outcome each. The default runs
+    /// them one at a time; strategies whose cost model changes with batching override it and
+    /// use one database transaction for the whole batch, with per-message semantics unchanged.
+    fn process_batch<'a>(
+        &'a self,
+        batch: &'a [Incoming<'a>],
+        stages: &'a mut StageTimes,
+    ) -> BoxFuture<'a, Result<Vec<Outcome>, StrategyError>> {
+        Box::pin(async move {
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for message in batch {
+                outcomes.push(self.process(message, stages).await?);
+            }
+            Ok(outcomes)
+        })
+    }
+
     fn process<'a>(
         &'a self,
-        trade: &'a Trade,
+        message: &'a Incoming<'a>,
         stages: &'a mut StageTimes,
     ) -> BoxFuture<'a, Result<Outcome, StrategyError>>;
 }
@@ -92,10 +119,13 @@ pub enum StrategyKind {
     DualDbFirst,
     /// The DB inbox decides; Redis only caches DONE to skip duplicates early. No lock.
     DbAuthorityRedisCache,
+    /// Kafka's advice for external sinks: partition offsets stored in Postgres in the business
+    /// transaction; no inbox, no Redis.
+    DbOffsets,
 }
 
 impl StrategyKind {
-    pub const ALL: [StrategyKind; 7] = [
+    pub const ALL: [StrategyKind; 8] = [
         StrategyKind::None,
         StrategyKind::RedisOnly,
         StrategyKind::RedisOnlyAtomic,
@@ -103,6 +133,7 @@ impl StrategyKind {
         StrategyKind::DualRedisFirst,
         StrategyKind::DualDbFirst,
         StrategyKind::DbAuthorityRedisCache,
+        StrategyKind::DbOffsets,
     ];
 
     pub fn name(self) -> &'static str {
@@ -114,11 +145,23 @@ impl StrategyKind {
             StrategyKind::DualRedisFirst => "dual-redis-first",
             StrategyKind::DualDbFirst => "dual-db-first",
             StrategyKind::DbAuthorityRedisCache => "db-authority-redis-cache",
+            StrategyKind::DbOffsets => "db-offsets",
         }
     }
 
+    /// Whether `--batch-size` changes how this strategy writes.
+    pub fn batches(self) -> bool {
+        matches!(
+            self,
+            StrategyKind::DbOnly | StrategyKind::DbAuthorityRedisCache | StrategyKind::DbOffsets
+        )
+    }
+
     pub fn uses_redis(self) -> bool {
-        !matches!(self, StrategyKind::None | StrategyKind::DbOnly)
+        !matches!(
+            self,
+            StrategyKind::None | StrategyKind::DbOnly | StrategyKind::DbOffsets
+        )
     }
 }
 
@@ -196,6 +239,7 @@ pub fn build(
         StrategyKind::RedisOnly => Arc::new(redis_only::RedisOnly::new(db, keys(), retry)),
         StrategyKind::RedisOnlyAtomic => Arc::new(redis_only_atomic::new(db, keys(), retry)),
         StrategyKind::DbOnly => Arc::new(db_only::DbOnly::new(db, retry)),
+        StrategyKind::DbOffsets => Arc::new(db_offsets::DbOffsets::new(db, retry)),
         StrategyKind::DualRedisFirst => {
             Arc::new(dual_redis_first::DualRedisFirst::new(db, keys(), retry))
         }

@@ -7,10 +7,9 @@
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use idembench_loadgen::Trade;
 
 use super::parts::{TxShape, transact};
-use super::{Outcome, RetryPolicy, StageTimes, Strategy, StrategyError};
+use super::{Incoming, Outcome, RetryPolicy, StageTimes, Strategy, StrategyError};
 use crate::db::Db;
 
 pub struct ApplyEveryCopy {
@@ -27,15 +26,12 @@ impl ApplyEveryCopy {
 impl Strategy for ApplyEveryCopy {
     fn process<'a>(
         &'a self,
-        trade: &'a Trade,
+        message: &'a Incoming<'a>,
         stages: &'a mut StageTimes,
     ) -> BoxFuture<'a, Result<Outcome, StrategyError>> {
         async move {
-            let shape = TxShape {
-                inbox: false,
-                mark_done_before_commit: None,
-            };
-            Ok(transact(&self.db, &self.retry, trade, shape, stages)
+            let shape = TxShape::EFFECTS_ONLY;
+            Ok(transact(&self.db, &self.retry, message, shape, stages)
                 .await?
                 .outcome())
         }

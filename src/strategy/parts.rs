@@ -9,10 +9,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use idembench_loadgen::Trade;
 use serde::Serialize;
 
-use super::{Outcome, RetryPolicy, StageTimes, StrategyError, StrategySettings, timed};
+use super::{Incoming, Outcome, RetryPolicy, StageTimes, StrategyError, StrategySettings, timed};
 use crate::db::business::{self, BusinessOutcome};
 use crate::db::{Db, DbError};
 use crate::redis::{KeyState, RedisError, RedisOps};
@@ -187,15 +186,36 @@ impl Effect {
 pub struct TxShape<'a> {
     /// Insert an inbox row first; a conflict means the trade is done.
     pub inbox: bool,
+    /// Keep the partition's next offset in the same transaction; a message below it is a
+    /// redelivery and is skipped (db-offsets).
+    pub store_offset: bool,
     /// Mark this key DONE after the effects and before COMMIT (Redis-first dual write).
     pub mark_done_before_commit: Option<(&'a RedisKeys, &'a str)>,
 }
 
-/// Runs one Postgres transaction for `trade`, retried as a whole when Postgres fails.
+impl TxShape<'_> {
+    pub const EFFECTS_ONLY: TxShape<'static> = TxShape {
+        inbox: false,
+        store_offset: false,
+        mark_done_before_commit: None,
+    };
+    pub const INBOX: TxShape<'static> = TxShape {
+        inbox: true,
+        store_offset: false,
+        mark_done_before_commit: None,
+    };
+    pub const OFFSETS: TxShape<'static> = TxShape {
+        inbox: false,
+        store_offset: true,
+        mark_done_before_commit: None,
+    };
+}
+
+/// Runs one Postgres transaction for one message, retried as a whole when Postgres fails.
 pub async fn transact(
     db: &Db,
     retry: &RetryPolicy,
-    trade: &Trade,
+    message: &Incoming<'_>,
     shape: TxShape<'_>,
     stages: &mut StageTimes,
 ) -> Result<Effect, StrategyError> {
@@ -206,22 +226,16 @@ pub async fn transact(
             .begin()
             .await
             .map_err(|e| StepError::Db(DbError::query("BEGIN")(e)))?;
-        if shape.inbox
-            && !business::insert_inbox(&mut tx, trade.trade_id)
-                .await
-                .map_err(StepError::Db)?
-        {
-            return Ok((Effect::AlreadyDone, None));
-        }
-        if business::write_effects(&mut tx, trade)
-            .await
-            .map_err(StepError::Db)?
-            == BusinessOutcome::CaughtByConstraint
-        {
-            return Ok((Effect::CaughtByConstraint, None));
+        let (effect, keep) = apply_in_tx(&mut tx, message, shape, false).await?;
+        if !keep {
+            // Nothing to keep: dropping `tx` rolls it back.
+            return Ok((effect, None));
         }
         let mut mark_done = None;
-        if let Some((keys, key)) = shape.mark_done_before_commit {
+        if let Some((keys, key)) = shape
+            .mark_done_before_commit
+            .filter(|_| effect == Effect::Applied)
+        {
             mark_done = Some(
                 keys.mark_done_untimed(key)
                     .await
@@ -231,14 +245,12 @@ pub async fn transact(
         tx.commit()
             .await
             .map_err(|e| StepError::Db(DbError::query("COMMIT")(e)))?;
-        Ok((Effect::Applied, mark_done))
+        Ok((effect, mark_done))
     };
-    let result = retry.run(attempt).await;
-    let (effect, mark_done) = match result {
-        Ok(done) => done,
-        Err((StepError::Db(error), attempts)) => return Err(StrategyError::Db(error, attempts)),
-        Err((StepError::Strategy(error), _)) => return Err(error),
-    };
+    let (effect, mark_done) = retry
+        .run(attempt)
+        .await
+        .map_err(StepError::into_strategy_error)?;
     let mut business = started.elapsed();
     if let Some(mark_done) = mark_done {
         business = business.saturating_sub(mark_done);
@@ -248,11 +260,120 @@ pub async fn transact(
     Ok(effect)
 }
 
+/// Runs one Postgres transaction for a whole batch — one effect per message, in order, with
+/// the same per-message semantics as [`transact`] — retried as a whole when Postgres fails.
+pub async fn transact_batch(
+    db: &Db,
+    retry: &RetryPolicy,
+    batch: &[Incoming<'_>],
+    shape: TxShape<'_>,
+    stages: &mut StageTimes,
+) -> Result<Vec<Effect>, StrategyError> {
+    assert!(
+        shape.mark_done_before_commit.is_none(),
+        "a Redis step inside a batch transaction is not supported"
+    );
+    let attempt = || async {
+        let mut tx = db
+            .pool()
+            .begin()
+            .await
+            .map_err(|e| StepError::Db(DbError::query("BEGIN")(e)))?;
+        let mut effects = Vec::with_capacity(batch.len());
+        for message in batch {
+            effects.push(apply_in_tx(&mut tx, message, shape, true).await?.0);
+        }
+        tx.commit()
+            .await
+            .map_err(|e| StepError::Db(DbError::query("COMMIT")(e)))?;
+        Ok(effects)
+    };
+    let effects = timed(&mut stages.business, retry.run(attempt))
+        .await
+        .map_err(StepError::into_strategy_error)?;
+    Ok(effects)
+}
+
+/// One message's writes inside an open transaction. Returns the effect and whether the
+/// transaction holds anything worth committing.
+async fn apply_in_tx(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    message: &Incoming<'_>,
+    shape: TxShape<'_>,
+    in_batch: bool,
+) -> Result<(Effect, bool), StepError> {
+    let trade = message.trade;
+    if shape.store_offset {
+        let next = business::stored_offset(tx, message.topic, message.partition)
+            .await
+            .map_err(StepError::Db)?;
+        if next.is_some_and(|next| message.offset < next) {
+            return Ok((Effect::AlreadyDone, false));
+        }
+    }
+    if shape.inbox
+        && !business::insert_inbox(tx, trade.trade_id)
+            .await
+            .map_err(StepError::Db)?
+    {
+        return Ok((Effect::AlreadyDone, in_batch));
+    }
+    // A unique-constraint violation aborts a transaction. Where other writes must survive it
+    // (the stored offset, or the rest of a batch), the effects run inside a savepoint.
+    let contained = shape.store_offset || (in_batch && !shape.inbox);
+    let effect = if contained {
+        let mut savepoint = sqlx::Acquire::begin(&mut **tx)
+            .await
+            .map_err(|e| StepError::Db(DbError::query("SAVEPOINT")(e)))?;
+        let outcome = business::write_effects(&mut savepoint, trade)
+            .await
+            .map_err(StepError::Db)?;
+        if outcome == BusinessOutcome::Applied {
+            savepoint
+                .commit()
+                .await
+                .map_err(|e| StepError::Db(DbError::query("RELEASE SAVEPOINT")(e)))?;
+        }
+        outcome
+    } else {
+        business::write_effects(tx, trade)
+            .await
+            .map_err(StepError::Db)?
+    };
+    if effect == BusinessOutcome::CaughtByConstraint && !contained {
+        if in_batch {
+            return Err(StepError::Db(DbError::Invariant(
+                "a trade row existed without its inbox row, which aborted a batch transaction",
+            )));
+        }
+        return Ok((Effect::CaughtByConstraint, false));
+    }
+    if shape.store_offset {
+        business::store_offset(tx, message.topic, message.partition, message.offset + 1)
+            .await
+            .map_err(StepError::Db)?;
+    }
+    let effect = match effect {
+        BusinessOutcome::Applied => Effect::Applied,
+        BusinessOutcome::CaughtByConstraint => Effect::CaughtByConstraint,
+    };
+    Ok((effect, true))
+}
+
 /// A failure inside [`transact`]'s retried closure.
 #[derive(Debug)]
 enum StepError {
     Db(DbError),
     Strategy(StrategyError),
+}
+
+impl StepError {
+    fn into_strategy_error((error, attempts): (StepError, u32)) -> StrategyError {
+        match error {
+            StepError::Db(error) => StrategyError::Db(error, attempts),
+            StepError::Strategy(error) => error,
+        }
+    }
 }
 
 impl std::fmt::Display for StepError {

@@ -24,10 +24,9 @@
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use idembench_loadgen::Trade;
 
 use super::parts::{Claim, ClaimStyle, RedisKeys, TxShape, transact};
-use super::{Outcome, RetryPolicy, StageTimes, Strategy, StrategyError};
+use super::{Incoming, Outcome, RetryPolicy, StageTimes, Strategy, StrategyError};
 use crate::db::Db;
 
 pub struct RedisOnly {
@@ -60,21 +59,19 @@ impl RedisOnly {
 impl Strategy for RedisOnly {
     fn process<'a>(
         &'a self,
-        trade: &'a Trade,
+        message: &'a Incoming<'a>,
         stages: &'a mut StageTimes,
     ) -> BoxFuture<'a, Result<Outcome, StrategyError>> {
         async move {
+            let trade = message.trade;
             let key = self.keys.key(trade.trade_id);
             if let Claim::Skip(outcome) = self.keys.claim(&key, self.style, stages).await? {
                 return Ok(outcome);
             }
-            let shape = TxShape {
-                inbox: false,
-                mark_done_before_commit: None,
-            };
+            let shape = TxShape::EFFECTS_ONLY;
             // CaughtByConstraint means the effect is already there: mark DONE all the same, so
             // later copies skip before reaching the database.
-            let effect = transact(&self.db, &self.retry, trade, shape, stages).await?;
+            let effect = transact(&self.db, &self.retry, message, shape, stages).await?;
             self.keys.mark_done(&key, stages).await?;
             Ok(effect.outcome())
         }

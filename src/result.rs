@@ -144,6 +144,7 @@ pub struct ProcessorStats {
     pub counts: Counts,
     pub redis_errors: u64,
     pub redis_timeouts: u64,
+    pub redis_reconnects: u64,
     pub consumer_errors: u64,
     pub commit_errors: u64,
     pub rebalances: u64,

@@ -539,6 +539,11 @@ async fn measure(
                     .timeouts
                     .load(std::sync::atomic::Ordering::Relaxed)
             }),
+            redis_reconnects: redis.as_ref().map_or(0, |r| {
+                r.counters()
+                    .reconnects
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            }),
             consumer_errors: report.consumer_errors,
             commit_errors: report.commit_errors,
             rebalances: report.rebalances,

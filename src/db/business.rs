@@ -46,6 +46,20 @@ pub async fn stored_offset(
     .map_err(DbError::query("reading the stored offset"))
 }
 
+/// Every stored next offset of `topic` among `partitions`, outside any transaction.
+pub async fn stored_offsets(
+    db: &super::Db,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<Vec<(i32, i64)>, DbError> {
+    sqlx::query_as("SELECT partition, next_offset FROM consumer_offsets WHERE topic = $1 AND partition = ANY($2)")
+        .bind(topic)
+        .bind(partitions)
+        .fetch_all(db.pool())
+        .await
+        .map_err(DbError::query("reading stored offsets"))
+}
+
 /// Moves the partition's stored next offset forward (never back).
 pub async fn store_offset(
     tx: &mut Transaction<'_, Postgres>,

@@ -18,10 +18,11 @@ use idembench_loadgen::Trade;
 use idembench_loadgen::producer::now_us;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode as KafkaCommitMode, Consumer, ConsumerContext, Rebalance,
+    BaseConsumer, CommitMode as KafkaCommitMode, Consumer, ConsumerContext, RebalanceProtocol,
     StreamConsumer,
 };
 use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -134,22 +135,94 @@ impl Progress {
 
 struct GroupContext {
     progress: Arc<Progress>,
+    strategy: Arc<dyn Strategy>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    /// rdkafka's default rebalance, plus one step: on assignment, partitions resume at the
+    /// offsets the strategy keeps, if it keeps any (db-offsets), set before `assign`.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        error: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
         self.progress.rebalances.fetch_add(1, Ordering::Relaxed);
-        match rebalance {
-            Rebalance::Assign(partitions) => {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match error {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if self.strategy.keeps_offsets() {
+                    self.resume_at_stored_offsets(partitions);
+                }
+                let assigned = if cooperative {
+                    consumer.incremental_assign(partitions)
+                } else {
+                    consumer.assign(partitions)
+                };
                 tracing::debug!(count = partitions.count(), "partitions assigned");
                 self.progress
                     .assigned
                     .store(partitions.count(), Ordering::Release);
+                assigned
             }
-            Rebalance::Revoke(_) => self.progress.assigned.store(0, Ordering::Release),
-            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.progress.assigned.store(0, Ordering::Release);
+                if cooperative {
+                    consumer.incremental_unassign(partitions)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                tracing::warn!(error = ?other, "rebalance failed");
+                consumer.unassign()
+            }
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, "applying a rebalance failed");
+        }
+    }
+}
+
+impl GroupContext {
+    /// Sets each assigned partition's start offset from the strategy. This callback runs on the
+    /// thread that polls the consumer, so the lookup blocks it (briefly, once per rebalance).
+    fn resume_at_stored_offsets(&self, partitions: &mut TopicPartitionList) {
+        let mut by_topic: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
+        for element in partitions.elements() {
+            by_topic
+                .entry(element.topic().to_string())
+                .or_default()
+                .push(element.partition());
+        }
+        for (topic, ids) in by_topic {
+            let lookup = self.strategy.resume_offsets(&topic, &ids);
+            let stored = match tokio::runtime::Handle::try_current() {
+                Ok(_) => tokio::task::block_in_place(|| self.runtime.block_on(lookup)),
+                Err(_) => self.runtime.block_on(lookup),
+            };
+            match stored {
+                Ok(stored) => {
+                    for (partition, next) in stored {
+                        if let Err(error) =
+                            partitions.set_partition_offset(&topic, partition, Offset::Offset(next))
+                        {
+                            tracing::warn!(%error, partition, "cannot resume at the stored offset");
+                        }
+                    }
+                }
+                // Falling back to Kafka's committed offsets stays correct: the stored offset
+                // is checked again inside every transaction.
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read stored offsets; resuming at Kafka's")
+                }
+            }
         }
     }
 }
@@ -205,6 +278,8 @@ impl Processor {
             .set("socket.connection.setup.timeout.ms", "5000")
             .create_with_context(GroupContext {
                 progress: progress.clone(),
+                strategy: strategy.clone(),
+                runtime: tokio::runtime::Handle::current(),
             })
             .map_err(ProcessorError::Consumer)?;
         consumer

@@ -48,10 +48,21 @@ impl Fred {
                 )));
             }
         }
+        let counters = ClientCounters::default();
+        for client in pool.clients() {
+            let reconnects = counters.reconnects.clone();
+            client.on_reconnect(move |_server| {
+                let reconnects = reconnects.clone();
+                async move {
+                    reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Ok(())
+                }
+            });
+        }
         Ok(Fred {
             pool,
             command_timeout: settings.command_timeout,
-            counters: ClientCounters::default(),
+            counters,
         })
     }
 

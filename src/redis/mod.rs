@@ -74,6 +74,9 @@ pub struct ClientInfo {
 pub struct ClientCounters {
     pub errors: AtomicU64,
     pub timeouts: AtomicU64,
+    /// Reconnections: fred's reconnect events; for redis-rs, the dropped-connection errors
+    /// after which its ConnectionManager reconnects (it reports nothing else).
+    pub reconnects: Arc<AtomicU64>,
 }
 
 impl ClientCounters {

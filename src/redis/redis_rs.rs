@@ -78,6 +78,13 @@ impl RedisRs {
                     command,
                     timeout: self.command_timeout,
                 }),
+                Ok(Err(e)) if e.is_connection_dropped() || e.is_io_error() => {
+                    self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                    Err(RedisError::Command {
+                        command,
+                        cause: e.to_string(),
+                    })
+                }
                 Ok(Err(e)) => Err(RedisError::Command {
                     command,
                     cause: e.to_string(),

@@ -2,8 +2,9 @@
 //! note never considered: no inbox and no Redis. The business transaction also moves the
 //! partition's next offset, kept in Postgres (`consumer_offsets`); a message whose offset is
 //! below the stored one is a redelivery and is skipped (the row is read `FOR UPDATE`, so two
-//! consumers of one partition during a rebalance serialise). Kafka's committed offsets are
-//! advisory only: they decide where fetching resumes, never what is applied.
+//! consumers of one partition during a rebalance serialise). On every partition assignment the
+//! processor seeks to the offsets stored here, so redeliveries are not even fetched; Kafka's
+//! committed offsets are advisory only.
 //!
 //! Guarantee: every Kafka *message* is applied exactly once — a crash anywhere leaves the
 //! effects and the offset committed together or not at all. Where it fails: it knows messages,
@@ -42,6 +43,23 @@ impl Strategy for DbOffsets {
                     .await?
                     .outcome(),
             )
+        }
+        .boxed()
+    }
+
+    fn keeps_offsets(&self) -> bool {
+        true
+    }
+
+    fn resume_offsets<'a>(
+        &'a self,
+        topic: &'a str,
+        partitions: &'a [i32],
+    ) -> BoxFuture<'a, Result<Vec<(i32, i64)>, StrategyError>> {
+        async move {
+            crate::db::business::stored_offsets(&self.db, topic, partitions)
+                .await
+                .map_err(|error| StrategyError::Db(error, 1))
         }
         .boxed()
     }

@@ -99,6 +99,22 @@ pub trait Strategy: Send + Sync {
         message: &'a Incoming<'a>,
         stages: &'a mut StageTimes,
     ) -> BoxFuture<'a, Result<Outcome, StrategyError>>;
+
+    /// Whether this strategy keeps consumer offsets itself, so the processor must ask
+    /// [`Strategy::resume_offsets`] where newly assigned partitions resume.
+    fn keeps_offsets(&self) -> bool {
+        false
+    }
+
+    /// The next offset of each of `partitions` as the strategy stored it; partitions it has
+    /// no offset for are left out (they resume where Kafka says).
+    fn resume_offsets<'a>(
+        &'a self,
+        _topic: &'a str,
+        _partitions: &'a [i32],
+    ) -> BoxFuture<'a, Result<Vec<(i32, i64)>, StrategyError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// The strategies a run can use. Names are a contract (`--strategy`, `result.json`).

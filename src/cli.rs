@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use idembench_loadgen::StreamSpec;
 
+use crate::faults::{CrashPlan, CrashPoint};
 use crate::processor::CommitMode;
 use crate::redis::RedisClientKind;
 use crate::run::{Connections, RunConfig};
@@ -120,6 +121,23 @@ pub struct CommonArgs {
     /// db-offsets): a worker takes what is already waiting, up to this many.
     #[arg(long, default_value_t = 1)]
     pub batch_size: usize,
+    /// Crash at these points of the flow, comma-separated: after-receive, after-claim,
+    /// after-db-commit, after-redis-done, before-offset-commit. A crash abandons everything not
+    /// committed and restarts the processor after --restart-delay-ms.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub crash_at: Vec<CrashPoint>,
+    /// Probability that a trade crashes at each --crash-at point (0.0–1.0).
+    #[arg(long, default_value_t = 0.0)]
+    pub crash_rate: f64,
+    /// Trade ids that crash at each --crash-at point, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub crash_trades: Vec<u64>,
+    /// Inject no more crashes than this. Default: no limit.
+    #[arg(long)]
+    pub max_crashes: Option<u64>,
+    /// Pause before a crashed processor's replacement starts, ms.
+    #[arg(long, default_value_t = 500)]
+    pub restart_delay_ms: u64,
     /// What redis-only does on a PROCESSING key: skip it (the design note) or wait for it.
     #[arg(long, value_enum, default_value = "skip")]
     pub on_in_progress: OnInProgress,
@@ -220,6 +238,14 @@ impl CommonArgs {
             commit_interval_ms: self.commit_interval_ms,
             on_in_progress: self.on_in_progress,
             batch_size: self.batch_size,
+            crash_plan: CrashPlan {
+                points: self.crash_at,
+                rate: self.crash_rate,
+                trade_ids: self.crash_trades,
+                max_crashes: self.max_crashes.unwrap_or(u64::MAX),
+                restart_delay_ms: self.restart_delay_ms,
+                seed: self.seed,
+            },
             processing_ttl_ms: self.processing_ttl_ms,
             done_ttl_ms: self.done_ttl_ms,
             unique_constraint: !self.no_unique_constraint,

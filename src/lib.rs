@@ -14,11 +14,13 @@
 //! - [`result`]: `result.json` and the human summary.
 //! - [`run`]: one run, start to finish; [`matrix`]: every strategy × client pair, one table;
 //!   [`cli`]: the command line.
+//! - [`faults`]: crashes at named points of the flow, and their log.
 //! - [`redact`]: passwords never leave the process.
 
 pub mod audit;
 pub mod cli;
 pub mod db;
+pub mod faults;
 pub mod kafka;
 pub mod matrix;
 pub mod processor;

@@ -32,7 +32,39 @@ pub struct RunResult {
     pub throughput: Throughput,
     pub latency_us: Latencies,
     pub correctness: Correctness,
+    pub faults: FaultsReport,
     pub processor: ProcessorStats,
+}
+
+/// The fault plan and what was injected.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultsReport {
+    pub plan: crate::faults::CrashPlan,
+    pub crashes: u64,
+    /// Crashes per point name.
+    pub by_point: std::collections::BTreeMap<&'static str, u64>,
+    /// Every injected fault (kind, point, trade id, time), the first 1000.
+    pub log: Vec<crate::faults::FaultEvent>,
+    pub log_truncated: bool,
+}
+
+impl FaultsReport {
+    pub fn new(faults: &crate::faults::Faults) -> FaultsReport {
+        let mut log = faults.log();
+        let mut by_point = std::collections::BTreeMap::new();
+        for event in &log {
+            *by_point.entry(event.point.name()).or_insert(0) += 1;
+        }
+        let log_truncated = log.len() > 1000;
+        log.truncate(1000);
+        FaultsReport {
+            plan: faults.plan().clone(),
+            crashes: faults.crashes(),
+            by_point,
+            log,
+            log_truncated,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -152,6 +184,10 @@ pub struct ProcessorStats {
     /// Messages produced but not yet processed when the processor stopped (0 unless partial):
     /// in a partial run, `correctness.lost` includes the trades among them.
     pub lag_at_stop: i64,
+    /// Processor restarts after injected crashes.
+    pub restarts: u64,
+    /// Messages taken off the topic more than once (replayed after a crash or rebalance).
+    pub redeliveries: u64,
 }
 
 impl RunResult {
@@ -189,6 +225,7 @@ impl RunResult {
              \x20 correctness  exactly_once {once}  lost {lost}  double_applied {double} (extra_effects {extra_effects})\n\
              \x20              caught_by_constraint {caught}  duplicates_suppressed {suppressed}  malformed {malformed}\n\
              \x20              positions {positions} checked, {mismatched} differ from the ledger\n\
+             {faults}\
              \x20 audit        exactly_once + lost + double_applied = {sum} of produced_unique {unique}: {identity}\n",
             run = self.run_id,
             strategy = self.strategy,
@@ -226,6 +263,23 @@ impl RunResult {
             positions = c.positions_checked,
             mismatched = c.positions_mismatched,
             sum = c.exactly_once + c.lost + c.double_applied,
+            faults = if self.faults.crashes > 0 {
+                let points: Vec<String> = self
+                    .faults
+                    .by_point
+                    .iter()
+                    .map(|(p, n)| format!("{n} {p}"))
+                    .collect();
+                format!(
+                    "  faults       {} crashes ({}), {} restarts, {} redeliveries\n",
+                    self.faults.crashes,
+                    points.join(", "),
+                    self.processor.restarts,
+                    self.processor.redeliveries
+                )
+            } else {
+                String::new()
+            },
         )
     }
 }

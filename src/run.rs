@@ -20,13 +20,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::{self, ProcessorCounts};
 use crate::db::{Db, DbError, DbSettings};
+use crate::faults::{CrashPlan, Faults};
 use crate::kafka::{self, Admin, KafkaSetupError};
-use crate::processor::{CommitMode, Processor, ProcessorError, ProcessorSettings};
+use crate::processor::{
+    CommitMode, Processor, ProcessorError, ProcessorReport, ProcessorSettings, Progress,
+};
 use crate::redact::redact_url;
 use crate::redis::{self as redis_seam, RedisClientKind, RedisError, RedisSettings};
 use crate::result::{
-    Clients, KafkaService, Latencies, Percentiles, ProcessorStats, RunResult, SCHEMA_VERSION,
-    ServiceVersion, Services, Stages, Status, Throughput,
+    Clients, FaultsReport, KafkaService, Latencies, Percentiles, ProcessorStats, RunResult,
+    SCHEMA_VERSION, ServiceVersion, Services, Stages, Status, Throughput,
 };
 use crate::strategy::parts::OnInProgress;
 use crate::strategy::{self, RetryPolicy, StrategyKind, StrategySettings};
@@ -65,6 +68,8 @@ pub struct RunConfig {
     pub commit_interval_ms: u64,
     pub on_in_progress: OnInProgress,
     pub batch_size: usize,
+    /// Crashes to inject (`faults.plan` in result.json).
+    pub crash_plan: CrashPlan,
     pub processing_ttl_ms: u64,
     pub done_ttl_ms: u64,
     pub unique_constraint: bool,
@@ -163,6 +168,15 @@ impl RunConfig {
         }
         if self.processing_ttl_ms == 0 || self.done_ttl_ms == 0 {
             return fail("--processing-ttl-ms and --done-ttl-ms must be positive");
+        }
+        let crashes = &self.crash_plan;
+        if !(0.0..=1.0).contains(&crashes.rate) {
+            return fail("--crash-rate must be between 0.0 and 1.0");
+        }
+        if crashes.points.is_empty() && (crashes.rate > 0.0 || !crashes.trade_ids.is_empty()) {
+            return fail(
+                "--crash-rate and --crash-trades need --crash-at POINT[,POINT] (after-receive, after-claim, after-db-commit, after-redis-done, before-offset-commit)",
+            );
         }
         if self.batch_size == 0 {
             return fail("--batch-size must be at least 1");
@@ -359,7 +373,9 @@ async fn measure(
     cancel: CancellationToken,
 ) -> Result<Measured, RunError> {
     let timeout = config.connect_timeout();
+    let faults = Arc::new(Faults::new(config.crash_plan.clone()));
     let settings = StrategySettings {
+        faults: faults.clone(),
         processing_ttl: Duration::from_millis(config.processing_ttl_ms),
         done_ttl: Duration::from_millis(config.done_ttl_ms),
         key_prefix: names.key_prefix.clone(),
@@ -390,7 +406,13 @@ async fn measure(
     let producer = kafka::producer(&config.connections.kafka_brokers, config.linger_ms, timeout)
         .map_err(kafka_error)?;
     let warm_up = kafka::warm_up(&producer, &names.topic, timeout);
-    let processor = Processor::start(&processor_settings, strategy)?;
+    let progress = Arc::new(Progress::new(config.partitions));
+    let mut processor = Processor::start(
+        &processor_settings,
+        strategy.clone(),
+        progress.clone(),
+        faults.clone(),
+    )?;
     warm_up.await.map_err(kafka_error)?;
     if !processor.wait_for_assignment(Duration::from_secs(30)).await {
         let _ = processor.stop().await;
@@ -403,56 +425,100 @@ async fn measure(
         });
     }
 
-    // 4. Produce, while the processor consumes.
+    // 4. Produce in the background, while processors consume.
     let plan = config
         .stream
         .plan()
         .map_err(|e| RunError::Config(e.to_string()))?;
+    let planned = plan.planned_messages();
     let send = SendSettings {
         topic: names.topic.clone(),
         rate: config.rate,
     };
-    let progress = processor.progress().clone();
+    let produce_cancel = cancel.child_token();
     let run_started = Instant::now();
-    let ticker = spawn_progress_ticker(config.quiet, progress.clone(), plan.planned_messages());
-    let produced = tokio::select! {
-        produced = idembench_loadgen::produce(&producer.producer, &send, &config.stream, &plan, &cancel) => produced,
-        _ = processor.failed().cancelled() => {
-            cancel.cancel();
-            ticker.abort();
-            return Err(processor.stop().await.err().map(RunError::from).unwrap_or_else(|| RunError::Config("processor failed".into())));
-        }
-    }
-    .map_err(|e| RunError::Config(e.to_string()))?;
-    drop(producer);
+    let ticker = spawn_progress_ticker(config.quiet, progress.clone(), planned);
+    let mut production = Some(tokio::spawn({
+        let (spec, cancel) = (config.stream.clone(), produce_cancel.clone());
+        async move { idembench_loadgen::produce(&producer.producer, &send, &spec, &plan, &cancel).await }
+    }));
 
-    // 5. Drain: every acknowledged offset processed.
-    let mut partial_reason = produced
-        .cancelled
-        .then(|| "interrupted while producing (Ctrl-C)".to_string());
-    let drain_deadline = Instant::now() + Duration::from_millis(config.drain_timeout_ms);
-    while partial_reason.is_none() && !progress.caught_up(&produced.end_offsets) {
+    // 5. Supervise: replace a crashed processor after the restart delay; stop when every
+    // produced offset is processed and committed (a crash replays what was not), or on
+    // Ctrl-C, or when the drain times out.
+    let mut produced = None;
+    let mut partial_reason = None;
+    let mut drain_deadline = None;
+    let mut earlier = ProcessorReport::default();
+    let restart_delay = faults.plan().restart_delay();
+    loop {
+        if production.as_ref().is_some_and(|task| task.is_finished()) {
+            let report = production
+                .take()
+                .expect("checked above")
+                .await
+                .expect("producer task panicked");
+            let report = report.map_err(|e| RunError::Config(e.to_string()))?;
+            if report.cancelled {
+                partial_reason = Some("interrupted while producing (Ctrl-C)".to_string());
+            }
+            drain_deadline = Some(Instant::now() + Duration::from_millis(config.drain_timeout_ms));
+            produced = Some(report);
+        }
         if processor.failed().is_cancelled() {
-            break;
+            produce_cancel.cancel();
+            ticker.abort();
+            return Err(processor
+                .stop()
+                .await
+                .err()
+                .map(RunError::from)
+                .unwrap_or_else(|| RunError::Config("processor failed".into())));
         }
-        if cancel.is_cancelled() {
-            partial_reason = Some("interrupted while draining (Ctrl-C)".into());
-        } else if Instant::now() > drain_deadline {
-            partial_reason = Some(format!(
-                "the processor did not drain within {} ms; {} messages were still unprocessed",
-                config.drain_timeout_ms,
-                progress.lag(&produced.end_offsets)
-            ));
-        } else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        if processor.crashed().is_cancelled() {
+            earlier.add(processor.stop().await?);
+            tokio::select! {
+                _ = tokio::time::sleep(restart_delay) => {}
+                _ = cancel.cancelled() => {}
+            }
+            processor = Processor::start(
+                &processor_settings,
+                strategy.clone(),
+                progress.clone(),
+                faults.clone(),
+            )?;
+            if !processor.wait_for_assignment(Duration::from_secs(30)).await {
+                tracing::warn!("the restarted processor got no partitions within 30 s");
+            }
+            continue;
         }
+        if let Some(report) = &produced {
+            if partial_reason.is_some() || progress.caught_up(&report.end_offsets) {
+                break;
+            }
+            if cancel.is_cancelled() {
+                partial_reason = Some("interrupted while draining (Ctrl-C)".into());
+                break;
+            }
+            if drain_deadline.is_some_and(|deadline| Instant::now() > deadline) {
+                partial_reason = Some(format!(
+                    "the processor did not drain within {} ms; {} messages were still unprocessed",
+                    config.drain_timeout_ms,
+                    progress.lag(&report.end_offsets)
+                ));
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let produced = produced.expect("the loop ends only after production");
     let process_seconds = run_started.elapsed().as_secs_f64();
     ticker.abort();
     let lag_at_stop = progress.lag(&produced.end_offsets);
 
     // 6. Stop, audit, report.
-    let report = processor.stop().await?;
+    earlier.add(processor.stop().await?);
+    let report = earlier;
     let counts = report.metrics.counts;
     let observed = audit::observe(db).await?;
     let correctness = audit::reconcile(
@@ -527,6 +593,7 @@ async fn measure(
             schedule_lag: Percentiles::of(&produced.schedule_lag_us),
         },
         correctness,
+        faults: FaultsReport::new(&faults),
         processor: ProcessorStats {
             counts,
             redis_errors: redis.as_ref().map_or(0, |r| {
@@ -549,6 +616,10 @@ async fn measure(
             rebalances: report.rebalances,
             close_timed_out: report.close_timed_out,
             lag_at_stop,
+            restarts: report.incarnations.saturating_sub(1),
+            redeliveries: counts
+                .messages
+                .saturating_sub(produced.ledger.copies_sent() + produced.ledger.malformed_acked),
         },
     };
     Ok(Measured { result })

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idembench::db::{Db, DbSettings};
+use idembench::faults::Faults;
 use idembench::kafka::{self, Admin};
-use idembench::processor::{CommitMode, Processor, ProcessorSettings};
+use idembench::processor::{CommitMode, Processor, ProcessorSettings, Progress};
 use idembench::strategy::parts::OnInProgress;
 use idembench::strategy::{self, RetryPolicy, StrategyKind, StrategySettings};
 use idembench_loadgen::{SendSettings, StreamSpec};
@@ -67,7 +68,9 @@ async fn db_offsets_seeks_to_the_stored_offset_on_assignment() {
         .await
         .unwrap();
 
+    let faults = Arc::new(Faults::none());
     let strategy_settings = StrategySettings {
+        faults: faults.clone(),
         processing_ttl: Duration::from_secs(300),
         done_ttl: Duration::from_secs(600),
         key_prefix: String::new(),
@@ -91,7 +94,9 @@ async fn db_offsets_seeks_to_the_stored_offset_on_assignment() {
         queue_depth: 64,
         close_timeout: Duration::from_secs(10),
     };
-    let processor = Processor::start(&processor_settings, Arc::clone(&strategy)).unwrap();
+    let progress = Arc::new(Progress::new(1));
+    let processor =
+        Processor::start(&processor_settings, Arc::clone(&strategy), progress, faults).unwrap();
     assert!(
         processor.wait_for_assignment(Duration::from_secs(30)).await,
         "no partition assigned"

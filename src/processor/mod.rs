@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use metrics::{Counts, WorkerMetrics};
 
+use crate::faults::{Crash, CrashPoint, Faults};
 use crate::strategy::{Incoming, StageTimes, Strategy, StrategyError};
 
 /// When offsets are committed. Every mode commits an offset only after its message (and every
@@ -84,6 +85,8 @@ pub enum ProcessorError {
 pub struct Progress {
     /// Next offset to process, per partition (everything before it is done).
     next_offsets: Vec<AtomicI64>,
+    /// Next offset committed to the group, per partition: where a restart would resume.
+    committed: Vec<AtomicI64>,
     /// Partitions currently assigned to this consumer.
     assigned: AtomicUsize,
     rebalances: AtomicU64,
@@ -95,20 +98,40 @@ impl Progress {
     pub fn new(partitions: usize) -> Progress {
         Progress {
             next_offsets: (0..partitions).map(|_| AtomicI64::new(0)).collect(),
+            committed: (0..partitions).map(|_| AtomicI64::new(0)).collect(),
             assigned: AtomicUsize::new(0),
             rebalances: AtomicU64::new(0),
             completed: AtomicU64::new(0),
         }
     }
 
-    /// True once every partition has been processed up to `end_offsets` (next offset).
+    /// True once every partition's offsets up to `end_offsets` are processed *and committed*:
+    /// a restart would replay nothing, so no message can still be waiting for a redelivery.
     pub fn caught_up(&self, end_offsets: &std::collections::BTreeMap<i32, i64>) -> bool {
         end_offsets.iter().all(|(partition, end)| {
-            let next = usize::try_from(*partition)
+            let committed = usize::try_from(*partition)
                 .ok()
-                .and_then(|p| self.next_offsets.get(p));
-            next.is_some_and(|next| next.load(Ordering::Acquire) >= *end)
+                .and_then(|p| self.committed.get(p));
+            committed.is_some_and(|committed| committed.load(Ordering::Acquire) >= *end)
         })
+    }
+
+    /// A new processor incarnation starts: nothing assigned yet, and "processed" restarts at
+    /// "committed", since whatever was processed but not committed will be delivered again.
+    fn begin_incarnation(&self) {
+        self.assigned.store(0, Ordering::Release);
+        for (next, committed) in self.next_offsets.iter().zip(&self.committed) {
+            next.store(committed.load(Ordering::Acquire), Ordering::Release);
+        }
+    }
+
+    fn mark_committed(&self, partition: i32, next_offset: i64) {
+        if let Some(committed) = usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.committed.get(p))
+        {
+            committed.fetch_max(next_offset, Ordering::AcqRel);
+        }
     }
 
     /// Messages still to process before `end_offsets` is reached.
@@ -229,8 +252,8 @@ impl GroupContext {
 
 type GroupConsumer = StreamConsumer<GroupContext>;
 
-/// What the processor did, once it has stopped.
-#[derive(Debug)]
+/// What the processor did, once it has stopped; summed over incarnations with [`ProcessorReport::add`].
+#[derive(Debug, Default)]
 pub struct ProcessorReport {
     pub metrics: WorkerMetrics,
     pub elapsed: Duration,
@@ -239,12 +262,31 @@ pub struct ProcessorReport {
     pub rebalances: u64,
     /// The consumer did not leave the group within `close_timeout` (it was abandoned).
     pub close_timed_out: bool,
+    /// This incarnation ended in an injected crash.
+    pub crashed: bool,
+    /// Processor incarnations (1 + restarts after crashes).
+    pub incarnations: u64,
+}
+
+impl ProcessorReport {
+    /// Adds a later incarnation's report to this one.
+    pub fn add(&mut self, other: ProcessorReport) {
+        self.metrics.merge(&other.metrics);
+        self.elapsed += other.elapsed;
+        self.consumer_errors += other.consumer_errors;
+        self.commit_errors += other.commit_errors;
+        self.rebalances = self.rebalances.max(other.rebalances);
+        self.close_timed_out |= other.close_timed_out;
+        self.crashed = other.crashed;
+        self.incarnations += other.incarnations;
+    }
 }
 
 /// A running processor.
 pub struct Processor {
     stop: CancellationToken,
     failed: CancellationToken,
+    crashed: CancellationToken,
     progress: Arc<Progress>,
     dispatcher: JoinHandle<u64>,
     committer: Option<JoinHandle<u64>>,
@@ -260,8 +302,10 @@ impl Processor {
     pub fn start(
         settings: &ProcessorSettings,
         strategy: Arc<dyn Strategy>,
+        progress: Arc<Progress>,
+        faults: Arc<Faults>,
     ) -> Result<Processor, ProcessorError> {
-        let progress = Arc::new(Progress::new(settings.partitions));
+        progress.begin_incarnation();
         let mut config = ClientConfig::new();
         // IDEMBENCH_RDKAFKA_DEBUG=cgrp,fetch (librdkafka's `debug` contexts) shows the group's
         // protocol; the lines go to the log at IDEMBENCH_LOG=rdkafka=debug.
@@ -291,6 +335,7 @@ impl Processor {
         let consumer = Arc::new(consumer);
         let stop = CancellationToken::new();
         let failed = CancellationToken::new();
+        let crashed = CancellationToken::new();
         let mut senders = Vec::new();
         let mut workers = Vec::new();
         for _ in 0..settings.workers.max(1) {
@@ -305,22 +350,29 @@ impl Processor {
                 commit_mode: settings.commit_mode,
                 stop: stop.clone(),
                 failed: failed.clone(),
+                crashed: crashed.clone(),
+                faults: faults.clone(),
             };
             workers.push(tokio::spawn(worker.run(rx)));
         }
-        let dispatcher = tokio::spawn(dispatch(
-            consumer.clone(),
-            senders,
-            stop.clone(),
-            failed.clone(),
-        ));
+        // The dispatcher stops on any of the three; `failed` and `crashed` also stop it.
+        let halt = CancellationToken::new();
+        for token in [&stop, &failed, &crashed] {
+            let (token, halt) = (token.clone(), halt.clone());
+            tokio::spawn(async move {
+                token.cancelled().await;
+                halt.cancel();
+            });
+        }
+        let dispatcher = tokio::spawn(dispatch(consumer.clone(), senders, halt.clone(), halt));
         let committer = (settings.commit_mode == CommitMode::Interval).then(|| {
             let committer = Committer::new(consumer.clone(), progress.clone(), &settings.topic);
-            tokio::spawn(committer.run(settings.commit_interval, stop.clone()))
+            tokio::spawn(committer.run(settings.commit_interval, stop.clone(), crashed.clone()))
         });
         Ok(Processor {
             stop,
             failed,
+            crashed,
             progress,
             dispatcher,
             committer,
@@ -338,6 +390,12 @@ impl Processor {
     /// Fires when a worker gave up (its store stayed unreachable through every retry).
     pub fn failed(&self) -> &CancellationToken {
         &self.failed
+    }
+
+    /// Fires when an injected crash hit: the processor must be stopped (abandoning what was not
+    /// committed) and replaced.
+    pub fn crashed(&self) -> &CancellationToken {
+        &self.crashed
     }
 
     /// Waits until the group has assigned this consumer its partitions, or `timeout` passes.
@@ -378,6 +436,8 @@ impl Processor {
             return Err(error.into());
         }
         Ok(ProcessorReport {
+            incarnations: 1,
+            crashed: self.crashed.is_cancelled(),
             metrics,
             elapsed,
             consumer_errors,
@@ -454,9 +514,21 @@ struct Worker {
     commit_mode: CommitMode,
     stop: CancellationToken,
     failed: CancellationToken,
+    crashed: CancellationToken,
+    faults: Arc<Faults>,
 }
 
 impl Worker {
+    /// Logs an injected crash and brings the whole processor down with it.
+    fn crash(&self, crash: &Crash) {
+        tracing::info!(
+            point = crash.point.name(),
+            trade_id = crash.trade_id,
+            "injected crash"
+        );
+        self.crashed.cancel();
+    }
+
     async fn run(
         self,
         mut inbox: mpsc::Receiver<OwnedMessage>,
@@ -464,11 +536,12 @@ impl Worker {
         let mut metrics = WorkerMetrics::default();
         let mut commit_errors = 0u64;
         let mut batch: Vec<OwnedMessage> = Vec::with_capacity(self.batch_size);
-        loop {
+        'messages: loop {
             let first = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break,
                 _ = self.failed.cancelled() => break,
+                _ = self.crashed.cancelled() => break,
                 message = inbox.recv() => match message { Some(m) => m, None => break },
             };
             // A polled batch: whatever is already waiting, up to the batch size; never wait
@@ -505,15 +578,34 @@ impl Worker {
                     })
                 })
                 .collect();
+            for message in &incoming {
+                if let Err(crash) = self
+                    .faults
+                    .at(CrashPoint::AfterReceive, message.trade.trade_id)
+                {
+                    self.crash(&crash);
+                    break 'messages;
+                }
+            }
             if !incoming.is_empty() {
                 let mut stages = StageTimes::default();
-                let processed = match incoming.as_slice() {
-                    [single] => self
-                        .strategy
-                        .process(single, &mut stages)
-                        .await
-                        .map(|outcome| vec![outcome]),
-                    many => self.strategy.process_batch(many, &mut stages).await,
+                let work = async {
+                    match incoming.as_slice() {
+                        [single] => self
+                            .strategy
+                            .process(single, &mut stages)
+                            .await
+                            .map(|outcome| vec![outcome]),
+                        many => self.strategy.process_batch(many, &mut stages).await,
+                    }
+                };
+                // A crash elsewhere in the process cuts this work at its next await, as the
+                // death of the process would: a dropped transaction rolls back, a Redis command
+                // already sent stays done.
+                let processed = tokio::select! {
+                    biased;
+                    _ = self.crashed.cancelled() => break 'messages,
+                    processed = work => processed,
                 };
                 match processed {
                     Ok(outcomes) => {
@@ -522,11 +614,24 @@ impl Worker {
                         }
                         metrics.record_stages(&stages);
                     }
+                    Err(StrategyError::Crash(crash)) => {
+                        self.crash(&crash);
+                        break 'messages;
+                    }
                     Err(error) => {
                         tracing::error!(%error, trade_id = incoming[0].trade.trade_id, "giving up; stopping the processor");
                         self.failed.cancel();
                         return Err(error);
                     }
+                }
+            }
+            for message in &incoming {
+                if let Err(crash) = self
+                    .faults
+                    .at(CrashPoint::BeforeOffsetCommit, message.trade.trade_id)
+                {
+                    self.crash(&crash);
+                    break 'messages;
                 }
             }
             for (message, trade) in batch.iter().zip(&decoded) {
@@ -567,7 +672,9 @@ impl Worker {
                     partition,
                     Offset::Offset(next_offset),
                 )?;
-                self.consumer.commit(&offsets, KafkaCommitMode::Async)
+                self.consumer.commit(&offsets, KafkaCommitMode::Async)?;
+                self.progress.mark_committed(partition, next_offset);
+                Ok(())
             }
             CommitMode::Sync => {
                 offsets.add_partition_offset(
@@ -578,65 +685,87 @@ impl Worker {
                 // A synchronous commit blocks its thread until the broker answers.
                 tokio::task::block_in_place(|| {
                     self.consumer.commit(&offsets, KafkaCommitMode::Sync)
-                })
+                })?;
+                self.progress.mark_committed(partition, next_offset);
+                Ok(())
             }
         }
     }
 }
 
 /// `interval` mode: commits every partition's processed offset that moved since the last
-/// commit, asynchronously, once per period, and once more (synchronously) when stopping.
+/// commit, asynchronously, once per period, and once more (synchronously) when stopping —
+/// unless the processor crashed, which commits nothing more.
 struct Committer {
     consumer: Arc<GroupConsumer>,
     progress: Arc<Progress>,
     topic: String,
-    committed: Vec<i64>,
 }
 
 impl Committer {
     fn new(consumer: Arc<GroupConsumer>, progress: Arc<Progress>, topic: &str) -> Committer {
-        let committed = vec![0; progress.next_offsets.len()];
         Committer {
             consumer,
             progress,
             topic: topic.to_string(),
-            committed,
         }
     }
 
     /// Returns how many commits failed.
-    async fn run(mut self, period: Duration, stop: CancellationToken) -> u64 {
+    async fn run(
+        self,
+        period: Duration,
+        stop: CancellationToken,
+        crashed: CancellationToken,
+    ) -> u64 {
         let mut errors = 0;
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                biased;
+                _ = crashed.cancelled() => return errors,
                 _ = stop.cancelled() => break,
                 _ = ticker.tick() => errors += self.commit_moved(KafkaCommitMode::Async),
             }
         }
+        if crashed.is_cancelled() {
+            return errors;
+        }
         errors + tokio::task::block_in_place(|| self.commit_moved(KafkaCommitMode::Sync))
     }
 
-    fn commit_moved(&mut self, mode: KafkaCommitMode) -> u64 {
+    fn commit_moved(&self, mode: KafkaCommitMode) -> u64 {
         let mut offsets = TopicPartitionList::new();
-        for (partition, next) in self.progress.next_offsets.iter().enumerate() {
+        let mut moved = Vec::new();
+        for (partition, (next, committed)) in self
+            .progress
+            .next_offsets
+            .iter()
+            .zip(&self.progress.committed)
+            .enumerate()
+        {
             let next = next.load(Ordering::Acquire);
-            if next > self.committed[partition] {
-                let partition_id = i32::try_from(partition).expect("partition count fits i32");
+            if next > committed.load(Ordering::Acquire) {
+                let partition = i32::try_from(partition).expect("partition count fits i32");
                 if offsets
-                    .add_partition_offset(&self.topic, partition_id, Offset::Offset(next))
+                    .add_partition_offset(&self.topic, partition, Offset::Offset(next))
                     .is_ok()
                 {
-                    self.committed[partition] = next;
+                    moved.push((partition, next));
                 }
             }
         }
-        if offsets.count() == 0 {
+        if moved.is_empty() {
             return 0;
         }
         match self.consumer.commit(&offsets, mode) {
-            Ok(()) => 0,
+            Ok(()) => {
+                for (partition, next) in moved {
+                    self.progress.mark_committed(partition, next);
+                }
+                0
+            }
             Err(error) => {
                 tracing::warn!(%error, "offset commit failed");
                 1

@@ -11,19 +11,17 @@
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::parts::{Effect, RedisKeys, TxShape, transact, transact_batch};
-use super::{Incoming, Outcome, RetryPolicy, StageTimes, Strategy, StrategyError};
-use crate::db::Db;
+use super::parts::{DbTx, Effect, RedisKeys, TxShape};
+use super::{Incoming, Outcome, StageTimes, Strategy, StrategyError};
 
 pub struct DbAuthorityRedisCache {
-    db: Db,
+    tx: DbTx,
     keys: RedisKeys,
-    retry: RetryPolicy,
 }
 
 impl DbAuthorityRedisCache {
-    pub fn new(db: Db, keys: RedisKeys, retry: RetryPolicy) -> Self {
-        DbAuthorityRedisCache { db, keys, retry }
+    pub fn new(tx: DbTx, keys: RedisKeys) -> Self {
+        DbAuthorityRedisCache { tx, keys }
     }
 }
 
@@ -40,7 +38,7 @@ impl Strategy for DbAuthorityRedisCache {
                 return Ok(Outcome::SkippedDone);
             }
             let shape = TxShape::INBOX;
-            let effect = transact(&self.db, &self.retry, message, shape, stages).await?;
+            let effect = self.tx.run(message, shape, stages).await?;
             self.keys.mark_done(&key, stages).await?;
             Ok(effect.outcome())
         }
@@ -67,9 +65,7 @@ impl Strategy for DbAuthorityRedisCache {
             }
             let to_apply: Vec<Incoming<'a>> = misses.iter().map(|i| batch[*i]).collect();
             if !to_apply.is_empty() {
-                let effects =
-                    transact_batch(&self.db, &self.retry, &to_apply, TxShape::INBOX, stages)
-                        .await?;
+                let effects = self.tx.run_batch(&to_apply, TxShape::INBOX, stages).await?;
                 for (index, effect) in misses.into_iter().zip(effects) {
                     outcomes[index] = effect.outcome();
                     if effect == Effect::Applied || effect == Effect::AlreadyDone {

@@ -16,18 +16,16 @@
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::parts::{TxShape, transact, transact_batch};
-use super::{Incoming, Outcome, RetryPolicy, StageTimes, Strategy, StrategyError};
-use crate::db::Db;
+use super::parts::{DbTx, TxShape};
+use super::{Incoming, Outcome, StageTimes, Strategy, StrategyError};
 
 pub struct DbOffsets {
-    db: Db,
-    retry: RetryPolicy,
+    tx: DbTx,
 }
 
 impl DbOffsets {
-    pub fn new(db: Db, retry: RetryPolicy) -> Self {
-        DbOffsets { db, retry }
+    pub fn new(tx: DbTx) -> Self {
+        DbOffsets { tx }
     }
 }
 
@@ -38,11 +36,11 @@ impl Strategy for DbOffsets {
         stages: &'a mut StageTimes,
     ) -> BoxFuture<'a, Result<Outcome, StrategyError>> {
         async move {
-            Ok(
-                transact(&self.db, &self.retry, message, TxShape::OFFSETS, stages)
-                    .await?
-                    .outcome(),
-            )
+            Ok(self
+                .tx
+                .run(message, TxShape::OFFSETS, stages)
+                .await?
+                .outcome())
         }
         .boxed()
     }
@@ -57,7 +55,7 @@ impl Strategy for DbOffsets {
         partitions: &'a [i32],
     ) -> BoxFuture<'a, Result<Vec<(i32, i64)>, StrategyError>> {
         async move {
-            crate::db::business::stored_offsets(&self.db, topic, partitions)
+            crate::db::business::stored_offsets(self.tx.db(), topic, partitions)
                 .await
                 .map_err(|error| StrategyError::Db(error, 1))
         }
@@ -70,8 +68,7 @@ impl Strategy for DbOffsets {
         stages: &'a mut StageTimes,
     ) -> BoxFuture<'a, Result<Vec<Outcome>, StrategyError>> {
         async move {
-            let effects =
-                transact_batch(&self.db, &self.retry, batch, TxShape::OFFSETS, stages).await?;
+            let effects = self.tx.run_batch(batch, TxShape::OFFSETS, stages).await?;
             Ok(effects.into_iter().map(|effect| effect.outcome()).collect())
         }
         .boxed()

@@ -12,18 +12,16 @@
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::parts::{TxShape, transact, transact_batch};
-use super::{Incoming, Outcome, RetryPolicy, StageTimes, Strategy, StrategyError};
-use crate::db::Db;
+use super::parts::{DbTx, TxShape};
+use super::{Incoming, Outcome, StageTimes, Strategy, StrategyError};
 
 pub struct DbOnly {
-    db: Db,
-    retry: RetryPolicy,
+    tx: DbTx,
 }
 
 impl DbOnly {
-    pub fn new(db: Db, retry: RetryPolicy) -> Self {
-        DbOnly { db, retry }
+    pub fn new(tx: DbTx) -> Self {
+        DbOnly { tx }
     }
 }
 
@@ -35,9 +33,7 @@ impl Strategy for DbOnly {
     ) -> BoxFuture<'a, Result<Outcome, StrategyError>> {
         async move {
             let shape = TxShape::INBOX;
-            Ok(transact(&self.db, &self.retry, message, shape, stages)
-                .await?
-                .outcome())
+            Ok(self.tx.run(message, shape, stages).await?.outcome())
         }
         .boxed()
     }
@@ -48,8 +44,7 @@ impl Strategy for DbOnly {
         stages: &'a mut StageTimes,
     ) -> BoxFuture<'a, Result<Vec<Outcome>, StrategyError>> {
         async move {
-            let effects =
-                transact_batch(&self.db, &self.retry, batch, TxShape::INBOX, stages).await?;
+            let effects = self.tx.run_batch(batch, TxShape::INBOX, stages).await?;
             Ok(effects.into_iter().map(|effect| effect.outcome()).collect())
         }
         .boxed()

@@ -12,19 +12,17 @@
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::parts::{Claim, ClaimStyle, RedisKeys, TxShape, transact};
-use super::{Incoming, Outcome, RetryPolicy, StageTimes, Strategy, StrategyError};
-use crate::db::Db;
+use super::parts::{Claim, ClaimStyle, DbTx, RedisKeys, TxShape};
+use super::{Incoming, Outcome, StageTimes, Strategy, StrategyError};
 
 pub struct DualDbFirst {
-    db: Db,
+    tx: DbTx,
     keys: RedisKeys,
-    retry: RetryPolicy,
 }
 
 impl DualDbFirst {
-    pub fn new(db: Db, keys: RedisKeys, retry: RetryPolicy) -> Self {
-        DualDbFirst { db, keys, retry }
+    pub fn new(tx: DbTx, keys: RedisKeys) -> Self {
+        DualDbFirst { tx, keys }
     }
 }
 
@@ -41,8 +39,9 @@ impl Strategy for DualDbFirst {
             {
                 return Ok(outcome);
             }
+            self.tx.claimed(trade.trade_id)?;
             let shape = TxShape::INBOX;
-            let effect = transact(&self.db, &self.retry, message, shape, stages).await?;
+            let effect = self.tx.run(message, shape, stages).await?;
             self.keys.mark_done(&key, stages).await?;
             Ok(effect.outcome())
         }

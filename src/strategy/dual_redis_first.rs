@@ -10,19 +10,17 @@
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::parts::{Claim, ClaimStyle, Effect, RedisKeys, TxShape, transact};
-use super::{Incoming, Outcome, RetryPolicy, StageTimes, Strategy, StrategyError};
-use crate::db::Db;
+use super::parts::{Claim, ClaimStyle, DbTx, Effect, RedisKeys, TxShape};
+use super::{Incoming, Outcome, StageTimes, Strategy, StrategyError};
 
 pub struct DualRedisFirst {
-    db: Db,
+    tx: DbTx,
     keys: RedisKeys,
-    retry: RetryPolicy,
 }
 
 impl DualRedisFirst {
-    pub fn new(db: Db, keys: RedisKeys, retry: RetryPolicy) -> Self {
-        DualRedisFirst { db, keys, retry }
+    pub fn new(tx: DbTx, keys: RedisKeys) -> Self {
+        DualRedisFirst { tx, keys }
     }
 }
 
@@ -39,11 +37,12 @@ impl Strategy for DualRedisFirst {
             {
                 return Ok(outcome);
             }
+            self.tx.claimed(trade.trade_id)?;
             let shape = TxShape {
                 mark_done_before_commit: Some((&self.keys, &key)),
                 ..TxShape::INBOX
             };
-            let effect = transact(&self.db, &self.retry, message, shape, stages).await?;
+            let effect = self.tx.run(message, shape, stages).await?;
             if effect != Effect::Applied {
                 // The database said done before the Redis step ran: bring Redis in line.
                 self.keys.mark_done(&key, stages).await?;

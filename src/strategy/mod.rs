@@ -61,6 +61,9 @@ pub async fn timed<T>(slot: &mut Option<Duration>, step: impl Future<Output = T>
 
 #[derive(Debug, thiserror::Error)]
 pub enum StrategyError {
+    /// An injected crash: the processor must stop as if killed (not a failure of a store).
+    #[error(transparent)]
+    Crash(#[from] crate::faults::Crash),
     #[error("{0} (gave up after {1} attempts)")]
     Redis(RedisError, u32),
     #[error("{0} (gave up after {1} attempts)")]
@@ -193,6 +196,9 @@ pub struct StrategySettings {
     /// What redis-only does on a PROCESSING key.
     pub on_in_progress: parts::OnInProgress,
     pub retry: RetryPolicy,
+    /// Crashes to inject at the strategy's own points (after-claim, after-db-commit, ...).
+    #[serde(skip)]
+    pub faults: Arc<crate::faults::Faults>,
 }
 
 impl StrategySettings {
@@ -213,7 +219,21 @@ impl RetryPolicy {
     /// Tries `step` until it succeeds or `attempts` are used up, backing off exponentially.
     /// Retrying one step (never the whole flow) matters: a Redis-only worker that retried from
     /// the top after claiming would find its own PROCESSING key and skip the trade for good.
-    pub async fn run<T, E, F, Fut>(&self, mut step: F) -> Result<T, (E, u32)>
+    pub async fn run<T, E, F, Fut>(&self, step: F) -> Result<T, (E, u32)>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: std::fmt::Display,
+    {
+        self.run_unless(step, |_| false).await
+    }
+
+    /// [`RetryPolicy::run`], except that errors for which `final_error` holds end it at once.
+    pub async fn run_unless<T, E, F, Fut>(
+        &self,
+        mut step: F,
+        final_error: impl Fn(&E) -> bool,
+    ) -> Result<T, (E, u32)>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -224,7 +244,9 @@ impl RetryPolicy {
         loop {
             match step().await {
                 Ok(value) => return Ok(value),
-                Err(error) if attempt >= self.attempts => return Err((error, attempt)),
+                Err(error) if attempt >= self.attempts || final_error(&error) => {
+                    return Err((error, attempt));
+                }
                 Err(error) => {
                     tracing::warn!(%error, attempt, "step failed; retrying in {backoff:?}");
                     tokio::time::sleep(backoff).await;
@@ -243,7 +265,7 @@ pub fn build(
     db: Db,
     redis: Option<Arc<dyn RedisOps>>,
 ) -> Arc<dyn Strategy> {
-    let retry = settings.retry;
+    let tx = parts::DbTx::new(db, settings.retry, settings.faults.clone());
     let keys = || {
         let redis = redis
             .clone()
@@ -251,17 +273,15 @@ pub fn build(
         parts::RedisKeys::new(redis, settings.clone())
     };
     match kind {
-        StrategyKind::None => Arc::new(none::ApplyEveryCopy::new(db, retry)),
-        StrategyKind::RedisOnly => Arc::new(redis_only::RedisOnly::new(db, keys(), retry)),
-        StrategyKind::RedisOnlyAtomic => Arc::new(redis_only_atomic::new(db, keys(), retry)),
-        StrategyKind::DbOnly => Arc::new(db_only::DbOnly::new(db, retry)),
-        StrategyKind::DbOffsets => Arc::new(db_offsets::DbOffsets::new(db, retry)),
-        StrategyKind::DualRedisFirst => {
-            Arc::new(dual_redis_first::DualRedisFirst::new(db, keys(), retry))
-        }
-        StrategyKind::DualDbFirst => Arc::new(dual_db_first::DualDbFirst::new(db, keys(), retry)),
+        StrategyKind::None => Arc::new(none::ApplyEveryCopy::new(tx)),
+        StrategyKind::RedisOnly => Arc::new(redis_only::RedisOnly::new(tx, keys())),
+        StrategyKind::RedisOnlyAtomic => Arc::new(redis_only_atomic::new(tx, keys())),
+        StrategyKind::DbOnly => Arc::new(db_only::DbOnly::new(tx)),
+        StrategyKind::DbOffsets => Arc::new(db_offsets::DbOffsets::new(tx)),
+        StrategyKind::DualRedisFirst => Arc::new(dual_redis_first::DualRedisFirst::new(tx, keys())),
+        StrategyKind::DualDbFirst => Arc::new(dual_db_first::DualDbFirst::new(tx, keys())),
         StrategyKind::DbAuthorityRedisCache => Arc::new(
-            db_authority_redis_cache::DbAuthorityRedisCache::new(db, keys(), retry),
+            db_authority_redis_cache::DbAuthorityRedisCache::new(tx, keys()),
         ),
     }
 }

@@ -8,18 +8,16 @@
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::parts::{TxShape, transact};
-use super::{Incoming, Outcome, RetryPolicy, StageTimes, Strategy, StrategyError};
-use crate::db::Db;
+use super::parts::{DbTx, TxShape};
+use super::{Incoming, Outcome, StageTimes, Strategy, StrategyError};
 
 pub struct ApplyEveryCopy {
-    db: Db,
-    retry: RetryPolicy,
+    tx: DbTx,
 }
 
 impl ApplyEveryCopy {
-    pub fn new(db: Db, retry: RetryPolicy) -> Self {
-        ApplyEveryCopy { db, retry }
+    pub fn new(tx: DbTx) -> Self {
+        ApplyEveryCopy { tx }
     }
 }
 
@@ -31,9 +29,7 @@ impl Strategy for ApplyEveryCopy {
     ) -> BoxFuture<'a, Result<Outcome, StrategyError>> {
         async move {
             let shape = TxShape::EFFECTS_ONLY;
-            Ok(transact(&self.db, &self.retry, message, shape, stages)
-                .await?
-                .outcome())
+            Ok(self.tx.run(message, shape, stages).await?.outcome())
         }
         .boxed()
     }

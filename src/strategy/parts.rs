@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::{Incoming, Outcome, RetryPolicy, StageTimes, StrategyError, StrategySettings, timed};
 use crate::db::business::{self, BusinessOutcome};
 use crate::db::{Db, DbError};
+use crate::faults::{CrashPoint, Faults};
 use crate::redis::{KeyState, RedisError, RedisOps};
 
 /// What a redis-only strategy does when it finds a PROCESSING key.
@@ -211,10 +212,65 @@ impl TxShape<'_> {
     };
 }
 
+/// The database half as a strategy holds it: where, how patiently, and which crashes to inject.
+pub struct DbTx {
+    db: Db,
+    retry: RetryPolicy,
+    faults: Arc<Faults>,
+}
+
+impl DbTx {
+    pub fn new(db: Db, retry: RetryPolicy, faults: Arc<Faults>) -> DbTx {
+        DbTx { db, retry, faults }
+    }
+
+    /// [`transact`] for one message, then the `after-db-commit` crash point.
+    pub async fn run(
+        &self,
+        message: &Incoming<'_>,
+        shape: TxShape<'_>,
+        stages: &mut StageTimes,
+    ) -> Result<Effect, StrategyError> {
+        let effect = transact(&self.db, &self.retry, &self.faults, message, shape, stages).await?;
+        if effect == Effect::Applied {
+            self.faults
+                .at(CrashPoint::AfterDbCommit, message.trade.trade_id)?;
+        }
+        Ok(effect)
+    }
+
+    /// [`transact_batch`], then the `after-db-commit` crash point for each applied message.
+    pub async fn run_batch(
+        &self,
+        batch: &[Incoming<'_>],
+        shape: TxShape<'_>,
+        stages: &mut StageTimes,
+    ) -> Result<Vec<Effect>, StrategyError> {
+        let effects = transact_batch(&self.db, &self.retry, batch, shape, stages).await?;
+        for (message, effect) in batch.iter().zip(&effects) {
+            if *effect == Effect::Applied {
+                self.faults
+                    .at(CrashPoint::AfterDbCommit, message.trade.trade_id)?;
+            }
+        }
+        Ok(effects)
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The `after-claim` crash point, for strategies that claim in Redis first.
+    pub fn claimed(&self, trade_id: u64) -> Result<(), StrategyError> {
+        Ok(self.faults.at(CrashPoint::AfterClaim, trade_id)?)
+    }
+}
+
 /// Runs one Postgres transaction for one message, retried as a whole when Postgres fails.
-pub async fn transact(
+async fn transact(
     db: &Db,
     retry: &RetryPolicy,
+    faults: &Faults,
     message: &Incoming<'_>,
     shape: TxShape<'_>,
     stages: &mut StageTimes,
@@ -241,6 +297,11 @@ pub async fn transact(
                     .await
                     .map_err(StepError::Strategy)?,
             );
+            // DONE is in Redis, the transaction is not committed: the note's lost-trade window.
+            // Returning drops `tx`, which rolls it back, as the death of the process would.
+            faults
+                .at(CrashPoint::AfterRedisDone, message.trade.trade_id)
+                .map_err(|crash| StepError::Strategy(crash.into()))?;
         }
         tx.commit()
             .await
@@ -248,7 +309,7 @@ pub async fn transact(
         Ok((effect, mark_done))
     };
     let (effect, mark_done) = retry
-        .run(attempt)
+        .run_unless(attempt, StepError::is_crash)
         .await
         .map_err(StepError::into_strategy_error)?;
     let mut business = started.elapsed();
@@ -262,7 +323,7 @@ pub async fn transact(
 
 /// Runs one Postgres transaction for a whole batch — one effect per message, in order, with
 /// the same per-message semantics as [`transact`] — retried as a whole when Postgres fails.
-pub async fn transact_batch(
+async fn transact_batch(
     db: &Db,
     retry: &RetryPolicy,
     batch: &[Incoming<'_>],
@@ -368,6 +429,10 @@ enum StepError {
 }
 
 impl StepError {
+    fn is_crash(&self) -> bool {
+        matches!(self, StepError::Strategy(StrategyError::Crash(_)))
+    }
+
     fn into_strategy_error((error, attempts): (StepError, u32)) -> StrategyError {
         match error {
             StepError::Db(error) => StrategyError::Db(error, attempts),

@@ -25,34 +25,22 @@
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::parts::{Claim, ClaimStyle, RedisKeys, TxShape, transact};
-use super::{Incoming, Outcome, RetryPolicy, StageTimes, Strategy, StrategyError};
-use crate::db::Db;
+use super::parts::{Claim, ClaimStyle, DbTx, RedisKeys, TxShape};
+use super::{Incoming, Outcome, StageTimes, Strategy, StrategyError};
 
 pub struct RedisOnly {
-    db: Db,
+    tx: DbTx,
     keys: RedisKeys,
-    retry: RetryPolicy,
     style: ClaimStyle,
 }
 
 impl RedisOnly {
-    pub fn new(db: Db, keys: RedisKeys, retry: RetryPolicy) -> Self {
-        RedisOnly::with_style(db, keys, retry, ClaimStyle::TwoStep)
+    pub fn new(tx: DbTx, keys: RedisKeys) -> Self {
+        RedisOnly::with_style(tx, keys, ClaimStyle::TwoStep)
     }
 
-    pub(super) fn with_style(
-        db: Db,
-        keys: RedisKeys,
-        retry: RetryPolicy,
-        style: ClaimStyle,
-    ) -> Self {
-        RedisOnly {
-            db,
-            keys,
-            retry,
-            style,
-        }
+    pub(super) fn with_style(tx: DbTx, keys: RedisKeys, style: ClaimStyle) -> Self {
+        RedisOnly { tx, keys, style }
     }
 }
 
@@ -68,10 +56,11 @@ impl Strategy for RedisOnly {
             if let Claim::Skip(outcome) = self.keys.claim(&key, self.style, stages).await? {
                 return Ok(outcome);
             }
+            self.tx.claimed(trade.trade_id)?;
             let shape = TxShape::EFFECTS_ONLY;
             // CaughtByConstraint means the effect is already there: mark DONE all the same, so
             // later copies skip before reaching the database.
-            let effect = transact(&self.db, &self.retry, message, shape, stages).await?;
+            let effect = self.tx.run(message, shape, stages).await?;
             self.keys.mark_done(&key, stages).await?;
             Ok(effect.outcome())
         }

@@ -6,11 +6,9 @@
 //! ordering of the Redis and database steps is the same; only the GET round trip is gone,
 //! which is what this strategy exists to measure. Needs Redis ≥ 7.0 (`SET ... NX GET`).
 
-use super::RetryPolicy;
-use super::parts::{ClaimStyle, RedisKeys};
+use super::parts::{ClaimStyle, DbTx, RedisKeys};
 use super::redis_only::RedisOnly;
-use crate::db::Db;
 
-pub fn new(db: Db, keys: RedisKeys, retry: RetryPolicy) -> RedisOnly {
-    RedisOnly::with_style(db, keys, retry, ClaimStyle::Atomic)
+pub fn new(tx: DbTx, keys: RedisKeys) -> RedisOnly {
+    RedisOnly::with_style(tx, keys, ClaimStyle::Atomic)
 }

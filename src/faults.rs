@@ -1,0 +1,236 @@
+//! Fault injection: crashes at named points of the flow.
+//!
+//! A crash abandons the worker's in-flight work and everything not yet committed, exactly as a
+//! killed process would: the processor instance stops without its final offset commit, Redis
+//! and Postgres keep what the crash left, and the run starts a fresh consumer in the same group
+//! after `restart_delay`, which resumes from the committed offsets. Each (trade, point) crashes
+//! at most once, so the redelivered copy gets through.
+//!
+//! Which trades crash is a pure function of the seed and the trade id (a hash, not a shared
+//! RNG), so the same plan crashes the same trades whatever the timing. Every crash is logged
+//! with its kind, point, trade id and time; the log is what the oracle predicts from.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+/// Named points of the flow where a crash can be injected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CrashPoint {
+    /// The message was received and decoded; nothing was written.
+    AfterReceive,
+    /// The PROCESSING claim is set in Redis; the business transaction has not run.
+    AfterClaim,
+    /// The business transaction committed; DONE is not set (where the strategy sets it after).
+    AfterDbCommit,
+    /// DONE is set in Redis; the business transaction has not committed (dual-redis-first).
+    AfterRedisDone,
+    /// The strategy finished; the offset is not committed.
+    BeforeOffsetCommit,
+}
+
+impl CrashPoint {
+    pub fn name(self) -> &'static str {
+        match self {
+            CrashPoint::AfterReceive => "after-receive",
+            CrashPoint::AfterClaim => "after-claim",
+            CrashPoint::AfterDbCommit => "after-db-commit",
+            CrashPoint::AfterRedisDone => "after-redis-done",
+            CrashPoint::BeforeOffsetCommit => "before-offset-commit",
+        }
+    }
+}
+
+/// What to crash. Serialized into `result.json` under `faults.plan`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CrashPlan {
+    /// Points where crashes are injected (none: no crashes).
+    pub points: Vec<CrashPoint>,
+    /// Probability that a trade crashes at each listed point, 0.0–1.0.
+    pub rate: f64,
+    /// Trades that crash at every listed point regardless of `rate`.
+    pub trade_ids: Vec<u64>,
+    /// Stop injecting after this many crashes.
+    pub max_crashes: u64,
+    /// Pause before the crashed processor's replacement starts.
+    pub restart_delay_ms: u64,
+    pub seed: u64,
+}
+
+impl CrashPlan {
+    pub fn is_active(&self) -> bool {
+        !self.points.is_empty()
+            && (self.rate > 0.0 || !self.trade_ids.is_empty())
+            && self.max_crashes > 0
+    }
+
+    pub fn restart_delay(&self) -> Duration {
+        Duration::from_millis(self.restart_delay_ms)
+    }
+}
+
+/// One injected fault, as logged.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct FaultEvent {
+    pub kind: &'static str,
+    pub point: CrashPoint,
+    pub trade_id: u64,
+    /// µs since the Unix epoch.
+    pub at_us: u64,
+}
+
+/// Decides crashes and logs them. Shared by every worker of every processor incarnation.
+#[derive(Debug, Default)]
+pub struct Faults {
+    plan: CrashPlan,
+    threshold: u64,
+    crashes: AtomicU64,
+    /// Touched only when a crash is due — rare by construction — so this lock is not on the
+    /// hot path.
+    fired: Mutex<Fired>,
+}
+
+#[derive(Debug, Default)]
+struct Fired {
+    /// (trade, point) pairs that crashed already.
+    pairs: HashSet<(u64, CrashPoint)>,
+    log: Vec<FaultEvent>,
+}
+
+/// The strategy or processor must stop here, as if the process died.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("injected crash {point:?} at trade {trade_id}")]
+pub struct Crash {
+    pub point: CrashPoint,
+    pub trade_id: u64,
+}
+
+impl Faults {
+    pub fn new(plan: CrashPlan) -> Faults {
+        let threshold = (plan.rate.clamp(0.0, 1.0) * u64::MAX as f64) as u64;
+        Faults {
+            plan,
+            threshold,
+            ..Faults::default()
+        }
+    }
+
+    pub fn none() -> Faults {
+        Faults::default()
+    }
+
+    pub fn plan(&self) -> &CrashPlan {
+        &self.plan
+    }
+
+    /// `Err(Crash)` when a crash is due at `point` for `trade_id`; logs it.
+    pub fn at(&self, point: CrashPoint, trade_id: u64) -> Result<(), Crash> {
+        if !self.plan.points.contains(&point) || !self.due(point, trade_id) {
+            return Ok(());
+        }
+        let mut fired = self.fired.lock().expect("fault log lock");
+        if self.crashes.load(Ordering::Relaxed) >= self.plan.max_crashes
+            || !fired.pairs.insert((trade_id, point))
+        {
+            return Ok(());
+        }
+        self.crashes.fetch_add(1, Ordering::Relaxed);
+        let at_us = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        fired.log.push(FaultEvent {
+            kind: "crash",
+            point,
+            trade_id,
+            at_us,
+        });
+        Err(Crash { point, trade_id })
+    }
+
+    fn due(&self, point: CrashPoint, trade_id: u64) -> bool {
+        self.plan.trade_ids.contains(&trade_id)
+            || (self.threshold > 0 && mix(self.plan.seed, trade_id, point as u64) < self.threshold)
+    }
+
+    pub fn log(&self) -> Vec<FaultEvent> {
+        self.fired.lock().expect("fault log lock").log.clone()
+    }
+
+    pub fn crashes(&self) -> u64 {
+        self.crashes.load(Ordering::Relaxed)
+    }
+}
+
+/// SplitMix64 over (seed, trade, point): a deterministic, well-spread per-trade coin.
+fn mix(seed: u64, trade_id: u64, point: u64) -> u64 {
+    let mut z = seed
+        ^ trade_id.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ point.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(rate: f64) -> CrashPlan {
+        CrashPlan {
+            points: vec![CrashPoint::AfterClaim],
+            rate,
+            trade_ids: vec![],
+            max_crashes: u64::MAX,
+            restart_delay_ms: 0,
+            seed: 7,
+        }
+    }
+
+    #[test]
+    fn each_trade_crashes_once_per_point_and_only_at_listed_points() {
+        let faults = Faults::new(plan(1.0));
+        assert!(faults.at(CrashPoint::AfterClaim, 5).is_err());
+        assert!(
+            faults.at(CrashPoint::AfterClaim, 5).is_ok(),
+            "the redelivery gets through"
+        );
+        assert!(
+            faults.at(CrashPoint::AfterDbCommit, 5).is_ok(),
+            "not a listed point"
+        );
+        assert_eq!(faults.log().len(), 1);
+        assert_eq!(faults.log()[0].point, CrashPoint::AfterClaim);
+    }
+
+    #[test]
+    fn the_rate_picks_a_stable_share_of_trades() {
+        let decide = |seed| {
+            let faults = Faults::new(CrashPlan { seed, ..plan(0.05) });
+            (1..=20_000u64)
+                .filter(|id| faults.at(CrashPoint::AfterClaim, *id).is_err())
+                .collect::<Vec<_>>()
+        };
+        let first = decide(7);
+        assert!((800..=1_200).contains(&first.len()), "{}", first.len());
+        assert_eq!(first, decide(7), "same seed, same trades");
+        assert_ne!(first, decide(8));
+    }
+
+    #[test]
+    fn named_trades_crash_and_the_cap_holds() {
+        let faults = Faults::new(CrashPlan {
+            trade_ids: vec![3, 4, 5],
+            max_crashes: 2,
+            ..plan(0.0)
+        });
+        let crashed: Vec<u64> = (1..=10)
+            .filter(|id| faults.at(CrashPoint::AfterClaim, *id).is_err())
+            .collect();
+        assert_eq!(crashed, vec![3, 4]);
+        assert!(!Faults::none().plan().is_active());
+    }
+}

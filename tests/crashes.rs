@@ -1,0 +1,151 @@
+//! Crashes at named points, on real services, against the exact numbers each strategy's own
+//! rule predicts. One partition and one worker where the rule is exact: a process crash also
+//! cuts other workers' in-flight messages, whose fate the rule cannot count in advance.
+
+mod common;
+
+use idembench::result::Status;
+
+const CRASHED: [u64; 5] = [10, 60, 110, 160, 210];
+
+async fn crash_run(strategy: &str, point: &str, extra: &[&str]) -> idembench::result::RunResult {
+    let trades = CRASHED.map(|id| id.to_string()).join(",");
+    let mut args = vec![
+        "--strategy",
+        strategy,
+        "--crash-at",
+        point,
+        "--crash-trades",
+        &trades,
+        "--partitions",
+        "1",
+        "--trades",
+        "300",
+        "--rate",
+        "0",
+        "--duplicate-rate",
+        "0.1",
+        "--seed",
+        "13",
+    ];
+    args.extend_from_slice(extra);
+    let (outcome, _dir) = common::run(&args).await;
+    let result = outcome.result;
+    assert_eq!(
+        result.status,
+        Status::Complete,
+        "{:?}",
+        result.partial_reason
+    );
+    assert_eq!(
+        result.faults.crashes,
+        CRASHED.len() as u64,
+        "{:?}",
+        result.faults
+    );
+    assert_eq!(result.processor.restarts, CRASHED.len() as u64);
+    assert!(result.correctness.identity_holds);
+    result
+}
+
+/// The design note's inconsistency example: DONE in Redis, no commit in Postgres, every
+/// redelivery skips — each crashed trade is lost for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_redis_first_loses_every_trade_crashed_after_redis_done() {
+    let result = crash_run("dual-redis-first", "after-redis-done", &[]).await;
+    let c = &result.correctness;
+    assert_eq!(
+        (c.lost, c.double_applied),
+        (CRASHED.len() as u64, 0),
+        "{c:?}"
+    );
+}
+
+/// A crash after the PROCESSING claim leaves the key until its TTL (5 min); the redelivery is
+/// skipped as in progress and its offset committed: lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_only_loses_every_trade_crashed_after_claim() {
+    let result = crash_run("redis-only", "after-claim", &[]).await;
+    let c = &result.correctness;
+    assert_eq!(
+        (c.lost, c.double_applied),
+        (CRASHED.len() as u64, 0),
+        "{c:?}"
+    );
+}
+
+/// A crash between the DB commit and SET DONE, redelivered while PROCESSING still holds: the
+/// redelivery is skipped, and the effect that committed is the only one. Nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_only_crashed_after_commit_within_the_ttl_applies_once() {
+    let result = crash_run("redis-only", "after-db-commit", &["--no-unique-constraint"]).await;
+    let c = &result.correctness;
+    assert_eq!(
+        (c.lost, c.double_applied, c.exactly_once),
+        (0, 0, 300),
+        "{c:?}"
+    );
+}
+
+/// The note's "App crashes before DONE → TTL expires → retry": once the claim expired, the
+/// redelivery applies the trade again; without the unique constraint, twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_only_crashed_after_commit_past_the_ttl_applies_twice() {
+    let extra = [
+        "--no-unique-constraint",
+        "--processing-ttl-ms",
+        "300",
+        "--restart-delay-ms",
+        "1000",
+    ];
+    let result = crash_run("redis-only", "after-db-commit", &extra).await;
+    let c = &result.correctness;
+    assert_eq!(
+        (c.lost, c.double_applied),
+        (0, CRASHED.len() as u64),
+        "{c:?}"
+    );
+}
+
+/// db-only loses and doubles nothing under crashes at every point it has, with four
+/// partitions and workers (in-flight work of other workers cut by each crash).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn db_only_survives_crashes_at_every_point() {
+    let args = [
+        "--strategy",
+        "db-only",
+        "--crash-at",
+        "after-receive,after-db-commit,before-offset-commit",
+        "--crash-rate",
+        "0.01",
+        "--trades",
+        "800",
+        "--rate",
+        "0",
+        "--duplicate-rate",
+        "0.2",
+        "--restart-delay-ms",
+        "100",
+        "--seed",
+        "17",
+    ];
+    let (outcome, _dir) = common::run(&args).await;
+    let result = &outcome.result;
+    let c = &result.correctness;
+    assert!(
+        result.faults.crashes >= 5,
+        "the plan must crash: {:?}",
+        result.faults.by_point
+    );
+    assert_eq!(result.processor.restarts, result.faults.crashes);
+    assert!(
+        result.processor.redeliveries > 0,
+        "a crash must replay uncommitted messages"
+    );
+    assert_eq!(
+        (c.lost, c.double_applied, c.exactly_once),
+        (0, 0, 800),
+        "{c:?}"
+    );
+    assert!(c.identity_holds);
+}

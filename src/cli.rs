@@ -138,6 +138,10 @@ pub struct CommonArgs {
     /// Pause before a crashed processor's replacement starts, ms.
     #[arg(long, default_value_t = 500)]
     pub restart_delay_ms: u64,
+    /// Delete every Redis key of the run this many ms after production starts, as a Redis
+    /// restart without persistence would.
+    #[arg(long)]
+    pub redis_wipe_at_ms: Option<u64>,
     /// What redis-only does on a PROCESSING key: skip it (the design note) or wait for it.
     #[arg(long, value_enum, default_value = "skip")]
     pub on_in_progress: OnInProgress,
@@ -245,6 +249,7 @@ impl CommonArgs {
                 max_crashes: self.max_crashes.unwrap_or(u64::MAX),
                 restart_delay_ms: self.restart_delay_ms,
                 seed: self.seed,
+                redis_wipe_at_ms: self.redis_wipe_at_ms,
             },
             processing_ttl_ms: self.processing_ttl_ms,
             done_ttl_ms: self.done_ttl_ms,

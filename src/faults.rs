@@ -59,6 +59,9 @@ pub struct CrashPlan {
     /// Pause before the crashed processor's replacement starts.
     pub restart_delay_ms: u64,
     pub seed: u64,
+    /// Delete every idempotency key of the run this long after production starts, as a Redis
+    /// restart without persistence would (only this run's keys: Redis may be shared).
+    pub redis_wipe_at_ms: Option<u64>,
 }
 
 impl CrashPlan {
@@ -76,8 +79,11 @@ impl CrashPlan {
 /// One injected fault, as logged.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct FaultEvent {
+    /// `crash` or `redis-wipe`.
     pub kind: &'static str,
-    pub point: CrashPoint,
+    /// Where a crash hit (absent for faults that are not crashes).
+    pub point: Option<CrashPoint>,
+    /// The trade a crash hit (0 for faults that hit no one trade).
     pub trade_id: u64,
     /// µs since the Unix epoch.
     pub at_us: u64,
@@ -139,16 +145,24 @@ impl Faults {
             return Ok(());
         }
         self.crashes.fetch_add(1, Ordering::Relaxed);
-        let at_us = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
         fired.log.push(FaultEvent {
             kind: "crash",
-            point,
+            point: Some(point),
             trade_id,
-            at_us,
+            at_us: now_us(),
         });
         Err(Crash { point, trade_id })
+    }
+
+    /// Logs a fault injected from outside the flow (a Redis wipe).
+    pub fn record(&self, kind: &'static str) {
+        let event = FaultEvent {
+            kind,
+            point: None,
+            trade_id: 0,
+            at_us: now_us(),
+        };
+        self.fired.lock().expect("fault log lock").log.push(event);
     }
 
     fn due(&self, point: CrashPoint, trade_id: u64) -> bool {
@@ -163,6 +177,12 @@ impl Faults {
     pub fn crashes(&self) -> u64 {
         self.crashes.load(Ordering::Relaxed)
     }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// SplitMix64 over (seed, trade, point): a deterministic, well-spread per-trade coin.
@@ -187,6 +207,7 @@ mod tests {
             max_crashes: u64::MAX,
             restart_delay_ms: 0,
             seed: 7,
+            redis_wipe_at_ms: None,
         }
     }
 
@@ -203,7 +224,7 @@ mod tests {
             "not a listed point"
         );
         assert_eq!(faults.log().len(), 1);
-        assert_eq!(faults.log()[0].point, CrashPoint::AfterClaim);
+        assert_eq!(faults.log()[0].point, Some(CrashPoint::AfterClaim));
     }
 
     #[test]

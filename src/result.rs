@@ -10,6 +10,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::audit::Correctness;
+use crate::faults::CrashPoint;
 use crate::processor::Counts;
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -53,7 +54,9 @@ impl FaultsReport {
         let mut log = faults.log();
         let mut by_point = std::collections::BTreeMap::new();
         for event in &log {
-            *by_point.entry(event.point.name()).or_insert(0) += 1;
+            *by_point
+                .entry(event.point.map_or(event.kind, CrashPoint::name))
+                .or_insert(0) += 1;
         }
         let log_truncated = log.len() > 1000;
         log.truncate(1000);
@@ -263,7 +266,7 @@ impl RunResult {
             positions = c.positions_checked,
             mismatched = c.positions_mismatched,
             sum = c.exactly_once + c.lost + c.double_applied,
-            faults = if self.faults.crashes > 0 {
+            faults = if !self.faults.log.is_empty() {
                 let points: Vec<String> = self
                     .faults
                     .by_point
@@ -271,8 +274,8 @@ impl RunResult {
                     .map(|(p, n)| format!("{n} {p}"))
                     .collect();
                 format!(
-                    "  faults       {} crashes ({}), {} restarts, {} redeliveries\n",
-                    self.faults.crashes,
+                    "  faults       {} injected ({}), {} restarts, {} redeliveries\n",
+                    self.faults.log.len(),
                     points.join(", "),
                     self.processor.restarts,
                     self.processor.redeliveries

@@ -173,6 +173,12 @@ impl RunConfig {
         if !(0.0..=1.0).contains(&crashes.rate) {
             return fail("--crash-rate must be between 0.0 and 1.0");
         }
+        if crashes.redis_wipe_at_ms.is_some() && !self.strategy.uses_redis() {
+            return Err(RunError::Config(format!(
+                "--redis-wipe-at-ms needs a strategy that uses Redis; {} does not",
+                self.strategy.name()
+            )));
+        }
         if crashes.points.is_empty() && (crashes.rate > 0.0 || !crashes.trade_ids.is_empty()) {
             return fail(
                 "--crash-rate and --crash-trades need --crash-at POINT[,POINT] (after-receive, after-claim, after-db-commit, after-redis-done, before-offset-commit)",
@@ -438,6 +444,25 @@ async fn measure(
     let produce_cancel = cancel.child_token();
     let run_started = Instant::now();
     let ticker = spawn_progress_ticker(config.quiet, progress.clone(), planned);
+    let wipe = config
+        .crash_plan
+        .redis_wipe_at_ms
+        .filter(|_| redis.is_some())
+        .map(|at_ms| {
+            let (url, prefix, faults) = (
+                config.connections.redis_url.clone(),
+                names.key_prefix.clone(),
+                faults.clone(),
+            );
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(at_ms)).await;
+                faults.record("redis-wipe");
+                match delete_keys(&url, &prefix, timeout).await {
+                    Ok(deleted) => tracing::info!(deleted, "injected Redis wipe"),
+                    Err(error) => tracing::warn!(%error, "the injected Redis wipe failed"),
+                }
+            })
+        });
     let mut production = Some(tokio::spawn({
         let (spec, cancel) = (config.stream.clone(), produce_cancel.clone());
         async move { idembench_loadgen::produce(&producer.producer, &send, &spec, &plan, &cancel).await }
@@ -517,6 +542,9 @@ async fn measure(
     let lag_at_stop = progress.lag(&produced.end_offsets);
 
     // 6. Stop, audit, report.
+    if let Some(wipe) = wipe {
+        wipe.abort();
+    }
     earlier.add(processor.stop().await?);
     let report = earlier;
     let counts = report.metrics.counts;

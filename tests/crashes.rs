@@ -149,3 +149,108 @@ async fn db_only_survives_crashes_at_every_point() {
     );
     assert!(c.identity_holds);
 }
+
+/// Late duplicates after `done_ttl`: the design note counts on duplicates being short-lived.
+/// Every copy arrives after its DONE mark expired, so redis-only (no constraint) applies each
+/// duplicated trade twice; the strategies whose authority is the database apply it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_duplicates_after_done_ttl_double_redis_only_and_nothing_else() {
+    for (strategy, doubled) in [
+        ("redis-only", true),
+        ("db-only", false),
+        ("db-authority-redis-cache", false),
+    ] {
+        let args = [
+            "--strategy",
+            strategy,
+            "--no-unique-constraint",
+            "--trades",
+            "400",
+            "--rate",
+            "400",
+            "--duplicate-rate",
+            "0.2",
+            "--late-duplicate-share",
+            "1",
+            "--late-duplicate-delay-ms",
+            "1500",
+            "--done-ttl-ms",
+            "500",
+            "--seed",
+            "23",
+        ];
+        let (outcome, _dir) = common::run(&args).await;
+        let c = &outcome.result.correctness;
+        // The plan of this exact spec: the late share changes which draws the seed makes.
+        let spec = idembench_loadgen::StreamSpec {
+            trades: 400,
+            duplicate_rate: 0.2,
+            late_duplicate_share: 1.0,
+            seed: 23,
+            ..Default::default()
+        };
+        let plan = spec.plan().unwrap();
+        let duplicates = plan
+            .extra
+            .iter()
+            .filter(|c| **c != idembench_loadgen::ExtraCopy::None)
+            .count() as u64;
+        let expected = if doubled { duplicates } else { 0 };
+        assert_eq!(
+            (c.lost, c.double_applied),
+            (0, expected),
+            "{strategy}: {c:?}"
+        );
+        assert!(c.identity_holds);
+    }
+}
+
+/// "Redis restart → Kafka replays safely": wipe the run's keys mid-stream, with late copies
+/// of already-processed trades still to come. redis-only (no constraint) applies some of them
+/// again; the database-authority strategies apply none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_wipe_doubles_redis_only_and_not_the_database_authority() {
+    for (strategy, may_double) in [
+        ("redis-only", true),
+        ("db-authority-redis-cache", false),
+        ("dual-db-first", false),
+    ] {
+        let args = [
+            "--strategy",
+            strategy,
+            "--no-unique-constraint",
+            "--trades",
+            "600",
+            "--rate",
+            "400",
+            "--duplicate-rate",
+            "0.3",
+            "--late-duplicate-share",
+            "1",
+            "--late-duplicate-delay-ms",
+            "800",
+            "--redis-wipe-at-ms",
+            "1200",
+            "--seed",
+            "29",
+        ];
+        let (outcome, _dir) = common::run(&args).await;
+        let result = &outcome.result;
+        let c = &result.correctness;
+        assert_eq!(
+            result.faults.by_point.get("redis-wipe"),
+            Some(&1),
+            "{:?}",
+            result.faults
+        );
+        assert_eq!(c.lost, 0, "{strategy}: {c:?}");
+        if may_double {
+            assert!(
+                c.double_applied > 0,
+                "{strategy}: late copies after the wipe must apply again: {c:?}"
+            );
+        } else {
+            assert_eq!(c.double_applied, 0, "{strategy}: {c:?}");
+        }
+    }
+}

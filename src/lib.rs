@@ -15,6 +15,7 @@
 //! - [`run`]: one run, start to finish; [`matrix`]: every strategy × client pair, one table;
 //!   [`cli`]: the command line.
 //! - [`faults`]: crashes at named points of the flow, and their log.
+//! - [`oracle`]: each strategy's rule applied to the fault log, against the audit.
 //! - [`redact`]: passwords never leave the process.
 
 pub mod audit;
@@ -23,6 +24,7 @@ pub mod db;
 pub mod faults;
 pub mod kafka;
 pub mod matrix;
+pub mod oracle;
 pub mod processor;
 pub mod redact;
 pub mod redis;

@@ -40,6 +40,9 @@ fn main() {
                     if !outcome.result.correctness.identity_holds {
                         eprintln!("error: the audit identity does not hold — see correctness in result.json");
                         1
+                    } else if outcome.result.oracle.mismatches > 0 {
+                        eprintln!("error: the oracle's prediction and the audit disagree — see oracle in result.json");
+                        1
                     } else if outcome.result.status == Status::Partial {
                         interrupted(&cancel)
                     } else {
@@ -58,6 +61,9 @@ fn main() {
                     let runs = &outcome.matrix.runs;
                     if runs.iter().any(|r| r.correctness.as_ref().is_some_and(|c| !c.identity_holds)) {
                         eprintln!("error: the audit identity does not hold in at least one run");
+                        1
+                    } else if runs.iter().any(|r| r.oracle_mismatches.is_some_and(|n| n > 0)) {
+                        eprintln!("error: the oracle disagrees with the audit in at least one run");
                         1
                     } else if runs.iter().any(|r| r.error.is_some()) {
                         3

@@ -36,6 +36,7 @@ pub struct MatrixRun {
     pub processed_per_second: Option<f64>,
     pub end_to_end_from_intended_us: Option<Percentiles>,
     pub correctness: Option<Correctness>,
+    pub oracle_mismatches: Option<u64>,
 }
 
 impl MatrixRun {
@@ -49,6 +50,7 @@ impl MatrixRun {
             processed_per_second: Some(result.throughput.processed_per_second),
             end_to_end_from_intended_us: Some(result.latency_us.end_to_end_from_intended),
             correctness: Some(result.correctness.clone()),
+            oracle_mismatches: Some(result.oracle.mismatches),
         }
     }
 }
@@ -148,6 +150,7 @@ pub async fn run_matrix(
                     processed_per_second: None,
                     end_to_end_from_intended_us: None,
                     correctness: None,
+                    oracle_mismatches: None,
                 });
             }
         }
@@ -181,6 +184,7 @@ pub fn table(matrix: &Matrix) -> String {
         "caught",
         "suppressed",
         "identity",
+        "oracle",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for run in &matrix.runs {
@@ -217,6 +221,11 @@ pub fn table(matrix: &Matrix) -> String {
                     "holds"
                 };
                 row.push(identity.to_string());
+                row.push(match run.oracle_mismatches {
+                    Some(0) => "agrees".to_string(),
+                    Some(n) => format!("{n} MISMATCH"),
+                    None => "-".to_string(),
+                });
             }
             _ => row.push(format!(
                 "FAILED: {}",
@@ -292,6 +301,7 @@ mod tests {
                 processed_per_second: None,
                 end_to_end_from_intended_us: None,
                 correctness: None,
+                oracle_mismatches: None,
             }],
         };
         let table = table(&matrix);

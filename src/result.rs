@@ -33,6 +33,8 @@ pub struct RunResult {
     pub throughput: Throughput,
     pub latency_us: Latencies,
     pub correctness: Correctness,
+    /// What each strategy's rule predicted from the fault log, against the audit.
+    pub oracle: crate::oracle::OracleReport,
     pub faults: FaultsReport,
     pub processor: ProcessorStats,
 }
@@ -229,7 +231,8 @@ impl RunResult {
              \x20              caught_by_constraint {caught}  duplicates_suppressed {suppressed}  malformed {malformed}\n\
              \x20              positions {positions} checked, {mismatched} differ from the ledger\n\
              {faults}\
-             \x20 audit        exactly_once + lost + double_applied = {sum} of produced_unique {unique}: {identity}\n",
+             \x20 audit        exactly_once + lost + double_applied = {sum} of produced_unique {unique}: {identity}\n\
+             \x20 oracle       predicted lost {plost}, double_applied {pdouble}: {mismatches}\n",
             run = self.run_id,
             strategy = self.strategy,
             client = if self.clients.redis.is_some() {
@@ -266,6 +269,12 @@ impl RunResult {
             positions = c.positions_checked,
             mismatched = c.positions_mismatched,
             sum = c.exactly_once + c.lost + c.double_applied,
+            plost = bounds(self.oracle.predicted.lost),
+            pdouble = bounds(self.oracle.predicted.double_applied),
+            mismatches = match self.oracle.mismatches {
+                0 => "agrees with the audit".to_string(),
+                n => format!("{n} MISMATCH(ES) with the audit"),
+            },
             faults = if !self.faults.log.is_empty() {
                 let points: Vec<String> = self
                     .faults
@@ -284,6 +293,14 @@ impl RunResult {
                 String::new()
             },
         )
+    }
+}
+
+fn bounds(b: crate::oracle::Bounds) -> String {
+    match b.max {
+        Some(max) if max == b.min => b.min.to_string(),
+        Some(max) => format!("{}..={max}", b.min),
+        None => format!(">= {}", b.min),
     }
 }
 

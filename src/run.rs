@@ -22,6 +22,7 @@ use crate::audit::{self, ProcessorCounts};
 use crate::db::{Db, DbError, DbSettings};
 use crate::faults::{CrashPlan, Faults};
 use crate::kafka::{self, Admin, KafkaSetupError};
+use crate::oracle::{self, OracleReport, RunShape};
 use crate::processor::{
     CommitMode, Processor, ProcessorError, ProcessorReport, ProcessorSettings, Progress,
 };
@@ -437,6 +438,11 @@ async fn measure(
         .plan()
         .map_err(|e| RunError::Config(e.to_string()))?;
     let planned = plan.planned_messages();
+    let late_duplicated = plan
+        .extra
+        .iter()
+        .filter(|c| **c == idembench_loadgen::ExtraCopy::Late)
+        .count() as u64;
     let send = SendSettings {
         topic: names.topic.clone(),
         rate: config.rate,
@@ -620,6 +626,25 @@ async fn measure(
             send_ack: Percentiles::of(&produced.send_ack_us),
             schedule_lag: Percentiles::of(&produced.schedule_lag_us),
         },
+        oracle: OracleReport::compare(
+            oracle::predict(
+                &RunShape {
+                    strategy: config.strategy,
+                    unique_constraint: config.unique_constraint,
+                    on_in_progress: config.on_in_progress,
+                    workers: config.workers,
+                    processing_ttl_ms: config.processing_ttl_ms,
+                    done_ttl_ms: config.done_ttl_ms,
+                    restart_delay_ms: config.crash_plan.restart_delay_ms,
+                    duplicated_trades: produced.ledger.trades_with_extra_copies(),
+                    late_duplicated_trades: late_duplicated,
+                    late_delay_ms: config.stream.late_duplicate_delay_ms,
+                },
+                &faults.log(),
+            ),
+            correctness.lost,
+            correctness.double_applied,
+        ),
         correctness,
         faults: FaultsReport::new(&faults),
         processor: ProcessorStats {

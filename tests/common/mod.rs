@@ -34,6 +34,14 @@ pub async fn run(args: &[&str]) -> (RunOutcome, tempfile::TempDir) {
             args.join(" ")
         )
     });
+    // Every run's audit must match what the strategy's own rule predicts from the fault log.
+    let oracle = &outcome.result.oracle;
+    assert_eq!(
+        oracle.mismatches,
+        0,
+        "idembench run {}: the oracle disagrees with the audit: {oracle:?}",
+        args.join(" ")
+    );
     (outcome, dir)
 }
 

@@ -1,0 +1,344 @@
+//! The oracle: from the fault log and each strategy's own rule, predict what the audit must
+//! find — `lost` and `double_applied` — and count disagreements as `mismatches`.
+//!
+//! A rule predicts an exact number where the run makes it exact and bounds where it does not:
+//! with several workers, a crash also cuts other workers' in-flight messages at unknown steps,
+//! and a replay after a crash re-runs an unknown window of uncommitted messages. Bounds are
+//! honest about that; `max: null` means unbounded. A mismatch is never silent: it is counted
+//! in `result.json` and printed in the summary.
+
+use serde::Serialize;
+
+use crate::faults::{CrashPoint, FaultEvent};
+use crate::strategy::StrategyKind;
+use crate::strategy::parts::OnInProgress;
+
+/// An inclusive range; `max: None` is unbounded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Bounds {
+    pub min: u64,
+    pub max: Option<u64>,
+}
+
+impl Bounds {
+    pub const ZERO: Bounds = Bounds {
+        min: 0,
+        max: Some(0),
+    };
+
+    pub fn exactly(n: u64) -> Bounds {
+        Bounds {
+            min: n,
+            max: Some(n),
+        }
+    }
+
+    fn at_least(n: u64) -> Bounds {
+        Bounds { min: n, max: None }
+    }
+
+    fn up_to(n: u64) -> Bounds {
+        Bounds {
+            min: 0,
+            max: Some(n),
+        }
+    }
+
+    pub fn contains(self, n: u64) -> bool {
+        n >= self.min && self.max.is_none_or(|max| n <= max)
+    }
+
+    fn plus(self, other: Bounds) -> Bounds {
+        Bounds {
+            min: self.min + other.min,
+            max: self.max.zip(other.max).map(|(a, b)| a + b),
+        }
+    }
+}
+
+/// What the oracle needs to know about a run besides the fault log.
+#[derive(Clone, Copy, Debug)]
+pub struct RunShape {
+    pub strategy: StrategyKind,
+    pub unique_constraint: bool,
+    pub on_in_progress: OnInProgress,
+    pub workers: usize,
+    pub processing_ttl_ms: u64,
+    pub done_ttl_ms: u64,
+    pub restart_delay_ms: u64,
+    /// Logical trades the ledger says were sent more than once.
+    pub duplicated_trades: u64,
+    /// Of those, how many had their extra copy sent late, and how late.
+    pub late_duplicated_trades: u64,
+    pub late_delay_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Prediction {
+    pub lost: Bounds,
+    pub double_applied: Bounds,
+    /// The rules that contributed, in words.
+    pub rules: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OracleReport {
+    pub predicted: Prediction,
+    pub observed_lost: u64,
+    pub observed_double_applied: u64,
+    /// Predictions the audit contradicts (0 when every observed count lies in its bounds).
+    pub mismatches: u64,
+}
+
+impl OracleReport {
+    pub fn compare(predicted: Prediction, lost: u64, double_applied: u64) -> OracleReport {
+        let mismatches = u64::from(!predicted.lost.contains(lost))
+            + u64::from(!predicted.double_applied.contains(double_applied));
+        OracleReport {
+            predicted,
+            observed_lost: lost,
+            observed_double_applied: double_applied,
+            mismatches,
+        }
+    }
+}
+
+/// Whether a strategy decides by a Redis PROCESSING claim (and so can strand a trade).
+fn claims(strategy: StrategyKind) -> bool {
+    matches!(
+        strategy,
+        StrategyKind::RedisOnly
+            | StrategyKind::RedisOnlyAtomic
+            | StrategyKind::DualRedisFirst
+            | StrategyKind::DualDbFirst
+    )
+}
+
+/// Whether the database decides (inbox or stored offsets): never loses, never doubles.
+fn database_decides(strategy: StrategyKind) -> bool {
+    matches!(
+        strategy,
+        StrategyKind::DbOnly | StrategyKind::DbAuthorityRedisCache | StrategyKind::DbOffsets
+    )
+}
+
+pub fn predict(shape: &RunShape, log: &[FaultEvent]) -> Prediction {
+    let mut lost = Bounds::ZERO;
+    let mut double = Bounds::ZERO;
+    let mut rules = Vec::new();
+    let crashes: Vec<CrashPoint> = log.iter().filter_map(|event| event.point).collect();
+    let wiped = log.iter().any(|event| event.kind == "redis-wipe");
+    let strategy = shape.strategy;
+
+    // Duplicates in the stream itself.
+    let knows_messages_only = matches!(strategy, StrategyKind::None | StrategyKind::DbOffsets);
+    if knows_messages_only && !shape.unique_constraint {
+        double = double.plus(Bounds::exactly(shape.duplicated_trades));
+        rules.push(format!(
+            "{}: every trade sent twice applies twice without the unique constraint",
+            strategy.name()
+        ));
+    }
+    let redis_decides = matches!(
+        strategy,
+        StrategyKind::RedisOnly | StrategyKind::RedisOnlyAtomic
+    );
+    if redis_decides && !shape.unique_constraint && shape.late_duplicated_trades > 0 {
+        if shape.late_delay_ms > shape.done_ttl_ms + 1_000 {
+            double = double.plus(Bounds::exactly(shape.late_duplicated_trades));
+            rules.push("late copies arrive after DONE expired: each applies again".into());
+        } else if shape.late_delay_ms + 1_000 > shape.done_ttl_ms || wiped {
+            double = double.plus(Bounds::up_to(shape.late_duplicated_trades));
+            rules.push("late copies near done_ttl or after a Redis wipe may apply again".into());
+        }
+    } else if redis_decides && !shape.unique_constraint && wiped {
+        double = double.plus(Bounds::up_to(shape.duplicated_trades));
+        rules.push("a Redis wipe forgets DONE: copies after it may apply again".into());
+    }
+
+    // Crashes, by the strategy's rule at each point.
+    let ttl_outlives_restart = shape.restart_delay_ms + 1_000 < shape.processing_ttl_ms;
+    let ttl_expires_before_restart = shape.restart_delay_ms > shape.processing_ttl_ms + 200;
+    for point in &crashes {
+        match (point, strategy) {
+            (CrashPoint::AfterRedisDone, StrategyKind::DualRedisFirst) => {
+                lost = lost.plus(Bounds::exactly(1));
+                rules.push(
+                    "dual-redis-first after-redis-done: DONE without a commit loses the trade"
+                        .into(),
+                );
+            }
+            (CrashPoint::AfterClaim, s)
+                if claims(s) && shape.on_in_progress == OnInProgress::Skip =>
+            {
+                if ttl_outlives_restart {
+                    lost = lost.plus(Bounds::exactly(1));
+                    rules.push(format!(
+                        "{} after-claim: the redelivery finds PROCESSING and skips: lost",
+                        s.name()
+                    ));
+                } else if !ttl_expires_before_restart {
+                    lost = lost.plus(Bounds::up_to(1));
+                }
+            }
+            (
+                CrashPoint::AfterDbCommit,
+                StrategyKind::RedisOnly | StrategyKind::RedisOnlyAtomic,
+            ) if !shape.unique_constraint => {
+                if ttl_expires_before_restart {
+                    double = double.plus(Bounds::exactly(1));
+                    rules.push(
+                        "redis-only after-db-commit past the TTL: the redelivery applies again"
+                            .into(),
+                    );
+                } else if !ttl_outlives_restart {
+                    double = double.plus(Bounds::up_to(1));
+                }
+            }
+            (CrashPoint::AfterDbCommit | CrashPoint::BeforeOffsetCommit, StrategyKind::None)
+                if !shape.unique_constraint =>
+            {
+                // The crashed trade applies again, and so may the rest of the replayed window.
+                double = double.plus(Bounds::at_least(if *point == CrashPoint::AfterDbCommit {
+                    1
+                } else {
+                    0
+                }));
+                rules.push("none: a replay re-applies every uncommitted message".into());
+            }
+            _ => {}
+        }
+    }
+    // Other workers' in-flight messages, cut at unknown steps by each crash.
+    if !crashes.is_empty() && shape.workers > 1 && !database_decides(strategy) {
+        if claims(strategy) {
+            lost = Bounds {
+                min: lost.min,
+                max: None,
+            };
+            if !shape.unique_constraint {
+                double = Bounds {
+                    min: double.min,
+                    max: None,
+                };
+            }
+        }
+        if strategy == StrategyKind::None && !shape.unique_constraint {
+            double = Bounds {
+                min: double.min,
+                max: None,
+            };
+        }
+        rules.push(
+            "several workers: each crash also cuts their in-flight work, so counts are bounds"
+                .into(),
+        );
+    }
+    if database_decides(strategy) && strategy != StrategyKind::DbOffsets {
+        rules.push(format!(
+            "{}: the database decides, nothing lost or doubled",
+            strategy.name()
+        ));
+    }
+    Prediction {
+        lost,
+        double_applied: double,
+        rules,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(strategy: StrategyKind) -> RunShape {
+        RunShape {
+            strategy,
+            unique_constraint: true,
+            on_in_progress: OnInProgress::Skip,
+            workers: 1,
+            processing_ttl_ms: 300_000,
+            done_ttl_ms: 604_800_000,
+            restart_delay_ms: 500,
+            duplicated_trades: 40,
+            late_duplicated_trades: 0,
+            late_delay_ms: 1_000,
+        }
+    }
+
+    fn crashes(point: CrashPoint, n: u64) -> Vec<FaultEvent> {
+        (1..=n)
+            .map(|trade_id| FaultEvent {
+                kind: "crash",
+                point: Some(point),
+                trade_id,
+                at_us: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn exact_rules() {
+        let p = predict(
+            &shape(StrategyKind::DualRedisFirst),
+            &crashes(CrashPoint::AfterRedisDone, 3),
+        );
+        assert_eq!(
+            (p.lost, p.double_applied),
+            (Bounds::exactly(3), Bounds::ZERO)
+        );
+        let p = predict(
+            &shape(StrategyKind::RedisOnly),
+            &crashes(CrashPoint::AfterClaim, 2),
+        );
+        assert_eq!(p.lost, Bounds::exactly(2));
+        let past_ttl = RunShape {
+            unique_constraint: false,
+            processing_ttl_ms: 300,
+            restart_delay_ms: 1_000,
+            ..shape(StrategyKind::RedisOnly)
+        };
+        let p = predict(&past_ttl, &crashes(CrashPoint::AfterDbCommit, 5));
+        assert_eq!(
+            (p.lost, p.double_applied),
+            (Bounds::ZERO, Bounds::exactly(5))
+        );
+        let p = predict(
+            &RunShape {
+                unique_constraint: false,
+                ..shape(StrategyKind::DbOffsets)
+            },
+            &[],
+        );
+        assert_eq!(p.double_applied, Bounds::exactly(40));
+        let p = predict(
+            &RunShape {
+                workers: 4,
+                ..shape(StrategyKind::DbOnly)
+            },
+            &crashes(CrashPoint::AfterDbCommit, 9),
+        );
+        assert_eq!((p.lost, p.double_applied), (Bounds::ZERO, Bounds::ZERO));
+    }
+
+    #[test]
+    fn several_workers_make_claim_strategies_bounds() {
+        let p = predict(
+            &RunShape {
+                workers: 4,
+                ..shape(StrategyKind::RedisOnly)
+            },
+            &crashes(CrashPoint::AfterClaim, 2),
+        );
+        assert_eq!(p.lost, Bounds { min: 2, max: None });
+        assert!(p.lost.contains(7) && !p.lost.contains(1));
+    }
+
+    #[test]
+    fn a_mismatch_is_counted() {
+        let report = OracleReport::compare(predict(&shape(StrategyKind::DbOnly), &[]), 1, 0);
+        assert_eq!(report.mismatches, 1);
+        let report = OracleReport::compare(predict(&shape(StrategyKind::DbOnly), &[]), 0, 0);
+        assert_eq!(report.mismatches, 0);
+    }
+}

@@ -44,6 +44,12 @@ pub struct RunArgs {
     /// Directory for result.json (must not hold one yet). Default: reports/runs/<run id>.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Take settings from a scenario file (its settings override these flags).
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// Which scenario of --scenario to run (needed when the file holds several).
+    #[arg(long, requires = "scenario")]
+    pub scenario_name: Option<String>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -60,6 +66,10 @@ pub struct MatrixArgs {
     /// Directory for matrix.json and one sub-directory per run. Default: reports/matrix/<time>.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Run every scenario of this file with its own strategies and clients, and report per
+    /// scenario whether its claim held (nothing lost, nothing doubled) for each strategy.
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -207,6 +217,50 @@ impl RunArgs {
     pub fn into_config(self, command: String) -> RunConfig {
         self.common
             .into_config(self.strategy, self.redis_client, self.out, command)
+    }
+
+    /// The run's configuration, with the scenario's settings applied when one is named.
+    pub fn resolve(self, command: String) -> Result<RunConfig, crate::scenario::ScenarioError> {
+        let Some(path) = &self.scenario else {
+            return Ok(self.into_config(command));
+        };
+        let file = crate::scenario::ScenarioFile::load(path)?;
+        let names: Vec<&str> = file.scenarios.iter().map(|s| s.name.as_str()).collect();
+        let error = |message: String| crate::scenario::ScenarioError {
+            path: path.display().to_string(),
+            message,
+        };
+        let scenario = match &self.scenario_name {
+            Some(name) => file
+                .scenarios
+                .iter()
+                .find(|s| &s.name == name)
+                .ok_or_else(|| {
+                    error(format!(
+                        "no scenario named {name:?}; the file has {}",
+                        names.join(", ")
+                    ))
+                })?,
+            None if file.scenarios.len() == 1 => &file.scenarios[0],
+            None => {
+                return Err(error(format!(
+                    "holds {} scenarios; choose one with --scenario-name ({})",
+                    names.len(),
+                    names.join(", ")
+                )));
+            }
+        };
+        let common = file.settings_for(scenario, &self.common);
+        // A scenario that names exactly one strategy (or client) decides it.
+        let strategy = match scenario.strategies.as_slice() {
+            [only] => *only,
+            _ => self.strategy,
+        };
+        let client = match scenario.redis_clients.as_slice() {
+            [only] => *only,
+            _ => self.redis_client,
+        };
+        Ok(common.into_config(strategy, client, self.out, command))
     }
 }
 

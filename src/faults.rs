@@ -18,7 +18,19 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 /// Named points of the flow where a crash can be injected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum, Serialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    clap::ValueEnum,
+    Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum CrashPoint {
     /// The message was received and decoded; nothing was written.

@@ -16,6 +16,7 @@
 //!   [`cli`]: the command line.
 //! - [`faults`]: crashes at named points of the flow, and their log.
 //! - [`oracle`]: each strategy's rule applied to the fault log, against the audit.
+//! - [`scenario`]: scenario files — a situation, the claim it tests, the strategies to run.
 //! - [`redact`]: passwords never leave the process.
 
 pub mod audit;
@@ -30,5 +31,6 @@ pub mod redact;
 pub mod redis;
 pub mod result;
 pub mod run;
+pub mod scenario;
 pub mod strategy;
 pub mod versions;

@@ -33,7 +33,12 @@ fn main() {
         });
         let interrupted = |cancel: &CancellationToken| if cancel.is_cancelled() { 130 } else { 0 };
         match cli.command {
-            Command::Run(args) => match idembench::run::execute(args.into_config(command), cancel.clone()).await {
+            Command::Run(args) => match args.resolve(command) {
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    2
+                }
+                Ok(config) => match idembench::run::execute(config, cancel.clone()).await {
                 Ok(outcome) => {
                     print!("{}", outcome.result.summary());
                     println!("  wrote        {}", outcome.dir.join("result.json").display());
@@ -53,6 +58,7 @@ fn main() {
                     eprintln!("error: {error}");
                     error.exit_code()
                 }
+            },
             },
             Command::Matrix(args) => match idembench::matrix::run_matrix(*args, command, cancel.clone()).await {
                 Ok(outcome) => {

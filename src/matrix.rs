@@ -13,6 +13,7 @@ use crate::cli::MatrixArgs;
 use crate::redis::RedisClientKind;
 use crate::result::{Percentiles, RunResult, Status, ms};
 use crate::run::{RunError, execute};
+use crate::scenario::ScenarioFile;
 use crate::strategy::StrategyKind;
 
 pub const MATRIX_SCHEMA_VERSION: u32 = 1;
@@ -28,6 +29,11 @@ pub struct Matrix {
 /// One pair's row. `error` is set (and the measurements absent) when the run failed.
 #[derive(Clone, Debug, Serialize)]
 pub struct MatrixRun {
+    /// The scenario (with `--scenario`) and the claim it tests.
+    pub scenario: Option<String>,
+    pub claim: Option<String>,
+    /// The claim held for this strategy: nothing lost, nothing applied twice.
+    pub claim_held: Option<bool>,
     pub strategy: &'static str,
     pub redis_client: &'static str,
     pub status: Option<Status>,
@@ -42,6 +48,11 @@ pub struct MatrixRun {
 impl MatrixRun {
     fn from_result(result: &RunResult, dir: &std::path::Path) -> MatrixRun {
         MatrixRun {
+            scenario: None,
+            claim: None,
+            claim_held: Some(
+                result.correctness.lost == 0 && result.correctness.double_applied == 0,
+            ),
             strategy: result.strategy,
             redis_client: result.redis_client,
             status: Some(result.status),
@@ -107,34 +118,77 @@ pub async fn run_matrix(
             dir.display()
         )));
     }
-    let pairs = pairs(&args.strategies, &args.redis_clients);
+    // Jobs: (scenario, settings, strategy, client). Without --scenario, one unnamed scenario.
+    let scenarios = match &args.scenario {
+        Some(path) => {
+            let file = ScenarioFile::load(path).map_err(|e| RunError::Config(e.to_string()))?;
+            file.scenarios
+                .iter()
+                .map(|scenario| {
+                    let clients = if scenario.redis_clients.is_empty() {
+                        vec![RedisClientKind::RedisRs]
+                    } else {
+                        scenario.redis_clients.clone()
+                    };
+                    let pairs = pairs(&scenario.strategies, &clients);
+                    (
+                        Some(scenario.clone()),
+                        file.settings_for(scenario, &args.common),
+                        pairs,
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+        None => vec![(
+            None,
+            args.common.clone(),
+            pairs(&args.strategies, &args.redis_clients),
+        )],
+    };
+    let jobs: Vec<_> = scenarios
+        .iter()
+        .flat_map(|(scenario, common, pairs)| {
+            pairs
+                .iter()
+                .map(move |(s, c)| (scenario.as_ref(), common, *s, *c))
+        })
+        .collect();
     let mut runs = Vec::new();
-    for (index, (strategy, client)) in pairs.iter().enumerate() {
+    for (index, (scenario, common, strategy, client)) in jobs.iter().enumerate() {
         if cancel.is_cancelled() {
             break;
         }
         let client_name = client.map_or("none", RedisClientKind::name);
+        let prefix = scenario.map(|s| format!("{}-", s.name)).unwrap_or_default();
         let run_dir = dir.join(format!(
-            "{:02}-{}-{client_name}",
+            "{:02}-{prefix}{}-{client_name}",
             index + 1,
             strategy.name()
         ));
         if !args.common.quiet {
             eprintln!(
-                "[idembench] matrix {}/{}: {} on {client_name}",
+                "[idembench] matrix {}/{}: {prefix}{} on {client_name}",
                 index + 1,
-                pairs.len(),
+                jobs.len(),
                 strategy.name()
             );
         }
-        let config = args.common.clone().into_config(
+        let config = (*common).clone().into_config(
             *strategy,
             client.unwrap_or(RedisClientKind::RedisRs),
             Some(run_dir.clone()),
             command.clone(),
         );
+        let (scenario_name, claim) = (
+            scenario.map(|s| s.name.clone()),
+            scenario.map(|s| s.claim.clone()),
+        );
         match execute(config, cancel.clone()).await {
-            Ok(outcome) => runs.push(MatrixRun::from_result(&outcome.result, &outcome.dir)),
+            Ok(outcome) => runs.push(MatrixRun {
+                scenario: scenario_name,
+                claim,
+                ..MatrixRun::from_result(&outcome.result, &outcome.dir)
+            }),
             Err(error @ RunError::Config(_)) => return Err(error),
             Err(error) => {
                 eprintln!(
@@ -142,6 +196,9 @@ pub async fn run_matrix(
                     strategy.name()
                 );
                 runs.push(MatrixRun {
+                    scenario: scenario_name,
+                    claim,
+                    claim_held: None,
                     strategy: strategy.name(),
                     redis_client: client_name,
                     status: None,
@@ -184,10 +241,19 @@ pub fn table(matrix: &Matrix) -> String {
         "caught",
         "suppressed",
         "identity",
+        "claim",
         "oracle",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    let mut headings = Vec::new();
     for run in &matrix.runs {
+        if run.scenario.is_some()
+            && headings
+                .last()
+                .is_none_or(|(_, name): &(usize, String)| Some(name) != run.scenario.as_ref())
+        {
+            headings.push((rows.len(), run.scenario.clone().unwrap_or_default()));
+        }
         let mut row = vec![run.strategy.to_string(), run.redis_client.to_string()];
         match (
             &run.correctness,
@@ -221,6 +287,11 @@ pub fn table(matrix: &Matrix) -> String {
                     "holds"
                 };
                 row.push(identity.to_string());
+                row.push(match run.claim_held {
+                    Some(true) => "HELD".into(),
+                    Some(false) => "REFUTED".into(),
+                    None => "-".into(),
+                });
                 row.push(match run.oracle_mismatches {
                     Some(0) => "agrees".to_string(),
                     Some(n) => format!("{n} MISMATCH"),
@@ -244,7 +315,15 @@ pub fn table(matrix: &Matrix) -> String {
         })
         .collect();
     let mut out = String::new();
-    for row in rows {
+    for (index, row) in rows.into_iter().enumerate() {
+        if let Some((_, name)) = headings.iter().find(|(at, _)| *at == index) {
+            let claim = matrix
+                .runs
+                .iter()
+                .find(|r| r.scenario.as_ref() == Some(name))
+                .and_then(|r| r.claim.clone());
+            out.push_str(&format!("== {name}: {}\n", claim.unwrap_or_default()));
+        }
         let cells: Vec<String> = row
             .iter()
             .enumerate()
@@ -293,6 +372,9 @@ mod tests {
             started_at: String::new(),
             command: String::new(),
             runs: vec![MatrixRun {
+                scenario: None,
+                claim: None,
+                claim_held: None,
                 strategy: "db-only",
                 redis_client: "none",
                 status: None,

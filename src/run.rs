@@ -174,12 +174,6 @@ impl RunConfig {
         if !(0.0..=1.0).contains(&crashes.rate) {
             return fail("--crash-rate must be between 0.0 and 1.0");
         }
-        if crashes.redis_wipe_at_ms.is_some() && !self.strategy.uses_redis() {
-            return Err(RunError::Config(format!(
-                "--redis-wipe-at-ms needs a strategy that uses Redis; {} does not",
-                self.strategy.name()
-            )));
-        }
         if crashes.points.is_empty() && (crashes.rate > 0.0 || !crashes.trade_ids.is_empty()) {
             return fail(
                 "--crash-rate and --crash-trades need --crash-at POINT[,POINT] (after-receive, after-claim, after-db-commit, after-redis-done, before-offset-commit)",

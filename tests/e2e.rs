@@ -249,3 +249,72 @@ async fn matrix_writes_one_row_per_pair() {
     let table = idembench::matrix::table(&outcome.matrix);
     assert_eq!(table.lines().count(), 4, "{table}");
 }
+
+/// `matrix --scenario` runs each scenario with its strategies and says per strategy whether
+/// the scenario's claim held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scenario_matrix_says_which_claims_held() {
+    use clap::Parser;
+    use idembench::cli::{Cli, Command};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("claims.toml");
+    std::fs::write(
+        &file,
+        "[defaults]\ntrades = 200\nrate = 0\npartitions = 1\n\n[[scenario]]\nname = \"inconsistency\"\n\
+         claim = \"Redis DONE without a commit loses the trade\"\nstrategies = [\"dual-redis-first\", \"db-only\"]\n\
+         crash_at = [\"after-redis-done\"]\ncrash_trades = [20, 120]\nrestart_delay_ms = 100\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let argv = [
+        "idembench",
+        "matrix",
+        "--scenario",
+        file.to_str().unwrap(),
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let Command::Matrix(args) = Cli::try_parse_from(argv).unwrap().command else {
+        panic!("parsed as matrix")
+    };
+    let outcome = idembench::matrix::run_matrix(*args, "test".into(), Default::default())
+        .await
+        .unwrap();
+    let held: Vec<(&str, Option<bool>, Option<u64>)> = outcome
+        .matrix
+        .runs
+        .iter()
+        .map(|r| {
+            (
+                r.strategy,
+                r.claim_held,
+                r.correctness.as_ref().map(|c| c.lost),
+            )
+        })
+        .collect();
+    assert_eq!(
+        held,
+        [
+            ("dual-redis-first", Some(false), Some(2)),
+            ("db-only", Some(true), Some(0))
+        ]
+    );
+    assert!(
+        outcome
+            .matrix
+            .runs
+            .iter()
+            .all(|r| r.oracle_mismatches == Some(0))
+    );
+    let table = idembench::matrix::table(&outcome.matrix);
+    assert_eq!(
+        table.lines().nth(1),
+        Some("== inconsistency: Redis DONE without a commit loses the trade"),
+        "{table}"
+    );
+    assert!(
+        table.contains("REFUTED") && table.contains("HELD"),
+        "{table}"
+    );
+}

@@ -36,7 +36,7 @@ use crate::strategy::{Incoming, StageTimes, Strategy, StrategyError};
 
 /// When offsets are committed. Every mode commits an offset only after its message (and every
 /// earlier one of its partition) has been processed, so all of them are at-least-once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CommitMode {
     /// A committer task commits each partition's latest processed offset every

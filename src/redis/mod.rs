@@ -129,7 +129,7 @@ pub trait RedisOps: Send + Sync {
 }
 
 /// The client libraries a run can use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
 pub enum RedisClientKind {
     #[value(name = "redis-rs")]
     #[serde(rename = "redis-rs")]

@@ -13,64 +13,8 @@
 //! inside a savepoint), and with `--no-unique-constraint` it is applied twice. It also needs
 //! the business data and the offsets in one database.
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
+use super::parts::{DbTx, SingleTransaction, TxShape};
 
-use super::parts::{DbTx, TxShape};
-use super::{Incoming, Outcome, StageTimes, Strategy, StrategyError};
-
-pub struct DbOffsets {
-    tx: DbTx,
-}
-
-impl DbOffsets {
-    pub fn new(tx: DbTx) -> Self {
-        DbOffsets { tx }
-    }
-}
-
-impl Strategy for DbOffsets {
-    fn process<'a>(
-        &'a self,
-        message: &'a Incoming<'a>,
-        stages: &'a mut StageTimes,
-    ) -> BoxFuture<'a, Result<Outcome, StrategyError>> {
-        async move {
-            Ok(self
-                .tx
-                .run(message, TxShape::OFFSETS, stages)
-                .await?
-                .outcome())
-        }
-        .boxed()
-    }
-
-    fn keeps_offsets(&self) -> bool {
-        true
-    }
-
-    fn resume_offsets<'a>(
-        &'a self,
-        topic: &'a str,
-        partitions: &'a [i32],
-    ) -> BoxFuture<'a, Result<Vec<(i32, i64)>, StrategyError>> {
-        async move {
-            crate::db::business::stored_offsets(self.tx.db(), topic, partitions)
-                .await
-                .map_err(|error| StrategyError::Db(error, 1))
-        }
-        .boxed()
-    }
-
-    fn process_batch<'a>(
-        &'a self,
-        batch: &'a [Incoming<'a>],
-        stages: &'a mut StageTimes,
-    ) -> BoxFuture<'a, Result<Vec<Outcome>, StrategyError>> {
-        async move {
-            let effects = self.tx.run_batch(batch, TxShape::OFFSETS, stages).await?;
-            Ok(effects.into_iter().map(|effect| effect.outcome()).collect())
-        }
-        .boxed()
-    }
+pub fn new(tx: DbTx) -> SingleTransaction {
+    SingleTransaction::new(tx, TxShape::OFFSETS)
 }

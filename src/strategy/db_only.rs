@@ -9,44 +9,8 @@
 //! trade can still arrive, or if the business write goes to another database than the inbox.
 //! Its price is one more row per trade and a database round trip for every duplicate.
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
+use super::parts::{DbTx, SingleTransaction, TxShape};
 
-use super::parts::{DbTx, TxShape};
-use super::{Incoming, Outcome, StageTimes, Strategy, StrategyError};
-
-pub struct DbOnly {
-    tx: DbTx,
-}
-
-impl DbOnly {
-    pub fn new(tx: DbTx) -> Self {
-        DbOnly { tx }
-    }
-}
-
-impl Strategy for DbOnly {
-    fn process<'a>(
-        &'a self,
-        message: &'a Incoming<'a>,
-        stages: &'a mut StageTimes,
-    ) -> BoxFuture<'a, Result<Outcome, StrategyError>> {
-        async move {
-            let shape = TxShape::INBOX;
-            Ok(self.tx.run(message, shape, stages).await?.outcome())
-        }
-        .boxed()
-    }
-
-    fn process_batch<'a>(
-        &'a self,
-        batch: &'a [Incoming<'a>],
-        stages: &'a mut StageTimes,
-    ) -> BoxFuture<'a, Result<Vec<Outcome>, StrategyError>> {
-        async move {
-            let effects = self.tx.run_batch(batch, TxShape::INBOX, stages).await?;
-            Ok(effects.into_iter().map(|effect| effect.outcome()).collect())
-        }
-        .boxed()
-    }
+pub fn new(tx: DbTx) -> SingleTransaction {
+    SingleTransaction::new(tx, TxShape::INBOX)
 }

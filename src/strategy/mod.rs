@@ -121,7 +121,7 @@ pub trait Strategy: Send + Sync {
 }
 
 /// The strategies a run can use. Names are a contract (`--strategy`, `result.json`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StrategyKind {
     /// Apply every copy: the baseline that shows what duplicates cost.
@@ -273,11 +273,11 @@ pub fn build(
         parts::RedisKeys::new(redis, settings.clone())
     };
     match kind {
-        StrategyKind::None => Arc::new(none::ApplyEveryCopy::new(tx)),
+        StrategyKind::None => Arc::new(none::new(tx)),
         StrategyKind::RedisOnly => Arc::new(redis_only::RedisOnly::new(tx, keys())),
         StrategyKind::RedisOnlyAtomic => Arc::new(redis_only_atomic::new(tx, keys())),
-        StrategyKind::DbOnly => Arc::new(db_only::DbOnly::new(tx)),
-        StrategyKind::DbOffsets => Arc::new(db_offsets::DbOffsets::new(tx)),
+        StrategyKind::DbOnly => Arc::new(db_only::new(tx)),
+        StrategyKind::DbOffsets => Arc::new(db_offsets::new(tx)),
         StrategyKind::DualRedisFirst => Arc::new(dual_redis_first::DualRedisFirst::new(tx, keys())),
         StrategyKind::DualDbFirst => Arc::new(dual_db_first::DualDbFirst::new(tx, keys())),
         StrategyKind::DbAuthorityRedisCache => Arc::new(

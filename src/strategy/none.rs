@@ -5,32 +5,8 @@
 //! they count as `caught_by_constraint`). It never loses a trade: the baseline that shows what
 //! duplicates cost and how much of the work the unique constraint alone does.
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
+use super::parts::{DbTx, SingleTransaction, TxShape};
 
-use super::parts::{DbTx, TxShape};
-use super::{Incoming, Outcome, StageTimes, Strategy, StrategyError};
-
-pub struct ApplyEveryCopy {
-    tx: DbTx,
-}
-
-impl ApplyEveryCopy {
-    pub fn new(tx: DbTx) -> Self {
-        ApplyEveryCopy { tx }
-    }
-}
-
-impl Strategy for ApplyEveryCopy {
-    fn process<'a>(
-        &'a self,
-        message: &'a Incoming<'a>,
-        stages: &'a mut StageTimes,
-    ) -> BoxFuture<'a, Result<Outcome, StrategyError>> {
-        async move {
-            let shape = TxShape::EFFECTS_ONLY;
-            Ok(self.tx.run(message, shape, stages).await?.outcome())
-        }
-        .boxed()
-    }
+pub fn new(tx: DbTx) -> SingleTransaction {
+    SingleTransaction::new(tx, TxShape::EFFECTS_ONLY)
 }

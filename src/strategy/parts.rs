@@ -18,7 +18,7 @@ use crate::faults::{CrashPoint, Faults};
 use crate::redis::{KeyState, RedisError, RedisOps};
 
 /// What a redis-only strategy does when it finds a PROCESSING key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnInProgress {
     /// Treat the copy as a duplicate and skip it, as the design note says.
@@ -263,6 +263,60 @@ impl DbTx {
     /// The `after-claim` crash point, for strategies that claim in Redis first.
     pub fn claimed(&self, trade_id: u64) -> Result<(), StrategyError> {
         Ok(self.faults.at(CrashPoint::AfterClaim, trade_id)?)
+    }
+}
+
+/// A strategy that is one Postgres transaction of a given shape and nothing else: `none`
+/// (effects only), `db-only` (inbox) and `db-offsets` (stored offsets). Batches run as one
+/// transaction; with stored offsets it also tells the processor where partitions resume.
+pub struct SingleTransaction {
+    tx: DbTx,
+    shape: TxShape<'static>,
+}
+
+impl SingleTransaction {
+    pub fn new(tx: DbTx, shape: TxShape<'static>) -> SingleTransaction {
+        SingleTransaction { tx, shape }
+    }
+}
+
+impl super::Strategy for SingleTransaction {
+    fn process<'a>(
+        &'a self,
+        message: &'a Incoming<'a>,
+        stages: &'a mut StageTimes,
+    ) -> futures::future::BoxFuture<'a, Result<Outcome, StrategyError>> {
+        Box::pin(async move { Ok(self.tx.run(message, self.shape, stages).await?.outcome()) })
+    }
+
+    fn process_batch<'a>(
+        &'a self,
+        batch: &'a [Incoming<'a>],
+        stages: &'a mut StageTimes,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<Outcome>, StrategyError>> {
+        Box::pin(async move {
+            let effects = self.tx.run_batch(batch, self.shape, stages).await?;
+            Ok(effects.into_iter().map(Effect::outcome).collect())
+        })
+    }
+
+    fn keeps_offsets(&self) -> bool {
+        self.shape.store_offset
+    }
+
+    fn resume_offsets<'a>(
+        &'a self,
+        topic: &'a str,
+        partitions: &'a [i32],
+    ) -> futures::future::BoxFuture<'a, Result<Vec<(i32, i64)>, StrategyError>> {
+        Box::pin(async move {
+            if !self.shape.store_offset {
+                return Ok(Vec::new());
+            }
+            business::stored_offsets(&self.tx.db, topic, partitions)
+                .await
+                .map_err(|error| StrategyError::Db(error, 1))
+        })
     }
 }
 

@@ -43,6 +43,8 @@ pub struct MatrixRun {
     pub end_to_end_from_intended_us: Option<Percentiles>,
     pub correctness: Option<Correctness>,
     pub oracle_mismatches: Option<u64>,
+    /// Faults injected (crashes, Redis wipes) during the run.
+    pub faults: Option<u64>,
 }
 
 impl MatrixRun {
@@ -62,6 +64,7 @@ impl MatrixRun {
             end_to_end_from_intended_us: Some(result.latency_us.end_to_end_from_intended),
             correctness: Some(result.correctness.clone()),
             oracle_mismatches: Some(result.oracle.mismatches),
+            faults: Some(result.faults.log.len() as u64),
         }
     }
 }
@@ -208,6 +211,7 @@ pub async fn run_matrix(
                     end_to_end_from_intended_us: None,
                     correctness: None,
                     oracle_mismatches: None,
+                    faults: None,
                 });
             }
         }
@@ -229,6 +233,7 @@ pub fn table(matrix: &Matrix) -> String {
     let header = [
         "strategy",
         "client",
+        "faults",
         "msg/s",
         "p50",
         "p99",
@@ -254,7 +259,11 @@ pub fn table(matrix: &Matrix) -> String {
         {
             headings.push((rows.len(), run.scenario.clone().unwrap_or_default()));
         }
-        let mut row = vec![run.strategy.to_string(), run.redis_client.to_string()];
+        let mut row = vec![
+            run.strategy.to_string(),
+            run.redis_client.to_string(),
+            run.faults.map_or("-".into(), |n| n.to_string()),
+        ];
         match (
             &run.correctness,
             &run.end_to_end_from_intended_us,
@@ -384,6 +393,7 @@ mod tests {
                 end_to_end_from_intended_us: None,
                 correctness: None,
                 oracle_mismatches: None,
+                faults: None,
             }],
         };
         let table = table(&matrix);

@@ -31,6 +31,22 @@ pub enum Command {
     /// Run every (strategy × Redis client) pair, or a chosen subset, on the same seeded stream,
     /// one after another; print one table and write matrix.json beside each run's result.json.
     Matrix(Box<MatrixArgs>),
+    /// Compare runs against a baseline for nightly CI: exit 0 fine, 1 regression, 2 error.
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Baseline: a result.json, a run directory, or a directory of runs (repetitions are reduced
+    /// to their median per scenario, strategy and client).
+    pub baseline: PathBuf,
+    /// Current runs, in the same forms.
+    pub current: PathBuf,
+    /// Relative change in throughput or latency below which a difference is noise.
+    #[arg(long, default_value_t = 0.1)]
+    pub threshold: f64,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: crate::compare::Format,
 }
 
 #[derive(Debug, Args)]
@@ -260,7 +276,9 @@ impl RunArgs {
             [only] => *only,
             _ => self.redis_client,
         };
-        Ok(common.into_config(strategy, client, self.out, command))
+        let mut config = common.into_config(strategy, client, self.out, command);
+        config.scenario = Some(scenario.name.clone());
+        Ok(config)
     }
 }
 
@@ -274,6 +292,7 @@ impl CommonArgs {
     ) -> RunConfig {
         let workers = self.workers.unwrap_or(self.partitions).max(1);
         RunConfig {
+            scenario: None,
             strategy,
             redis_client,
             stream: StreamSpec {

@@ -11,7 +11,7 @@
 //! - [`redis`]: the Redis seam — one trait, one file per client library.
 //! - [`db`]: Postgres — per-run schema, migrations, the business transaction.
 //! - [`audit`]: the ledger against Postgres, into exact correctness counts.
-//! - [`result`]: `result.json` and the human summary.
+//! - [`result`]: `result.json` and the human summary; [`compare`]: results against a baseline.
 //! - [`run`]: one run, start to finish; [`matrix`]: every strategy × client pair, one table;
 //!   [`cli`]: the command line.
 //! - [`faults`]: crashes at named points of the flow, and their log.
@@ -21,6 +21,7 @@
 
 pub mod audit;
 pub mod cli;
+pub mod compare;
 pub mod db;
 pub mod faults;
 pub mod kafka;

@@ -60,6 +60,25 @@ fn main() {
                 }
             },
             },
+            Command::Compare(args) => {
+                if !(args.threshold >= 0.0 && args.threshold.is_finite()) {
+                    eprintln!("error: --threshold must be a non-negative fraction (0.1 = 10 %)");
+                    return 2;
+                }
+                let loaded = idembench::compare::load(&args.baseline)
+                    .and_then(|baseline| Ok((baseline, idembench::compare::load(&args.current)?)));
+                match loaded {
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        2
+                    }
+                    Ok((baseline, current)) => {
+                        let comparison = idembench::compare::compare(&baseline, &current, args.threshold);
+                        print!("{}", comparison.render(args.format));
+                        if comparison.regressions > 0 { 1 } else { 0 }
+                    }
+                }
+            }
             Command::Matrix(args) => match idembench::matrix::run_matrix(*args, command, cancel.clone()).await {
                 Ok(outcome) => {
                     print!("{}", idembench::matrix::table(&outcome.matrix));

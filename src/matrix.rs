@@ -176,12 +176,13 @@ pub async fn run_matrix(
                 strategy.name()
             );
         }
-        let config = (*common).clone().into_config(
+        let mut config = (*common).clone().into_config(
             *strategy,
             client.unwrap_or(RedisClientKind::RedisRs),
             Some(run_dir.clone()),
             command.clone(),
         );
+        config.scenario = scenario.map(|s| s.name.clone());
         let (scenario_name, claim) = (
             scenario.map(|s| s.name.clone()),
             scenario.map(|s| s.claim.clone()),

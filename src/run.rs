@@ -57,6 +57,8 @@ impl std::fmt::Debug for Connections {
 /// Everything a run needs. Serialized (with redacted URLs) as `config` in `result.json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunConfig {
+    /// The scenario this run belongs to, when it came from a scenario file.
+    pub scenario: Option<String>,
     pub strategy: StrategyKind,
     pub redis_client: RedisClientKind,
     pub stream: StreamSpec,

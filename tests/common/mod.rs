@@ -22,7 +22,7 @@ pub fn config(args: &[&str], out: &std::path::Path) -> RunConfig {
     argv.extend_from_slice(args);
     match Cli::try_parse_from(argv).expect("valid flags").command {
         Command::Run(run) => run.into_config(args.join(" ")),
-        Command::Matrix(_) => unreachable!("parsed as run"),
+        _ => unreachable!("parsed as run"),
     }
 }
 

@@ -1,0 +1,408 @@
+//! `idembench compare BASELINE CURRENT`: the nightly regression gate.
+//!
+//! Each side is a `result.json`, a run directory, or any directory holding several (a matrix,
+//! or repetitions of the same runs): every `result.json` beneath it is read. Runs are grouped by
+//! (scenario, strategy, Redis client); within a group, repetitions are reduced to their median.
+//! Performance changes beyond `threshold` (relative) are regressions or improvements, smaller
+//! ones noise. Correctness never gets a threshold: any trade lost or applied twice that the
+//! baseline did not lose or double, a violated audit identity, or an oracle mismatch is a
+//! regression. Exit codes: 0 fine, 1 regression, 2 error.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// What a comparison reads from one `result.json`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub group: String,
+    pub processed_per_second: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub lost: u64,
+    pub double_applied: u64,
+    pub identity_holds: bool,
+    pub oracle_mismatches: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    #[error("{path}: {message}")]
+    Input { path: String, message: String },
+}
+
+fn input_error(path: &Path, message: impl Into<String>) -> CompareError {
+    CompareError::Input {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
+}
+
+impl Sample {
+    pub fn from_json(value: &Value, path: &Path) -> Result<Sample, CompareError> {
+        let number = |pointer: &str| {
+            value
+                .pointer(pointer)
+                .and_then(Value::as_f64)
+                .ok_or_else(|| {
+                    input_error(
+                        path,
+                        format!("no number at {pointer}: not an idembench result.json?"),
+                    )
+                })
+        };
+        let text = |pointer: &str| value.pointer(pointer).and_then(Value::as_str).unwrap_or("");
+        let scenario = text("/config/scenario");
+        let group = format!(
+            "{}{} on {}",
+            if scenario.is_empty() {
+                String::new()
+            } else {
+                format!("{scenario}: ")
+            },
+            text("/strategy"),
+            text("/redis_client")
+        );
+        Ok(Sample {
+            group,
+            processed_per_second: number("/throughput/processed_per_second")?,
+            p50_us: number("/latency_us/end_to_end_from_intended/p50")?,
+            p99_us: number("/latency_us/end_to_end_from_intended/p99")?,
+            p999_us: number("/latency_us/end_to_end_from_intended/p999")?,
+            lost: number("/correctness/lost")? as u64,
+            double_applied: number("/correctness/double_applied")? as u64,
+            identity_holds: value
+                .pointer("/correctness/identity_holds")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            oracle_mismatches: value
+                .pointer("/oracle/mismatches")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+        })
+    }
+}
+
+/// Every `result.json` at or beneath `path`.
+pub fn load(path: &Path) -> Result<Vec<Sample>, CompareError> {
+    let mut files = Vec::new();
+    collect(path, &mut files).map_err(|e| input_error(path, e.to_string()))?;
+    if files.is_empty() {
+        return Err(input_error(
+            path,
+            "holds no result.json (give a result.json, a run directory or a directory of runs)",
+        ));
+    }
+    files.sort();
+    files
+        .iter()
+        .map(|file| {
+            let text =
+                std::fs::read_to_string(file).map_err(|e| input_error(file, e.to_string()))?;
+            let value: Value = serde_json::from_str(&text)
+                .map_err(|e| input_error(file, format!("not JSON: {e}")))?;
+            Sample::from_json(&value, file)
+        })
+        .collect()
+}
+
+fn collect(path: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    if path.is_file() {
+        files.push(path.to_path_buf());
+    } else if path.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            let entry = entry?.path();
+            if entry.is_dir() {
+                collect(&entry, files)?;
+            } else if entry.file_name().is_some_and(|name| name == "result.json") {
+                files.push(entry);
+            }
+        }
+    } else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such file or directory",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Ok,
+    Noise,
+    Improved,
+    Regression,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MetricChange {
+    pub group: String,
+    pub metric: &'static str,
+    pub baseline: f64,
+    pub current: f64,
+    /// Relative change, current / baseline - 1 (absent when the baseline is 0).
+    pub change: Option<f64>,
+    pub verdict: Verdict,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub threshold: f64,
+    pub changes: Vec<MetricChange>,
+    /// Groups of the baseline that the current side lacks, and the reverse.
+    pub missing_in_current: Vec<String>,
+    pub new_in_current: Vec<String>,
+    pub regressions: usize,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn group(samples: &[Sample]) -> BTreeMap<String, Vec<&Sample>> {
+    let mut groups: BTreeMap<String, Vec<&Sample>> = BTreeMap::new();
+    for sample in samples {
+        groups.entry(sample.group.clone()).or_default().push(sample);
+    }
+    groups
+}
+
+/// Compares medians per group; `threshold` is relative (0.1 = 10 %).
+pub fn compare(baseline: &[Sample], current: &[Sample], threshold: f64) -> Comparison {
+    let (base_groups, current_groups) = (group(baseline), group(current));
+    let mut changes = Vec::new();
+    for (name, base) in &base_groups {
+        let Some(now) = current_groups.get(name) else {
+            continue;
+        };
+        // Higher is better for throughput, lower for latency.
+        type Metric = (&'static str, fn(&Sample) -> f64, bool);
+        let metrics: [Metric; 4] = [
+            ("processed_per_second", |s| s.processed_per_second, true),
+            ("end_to_end_p50_us", |s| s.p50_us, false),
+            ("end_to_end_p99_us", |s| s.p99_us, false),
+            ("end_to_end_p999_us", |s| s.p999_us, false),
+        ];
+        for (metric, read, higher_is_better) in metrics {
+            let b = median(base.iter().map(|s| read(s)).collect());
+            let c = median(now.iter().map(|s| read(s)).collect());
+            let change = (b != 0.0).then(|| c / b - 1.0);
+            let verdict = match change {
+                None => Verdict::Ok,
+                Some(change) if change.abs() <= threshold => Verdict::Noise,
+                Some(change) if (change > 0.0) == higher_is_better => Verdict::Improved,
+                Some(_) => Verdict::Regression,
+            };
+            changes.push(MetricChange {
+                group: name.clone(),
+                metric,
+                baseline: b,
+                current: c,
+                change,
+                verdict,
+            });
+        }
+        // Correctness: the worst repetition counts, and nothing is noise.
+        type Count = (&'static str, fn(&Sample) -> u64);
+        let counts: [Count; 4] = [
+            ("lost", |s| s.lost),
+            ("double_applied", |s| s.double_applied),
+            ("identity_violations", |s| u64::from(!s.identity_holds)),
+            ("oracle_mismatches", |s| s.oracle_mismatches),
+        ];
+        for (metric, read) in counts {
+            let b = base.iter().map(|s| read(s)).max().unwrap_or(0);
+            let c = now.iter().map(|s| read(s)).max().unwrap_or(0);
+            let verdict = match c.cmp(&b) {
+                std::cmp::Ordering::Greater => Verdict::Regression,
+                std::cmp::Ordering::Less => Verdict::Improved,
+                std::cmp::Ordering::Equal => Verdict::Ok,
+            };
+            let change = (b != 0).then(|| c as f64 / b as f64 - 1.0);
+            changes.push(MetricChange {
+                group: name.clone(),
+                metric,
+                baseline: b as f64,
+                current: c as f64,
+                change,
+                verdict,
+            });
+        }
+    }
+    let missing_in_current: Vec<String> = base_groups
+        .keys()
+        .filter(|k| !current_groups.contains_key(*k))
+        .cloned()
+        .collect();
+    let new_in_current = current_groups
+        .keys()
+        .filter(|k| !base_groups.contains_key(*k))
+        .cloned()
+        .collect();
+    let regressions = changes
+        .iter()
+        .filter(|c| c.verdict == Verdict::Regression)
+        .count()
+        + missing_in_current.len();
+    Comparison {
+        threshold,
+        changes,
+        missing_in_current,
+        new_in_current,
+        regressions,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Markdown,
+}
+
+impl Comparison {
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Json => serde_json::to_string_pretty(self).expect("serializable") + "\n",
+            Format::Text | Format::Markdown => {
+                let markdown = format == Format::Markdown;
+                let mut out = String::new();
+                if markdown {
+                    out.push_str("| group | metric | baseline | current | change | verdict |\n|---|---|---|---|---|---|\n");
+                }
+                for c in &self.changes {
+                    let change = c
+                        .change
+                        .map_or("-".to_string(), |x| format!("{:+.1} %", x * 100.0));
+                    let verdict = match c.verdict {
+                        Verdict::Ok => "ok",
+                        Verdict::Noise => "noise",
+                        Verdict::Improved => "improved",
+                        Verdict::Regression => "REGRESSION",
+                    };
+                    if markdown {
+                        out.push_str(&format!(
+                            "| {} | {} | {:.1} | {:.1} | {change} | {verdict} |\n",
+                            c.group, c.metric, c.baseline, c.current
+                        ));
+                    } else {
+                        out.push_str(&format!(
+                            "{:<40} {:<22} {:>12.1} {:>12.1} {change:>9}  {verdict}\n",
+                            c.group, c.metric, c.baseline, c.current
+                        ));
+                    }
+                }
+                for missing in &self.missing_in_current {
+                    out.push_str(&format!(
+                        "REGRESSION: {missing} is in the baseline but not in the current runs\n"
+                    ));
+                }
+                for new in &self.new_in_current {
+                    out.push_str(&format!("note: {new} is new (no baseline)\n"));
+                }
+                out.push_str(&format!(
+                    "{} regression(s); threshold for performance noise {:.0} %\n",
+                    self.regressions,
+                    self.threshold * 100.0
+                ));
+                out
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(group: &str, rate: f64, p99: f64) -> Sample {
+        Sample {
+            group: group.into(),
+            processed_per_second: rate,
+            p50_us: 5_000.0,
+            p99_us: p99,
+            p999_us: p99 * 1.5,
+            lost: 0,
+            double_applied: 0,
+            identity_holds: true,
+            oracle_mismatches: 0,
+        }
+    }
+
+    #[test]
+    fn a_twenty_percent_throughput_drop_is_a_regression_and_repeats_are_noise() {
+        let baseline = [
+            sample("a", 1000.0, 60_000.0),
+            sample("a", 1010.0, 62_000.0),
+            sample("a", 990.0, 61_000.0),
+        ];
+        let same = [sample("a", 1005.0, 61_500.0), sample("a", 995.0, 60_500.0)];
+        let verdict = compare(&baseline, &same, 0.1);
+        assert_eq!(verdict.regressions, 0, "{}", verdict.render(Format::Text));
+        let dropped = [sample("a", 800.0, 61_000.0), sample("a", 805.0, 60_000.0)];
+        let verdict = compare(&baseline, &dropped, 0.1);
+        assert_eq!(verdict.regressions, 1);
+        let throughput = verdict
+            .changes
+            .iter()
+            .find(|c| c.metric == "processed_per_second")
+            .unwrap();
+        assert_eq!(throughput.verdict, Verdict::Regression);
+        assert!(
+            (throughput.change.unwrap() + 0.1975).abs() < 1e-3,
+            "{:?}",
+            throughput.change
+        );
+    }
+
+    #[test]
+    fn correctness_regressions_always_fail_and_missing_groups_too() {
+        let baseline = [sample("a", 1000.0, 60_000.0), sample("b", 1000.0, 60_000.0)];
+        let mut lossy = sample("a", 1000.0, 60_000.0);
+        lossy.lost = 1;
+        let verdict = compare(&baseline, &[lossy], 0.5);
+        assert_eq!(verdict.missing_in_current, vec!["b".to_string()]);
+        assert_eq!(verdict.regressions, 2, "{}", verdict.render(Format::Text));
+        let text = verdict.render(Format::Markdown);
+        assert!(
+            text.contains("| a | lost | 0.0 | 1.0 |") && text.contains("REGRESSION"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn samples_are_read_from_result_json_and_grouped_by_scenario() {
+        let value = serde_json::json!({
+            "strategy": "db-only", "redis_client": "none", "config": {"scenario": "crash"},
+            "throughput": {"processed_per_second": 480.5},
+            "latency_us": {"end_to_end_from_intended": {"p50": 10, "p99": 20, "p999": 30}},
+            "correctness": {"lost": 0, "double_applied": 2, "identity_holds": true},
+            "oracle": {"mismatches": 0}
+        });
+        let sample = Sample::from_json(&value, Path::new("x")).unwrap();
+        assert_eq!(sample.group, "crash: db-only on none");
+        assert_eq!(
+            (sample.processed_per_second, sample.double_applied),
+            (480.5, 2)
+        );
+        let error = Sample::from_json(&serde_json::json!({"strategy": "x"}), Path::new("y.json"))
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("y.json") && error.to_string().contains("throughput"),
+            "{error}"
+        );
+    }
+}

@@ -9,42 +9,8 @@
 //! trade is lost (with `--on-in-progress wait` the redelivery waits out the TTL instead). A
 //! crash after COMMIT and before SET DONE is harmless: the inbox catches the redelivery.
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
+use super::parts::{ClaimStyle, ClaimedTransaction, DbTx, DoneMark, RedisKeys};
 
-use super::parts::{Claim, ClaimStyle, DbTx, RedisKeys, TxShape};
-use super::{Incoming, Outcome, StageTimes, Strategy, StrategyError};
-
-pub struct DualDbFirst {
-    tx: DbTx,
-    keys: RedisKeys,
-}
-
-impl DualDbFirst {
-    pub fn new(tx: DbTx, keys: RedisKeys) -> Self {
-        DualDbFirst { tx, keys }
-    }
-}
-
-impl Strategy for DualDbFirst {
-    fn process<'a>(
-        &'a self,
-        message: &'a Incoming<'a>,
-        stages: &'a mut StageTimes,
-    ) -> BoxFuture<'a, Result<Outcome, StrategyError>> {
-        async move {
-            let trade = message.trade;
-            let key = self.keys.key(trade.trade_id);
-            if let Claim::Skip(outcome) = self.keys.claim(&key, ClaimStyle::TwoStep, stages).await?
-            {
-                return Ok(outcome);
-            }
-            self.tx.claimed(trade.trade_id)?;
-            let shape = TxShape::INBOX;
-            let effect = self.tx.run(message, shape, stages).await?;
-            self.keys.mark_done(&key, stages).await?;
-            Ok(effect.outcome())
-        }
-        .boxed()
-    }
+pub fn new(tx: DbTx, keys: RedisKeys) -> ClaimedTransaction {
+    ClaimedTransaction::new(tx, keys, ClaimStyle::TwoStep, true, DoneMark::AfterCommit)
 }

@@ -274,12 +274,12 @@ pub fn build(
     };
     match kind {
         StrategyKind::None => Arc::new(none::new(tx)),
-        StrategyKind::RedisOnly => Arc::new(redis_only::RedisOnly::new(tx, keys())),
+        StrategyKind::RedisOnly => Arc::new(redis_only::new(tx, keys())),
         StrategyKind::RedisOnlyAtomic => Arc::new(redis_only_atomic::new(tx, keys())),
         StrategyKind::DbOnly => Arc::new(db_only::new(tx)),
         StrategyKind::DbOffsets => Arc::new(db_offsets::new(tx)),
-        StrategyKind::DualRedisFirst => Arc::new(dual_redis_first::DualRedisFirst::new(tx, keys())),
-        StrategyKind::DualDbFirst => Arc::new(dual_db_first::DualDbFirst::new(tx, keys())),
+        StrategyKind::DualRedisFirst => Arc::new(dual_redis_first::new(tx, keys())),
+        StrategyKind::DualDbFirst => Arc::new(dual_db_first::new(tx, keys())),
         StrategyKind::DbAuthorityRedisCache => Arc::new(
             db_authority_redis_cache::DbAuthorityRedisCache::new(tx, keys()),
         ),

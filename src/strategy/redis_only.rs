@@ -22,48 +22,8 @@
 //! - an attempt slower than `processing_ttl` loses its claim while it still works, so a
 //!   concurrent copy may apply too.
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
+use super::parts::{ClaimStyle, ClaimedTransaction, DbTx, DoneMark, RedisKeys};
 
-use super::parts::{Claim, ClaimStyle, DbTx, RedisKeys, TxShape};
-use super::{Incoming, Outcome, StageTimes, Strategy, StrategyError};
-
-pub struct RedisOnly {
-    tx: DbTx,
-    keys: RedisKeys,
-    style: ClaimStyle,
-}
-
-impl RedisOnly {
-    pub fn new(tx: DbTx, keys: RedisKeys) -> Self {
-        RedisOnly::with_style(tx, keys, ClaimStyle::TwoStep)
-    }
-
-    pub(super) fn with_style(tx: DbTx, keys: RedisKeys, style: ClaimStyle) -> Self {
-        RedisOnly { tx, keys, style }
-    }
-}
-
-impl Strategy for RedisOnly {
-    fn process<'a>(
-        &'a self,
-        message: &'a Incoming<'a>,
-        stages: &'a mut StageTimes,
-    ) -> BoxFuture<'a, Result<Outcome, StrategyError>> {
-        async move {
-            let trade = message.trade;
-            let key = self.keys.key(trade.trade_id);
-            if let Claim::Skip(outcome) = self.keys.claim(&key, self.style, stages).await? {
-                return Ok(outcome);
-            }
-            self.tx.claimed(trade.trade_id)?;
-            let shape = TxShape::EFFECTS_ONLY;
-            // CaughtByConstraint means the effect is already there: mark DONE all the same, so
-            // later copies skip before reaching the database.
-            let effect = self.tx.run(message, shape, stages).await?;
-            self.keys.mark_done(&key, stages).await?;
-            Ok(effect.outcome())
-        }
-        .boxed()
-    }
+pub fn new(tx: DbTx, keys: RedisKeys) -> ClaimedTransaction {
+    ClaimedTransaction::new(tx, keys, ClaimStyle::TwoStep, false, DoneMark::AfterCommit)
 }

@@ -6,9 +6,8 @@
 //! ordering of the Redis and database steps is the same; only the GET round trip is gone,
 //! which is what this strategy exists to measure. Needs Redis ≥ 7.0 (`SET ... NX GET`).
 
-use super::parts::{ClaimStyle, DbTx, RedisKeys};
-use super::redis_only::RedisOnly;
+use super::parts::{ClaimStyle, ClaimedTransaction, DbTx, DoneMark, RedisKeys};
 
-pub fn new(tx: DbTx, keys: RedisKeys) -> RedisOnly {
-    RedisOnly::with_style(tx, keys, ClaimStyle::Atomic)
+pub fn new(tx: DbTx, keys: RedisKeys) -> ClaimedTransaction {
+    ClaimedTransaction::new(tx, keys, ClaimStyle::Atomic, false, DoneMark::AfterCommit)
 }

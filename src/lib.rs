@@ -11,6 +11,7 @@
 //! - [`redis`]: the Redis seam — one trait, one file per client library.
 //! - [`db`]: Postgres — per-run schema, migrations, the business transaction.
 //! - [`audit`]: the ledger against Postgres, into exact correctness counts.
+//! - [`hgrm`]: histograms as `*.hgrm` files and as encodings in `result.json`.
 //! - [`result`]: `result.json` and the human summary; [`compare`]: results against a baseline.
 //! - [`run`]: one run, start to finish; [`matrix`]: every strategy × client pair, one table;
 //!   [`cli`]: the command line.
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod compare;
 pub mod db;
 pub mod faults;
+pub mod hgrm;
 pub mod kafka;
 pub mod matrix;
 pub mod oracle;

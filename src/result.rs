@@ -134,6 +134,9 @@ pub struct Latencies {
     pub send_ack: Percentiles,
     /// How late the producer sent against its schedule.
     pub schedule_lag: Percentiles,
+    /// Every histogram above, HdrHistogram V2 + DEFLATE, base64, values in µs: merge or
+    /// re-analyse runs without their raw data (`idembench::hgrm::decode`).
+    pub histograms: std::collections::BTreeMap<&'static str, String>,
 }
 
 #[derive(Clone, Debug, Serialize)]

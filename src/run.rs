@@ -357,6 +357,13 @@ pub async fn execute(config: RunConfig, cancel: CancellationToken) -> Result<Run
     };
     std::fs::create_dir_all(&dir)?;
     measured.result.write(&dir)?;
+    // One percentile distribution per histogram that saw values, in ms as HdrHistogram expects.
+    for (name, histogram) in measured.histograms.iter().filter(|(_, h)| !h.is_empty()) {
+        std::fs::write(
+            dir.join(format!("{name}.hgrm")),
+            crate::hgrm::percentile_distribution(histogram, 1000.0),
+        )?;
+    }
     Ok(RunOutcome {
         result: measured.result,
         dir,
@@ -365,6 +372,7 @@ pub async fn execute(config: RunConfig, cancel: CancellationToken) -> Result<Run
 
 struct Measured {
     result: RunResult,
+    histograms: Vec<(&'static str, hdrhistogram::Histogram<u64>)>,
 }
 
 /// Steps 3–6: everything between a prepared environment and an audited result.
@@ -560,6 +568,22 @@ async fn measure(
         },
     );
     let metrics = &report.metrics;
+    let histograms: Vec<(&'static str, hdrhistogram::Histogram<u64>)> = vec![
+        (
+            "end_to_end_from_intended",
+            metrics.end_to_end_from_intended_us.clone(),
+        ),
+        (
+            "end_to_end_from_sent",
+            metrics.end_to_end_from_sent_us.clone(),
+        ),
+        ("claim", metrics.claim_us.clone()),
+        ("business", metrics.business_us.clone()),
+        ("mark_done", metrics.mark_done_us.clone()),
+        ("offset_commit", metrics.offset_commit_us.clone()),
+        ("send_ack", produced.send_ack_us.clone()),
+        ("schedule_lag", produced.schedule_lag_us.clone()),
+    ];
     let messages_produced = produced.ledger.copies_sent();
     let result = RunResult {
         schema_version: SCHEMA_VERSION,
@@ -621,6 +645,10 @@ async fn measure(
             },
             send_ack: Percentiles::of(&produced.send_ack_us),
             schedule_lag: Percentiles::of(&produced.schedule_lag_us),
+            histograms: histograms
+                .iter()
+                .map(|(name, h)| (*name, crate::hgrm::encode(h)))
+                .collect(),
         },
         oracle: OracleReport::compare(
             oracle::predict(
@@ -671,7 +699,7 @@ async fn measure(
                 .saturating_sub(produced.ledger.copies_sent() + produced.ledger.malformed_acked),
         },
     };
-    Ok(Measured { result })
+    Ok(Measured { result, histograms })
 }
 
 fn per_second(count: u64, seconds: f64) -> f64 {

@@ -98,6 +98,21 @@ async fn result_json_has_the_contracted_fields_and_no_password() {
             "latency field {field}"
         );
     }
+    let encoded = json["latency_us"]["histograms"]["end_to_end_from_intended"]
+        .as_str()
+        .unwrap();
+    let histogram = idembench::hgrm::decode(encoded).unwrap();
+    assert_eq!(
+        histogram.len(),
+        json["latency_us"]["end_to_end_from_intended"]["count"]
+            .as_u64()
+            .unwrap()
+    );
+    let hgrm = std::fs::read_to_string(outcome.dir.join("end_to_end_from_intended.hgrm")).unwrap();
+    assert!(
+        hgrm.starts_with("       Value     Percentile TotalCount") && hgrm.contains("#[Max"),
+        "{hgrm}"
+    );
     assert!(json["throughput"]["processed_per_second"].as_f64().unwrap() > 0.0);
     assert_eq!(json["config"]["stream"]["trades"], 300);
     assert!(

@@ -112,11 +112,25 @@ pub struct Faults {
     fired: Mutex<Fired>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Fired {
     /// (trade, point) pairs that crashed already.
     pairs: HashSet<(u64, CrashPoint)>,
     log: Vec<FaultEvent>,
+    /// A process dies at its first crash: once one fired, no other may until the next
+    /// incarnation re-arms (two workers reaching crash points at once would otherwise log two
+    /// crashes for one death, and the second trade would never meet its point again).
+    armed: bool,
+}
+
+impl Default for Fired {
+    fn default() -> Self {
+        Fired {
+            pairs: HashSet::new(),
+            log: Vec::new(),
+            armed: true,
+        }
+    }
 }
 
 /// The strategy or processor must stop here, as if the process died.
@@ -151,11 +165,13 @@ impl Faults {
             return Ok(());
         }
         let mut fired = self.fired.lock().expect("fault log lock");
-        if self.crashes.load(Ordering::Relaxed) >= self.plan.max_crashes
+        if !fired.armed
+            || self.crashes.load(Ordering::Relaxed) >= self.plan.max_crashes
             || !fired.pairs.insert((trade_id, point))
         {
             return Ok(());
         }
+        fired.armed = false;
         self.crashes.fetch_add(1, Ordering::Relaxed);
         fired.log.push(FaultEvent {
             kind: "crash",
@@ -164,6 +180,11 @@ impl Faults {
             at_us: now_us(),
         });
         Err(Crash { point, trade_id })
+    }
+
+    /// A new processor incarnation runs: crashes may fire again.
+    pub fn arm(&self) {
+        self.fired.lock().expect("fault log lock").armed = true;
     }
 
     /// Logs a fault injected from outside the flow (a Redis wipe).
@@ -224,9 +245,26 @@ mod tests {
     }
 
     #[test]
+    fn one_crash_per_incarnation_and_the_second_trade_crashes_after_the_restart() {
+        let faults = Faults::new(plan(1.0));
+        assert!(faults.at(CrashPoint::AfterClaim, 5).is_err());
+        assert!(
+            faults.at(CrashPoint::AfterClaim, 6).is_ok(),
+            "the process is already dead"
+        );
+        faults.arm();
+        assert!(
+            faults.at(CrashPoint::AfterClaim, 6).is_err(),
+            "6 meets its point again after the restart"
+        );
+        assert_eq!(faults.crashes(), 2);
+    }
+
+    #[test]
     fn each_trade_crashes_once_per_point_and_only_at_listed_points() {
         let faults = Faults::new(plan(1.0));
         assert!(faults.at(CrashPoint::AfterClaim, 5).is_err());
+        faults.arm();
         assert!(
             faults.at(CrashPoint::AfterClaim, 5).is_ok(),
             "the redelivery gets through"
@@ -244,7 +282,10 @@ mod tests {
         let decide = |seed| {
             let faults = Faults::new(CrashPlan { seed, ..plan(0.05) });
             (1..=20_000u64)
-                .filter(|id| faults.at(CrashPoint::AfterClaim, *id).is_err())
+                .filter(|id| {
+                    faults.arm();
+                    faults.at(CrashPoint::AfterClaim, *id).is_err()
+                })
                 .collect::<Vec<_>>()
         };
         let first = decide(7);
@@ -261,7 +302,10 @@ mod tests {
             ..plan(0.0)
         });
         let crashed: Vec<u64> = (1..=10)
-            .filter(|id| faults.at(CrashPoint::AfterClaim, *id).is_err())
+            .filter(|id| {
+                faults.arm();
+                faults.at(CrashPoint::AfterClaim, *id).is_err()
+            })
             .collect();
         assert_eq!(crashed, vec![3, 4]);
         assert!(!Faults::none().plan().is_active());

@@ -306,6 +306,7 @@ impl Processor {
         faults: Arc<Faults>,
     ) -> Result<Processor, ProcessorError> {
         progress.begin_incarnation();
+        faults.arm();
         let mut config = ClientConfig::new();
         // IDEMBENCH_RDKAFKA_DEBUG=cgrp,fetch (librdkafka's `debug` contexts) shows the group's
         // protocol; the lines go to the log at IDEMBENCH_LOG=rdkafka=debug.

@@ -86,6 +86,26 @@ impl Fred {
     }
 }
 
+impl Fred {
+    /// `SET key value [NX] PX ttl [GET]`, classified and counted like every command.
+    async fn set<R: FromValue>(
+        &self,
+        command: &'static str,
+        key: &str,
+        value: KeyState,
+        ttl: Duration,
+        options: Option<SetOptions>,
+        get: bool,
+    ) -> Result<R, RedisError> {
+        let expiry = Expiration::PX(i64::try_from(ttl_ms(ttl)).unwrap_or(i64::MAX));
+        let reply = self
+            .pool
+            .set(key, value.as_str(), Some(expiry), options, get)
+            .await;
+        self.counted(reply.map_err(|e| self.classify(command, e)))
+    }
+}
+
 impl RedisOps for Fred {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyState>, RedisError>> {
         async move {
@@ -94,9 +114,7 @@ impl RedisOps for Fred {
                 .get(key)
                 .await
                 .map_err(|e| self.classify("GET", e));
-            self.counted(value)?
-                .map(|v| KeyState::parse(&v))
-                .transpose()
+            KeyState::from_reply(self.counted(value)?)
         }
         .boxed()
     }
@@ -108,19 +126,10 @@ impl RedisOps for Fred {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, RedisError>> {
         async move {
-            let expiry = Expiration::PX(i64::try_from(ttl_ms(ttl)).unwrap_or(i64::MAX));
-            let reply: Result<Option<String>, _> = self
-                .pool
-                .set(
-                    key,
-                    value.as_str(),
-                    Some(expiry),
-                    Some(SetOptions::NX),
-                    false,
-                )
-                .await
-                .map_err(|e| self.classify("SET NX PX", e));
-            Ok(self.counted(reply)?.is_some())
+            let reply: Option<String> = self
+                .set("SET NX PX", key, value, ttl, Some(SetOptions::NX), false)
+                .await?;
+            Ok(reply.is_some())
         }
         .boxed()
     }
@@ -132,21 +141,10 @@ impl RedisOps for Fred {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<KeyState>, RedisError>> {
         async move {
-            let expiry = Expiration::PX(i64::try_from(ttl_ms(ttl)).unwrap_or(i64::MAX));
-            let previous: Result<Option<Vec<u8>>, _> = self
-                .pool
-                .set(
-                    key,
-                    value.as_str(),
-                    Some(expiry),
-                    Some(SetOptions::NX),
-                    true,
-                )
-                .await
-                .map_err(|e| self.classify("SET NX PX GET", e));
-            self.counted(previous)?
-                .map(|v| KeyState::parse(&v))
-                .transpose()
+            KeyState::from_reply(
+                self.set("SET NX PX GET", key, value, ttl, Some(SetOptions::NX), true)
+                    .await?,
+            )
         }
         .boxed()
     }
@@ -157,16 +155,7 @@ impl RedisOps for Fred {
         value: KeyState,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), RedisError>> {
-        async move {
-            let expiry = Expiration::PX(i64::try_from(ttl_ms(ttl)).unwrap_or(i64::MAX));
-            let reply: Result<(), _> = self
-                .pool
-                .set(key, value.as_str(), Some(expiry), None, false)
-                .await
-                .map_err(|e| self.classify("SET PX", e));
-            self.counted(reply)
-        }
-        .boxed()
+        async move { self.set("SET PX", key, value, ttl, None, false).await }.boxed()
     }
 
     fn info(&self) -> ClientInfo {

@@ -30,6 +30,11 @@ impl KeyState {
         }
     }
 
+    /// A bulk-string reply: nil (no key) or a state.
+    fn from_reply(reply: Option<Vec<u8>>) -> Result<Option<KeyState>, RedisError> {
+        reply.map(|value| KeyState::parse(&value)).transpose()
+    }
+
     fn parse(value: &[u8]) -> Result<KeyState, RedisError> {
         match value {
             b"PROCESSING" => Ok(KeyState::Processing),

@@ -96,13 +96,27 @@ impl RedisRs {
     }
 }
 
+/// `SET key value [NX] PX ttl [GET]`: the only write the strategies make, in its three forms.
+fn set(key: &str, value: KeyState, ttl: Duration, nx: bool, get: bool) -> redis::Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key).arg(value.as_str());
+    if nx {
+        cmd.arg("NX");
+    }
+    cmd.arg("PX").arg(ttl_ms(ttl));
+    if get {
+        cmd.arg("GET");
+    }
+    cmd
+}
+
 impl RedisOps for RedisRs {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyState>, RedisError>> {
         async move {
-            let value: Option<Vec<u8>> = self
-                .query("GET", redis::cmd("GET").arg(key).clone())
-                .await?;
-            value.map(|v| KeyState::parse(&v)).transpose()
+            KeyState::from_reply(
+                self.query("GET", redis::cmd("GET").arg(key).clone())
+                    .await?,
+            )
         }
         .boxed()
     }
@@ -114,14 +128,10 @@ impl RedisOps for RedisRs {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, RedisError>> {
         async move {
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(key)
-                .arg(value.as_str())
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl_ms(ttl));
             // Nil when the key existed, "OK" when this call set it.
-            let reply: Option<String> = self.query("SET NX PX", cmd).await?;
+            let reply: Option<String> = self
+                .query("SET NX PX", set(key, value, ttl, true, false))
+                .await?;
             Ok(reply.is_some())
         }
         .boxed()
@@ -134,15 +144,10 @@ impl RedisOps for RedisRs {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<KeyState>, RedisError>> {
         async move {
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(key)
-                .arg(value.as_str())
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl_ms(ttl))
-                .arg("GET");
-            let previous: Option<Vec<u8>> = self.query("SET NX PX GET", cmd).await?;
-            previous.map(|v| KeyState::parse(&v)).transpose()
+            KeyState::from_reply(
+                self.query("SET NX PX GET", set(key, value, ttl, true, true))
+                    .await?,
+            )
         }
         .boxed()
     }
@@ -154,10 +159,8 @@ impl RedisOps for RedisRs {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), RedisError>> {
         async move {
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(key).arg(value.as_str()).arg("PX").arg(ttl_ms(ttl));
-            let _: () = self.query("SET PX", cmd).await?;
-            Ok(())
+            self.query("SET PX", set(key, value, ttl, false, false))
+                .await
         }
         .boxed()
     }

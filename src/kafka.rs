@@ -169,13 +169,20 @@ pub struct ProducerState {
 }
 
 impl rdkafka::ClientContext for ProducerState {
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        if statistics
-            .eos
-            .is_some_and(|eos| eos.idemp_state == "Assigned")
-        {
-            self.pid_assigned
-                .store(true, std::sync::atomic::Ordering::Release);
+    /// librdkafka keeps sending statistics for the whole run; once the producer id is known
+    /// they are dropped unread, so the measured run does not pay for parsing them.
+    fn stats_raw(&self, statistics: &[u8]) {
+        use std::sync::atomic::Ordering;
+        if self.pid_assigned.load(Ordering::Acquire) {
+            return;
+        }
+        let state: Option<serde_json::Value> = serde_json::from_slice(statistics).ok();
+        let idempotence = state
+            .as_ref()
+            .and_then(|s| s.pointer("/eos/idemp_state"))
+            .and_then(|v| v.as_str());
+        if idempotence == Some("Assigned") {
+            self.pid_assigned.store(true, Ordering::Release);
         }
     }
 }

@@ -77,12 +77,6 @@ pub struct CrashPlan {
 }
 
 impl CrashPlan {
-    pub fn is_active(&self) -> bool {
-        !self.points.is_empty()
-            && (self.rate > 0.0 || !self.trade_ids.is_empty())
-            && self.max_crashes > 0
-    }
-
     pub fn restart_delay(&self) -> Duration {
         Duration::from_millis(self.restart_delay_ms)
     }
@@ -308,6 +302,5 @@ mod tests {
             })
             .collect();
         assert_eq!(crashed, vec![3, 4]);
-        assert!(!Faults::none().plan().is_active());
     }
 }

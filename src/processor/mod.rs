@@ -262,8 +262,6 @@ pub struct ProcessorReport {
     pub rebalances: u64,
     /// The consumer did not leave the group within `close_timeout` (it was abandoned).
     pub close_timed_out: bool,
-    /// This incarnation ended in an injected crash.
-    pub crashed: bool,
     /// Processor incarnations (1 + restarts after crashes).
     pub incarnations: u64,
 }
@@ -277,7 +275,6 @@ impl ProcessorReport {
         self.commit_errors += other.commit_errors;
         self.rebalances = self.rebalances.max(other.rebalances);
         self.close_timed_out |= other.close_timed_out;
-        self.crashed = other.crashed;
         self.incarnations += other.incarnations;
     }
 }
@@ -438,7 +435,6 @@ impl Processor {
         }
         Ok(ProcessorReport {
             incarnations: 1,
-            crashed: self.crashed.is_cancelled(),
             metrics,
             elapsed,
             consumer_errors,

@@ -256,10 +256,6 @@ impl DbTx {
         Ok(effects)
     }
 
-    pub fn db(&self) -> &Db {
-        &self.db
-    }
-
     /// The `after-claim` crash point, for strategies that claim in Redis first.
     pub fn claimed(&self, trade_id: u64) -> Result<(), StrategyError> {
         Ok(self.faults.at(CrashPoint::AfterClaim, trade_id)?)

@@ -33,6 +33,9 @@ pub enum Command {
     Matrix(Box<MatrixArgs>),
     /// Compare runs against a baseline for nightly CI: exit 0 fine, 1 regression, 2 error.
     Compare(CompareArgs),
+    /// One processor process of `run --processes N`; reads its spec on stdin (internal).
+    #[command(hide = true)]
+    Process,
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +167,21 @@ pub struct CommonArgs {
     /// Pause before a crashed processor's replacement starts, ms.
     #[arg(long, default_value_t = 500)]
     pub restart_delay_ms: u64,
+    /// Run the processor as this many OS processes in one consumer group (0: inside this
+    /// process). Needed for --kill-at-ms and --kill-every-ms.
+    #[arg(long, default_value_t = 0)]
+    pub processes: usize,
+    /// SIGKILL a processor process at these times (ms after production starts),
+    /// comma-separated; a replacement starts after --restart-delay-ms.
+    #[arg(long, value_delimiter = ',')]
+    pub kill_at_ms: Vec<u64>,
+    /// SIGKILL a processor process this often (ms) while production runs.
+    #[arg(long)]
+    pub kill_every_ms: Option<u64>,
+    /// Kafka session.timeout.ms of the processors: how long the group waits for a silent
+    /// (killed) member before moving its partitions.
+    #[arg(long, default_value_t = 10_000)]
+    pub session_timeout_ms: u64,
     /// Delete every Redis key of the run this many ms after production starts, as a Redis
     /// restart without persistence would.
     #[arg(long)]
@@ -323,7 +341,11 @@ impl CommonArgs {
                 restart_delay_ms: self.restart_delay_ms,
                 seed: self.seed,
                 redis_wipe_at_ms: self.redis_wipe_at_ms,
+                kill_at_ms: self.kill_at_ms,
+                kill_every_ms: self.kill_every_ms,
             },
+            processes: self.processes,
+            session_timeout_ms: self.session_timeout_ms,
             processing_ttl_ms: self.processing_ttl_ms,
             done_ttl_ms: self.done_ttl_ms,
             unique_constraint: !self.no_unique_constraint,
@@ -341,6 +363,7 @@ impl CommonArgs {
             },
             out,
             command,
+            processor_exe: None,
         }
     }
 }

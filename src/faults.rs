@@ -74,6 +74,10 @@ pub struct CrashPlan {
     /// Delete every idempotency key of the run this long after production starts, as a Redis
     /// restart without persistence would (only this run's keys: Redis may be shared).
     pub redis_wipe_at_ms: Option<u64>,
+    /// SIGKILL a processor process at these times after production starts (`--processes`).
+    pub kill_at_ms: Vec<u64>,
+    /// SIGKILL a processor process this often while production runs (`--processes`).
+    pub kill_every_ms: Option<u64>,
 }
 
 impl CrashPlan {
@@ -85,7 +89,7 @@ impl CrashPlan {
 /// One injected fault, as logged.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct FaultEvent {
-    /// `crash` or `redis-wipe`.
+    /// `crash`, `redis-wipe` or `process-kill`.
     pub kind: &'static str,
     /// Where a crash hit (absent for faults that are not crashes).
     pub point: Option<CrashPoint>,
@@ -235,6 +239,8 @@ mod tests {
             restart_delay_ms: 0,
             seed: 7,
             redis_wipe_at_ms: None,
+            kill_at_ms: vec![],
+            kill_every_ms: None,
         }
     }
 

@@ -25,7 +25,12 @@ fn main() {
     let code = runtime.block_on(async {
         let cancel = CancellationToken::new();
         let on_interrupt = cancel.clone();
+        // A processor process ignores Ctrl-C: the run that started it stops it via stdin.
+        let is_member = matches!(cli.command, Command::Process);
         tokio::spawn(async move {
+            if is_member {
+                std::future::pending::<()>().await;
+            }
             if tokio::signal::ctrl_c().await.is_ok() {
                 eprintln!("[idembench] interrupted: stopping, auditing what was measured, writing a partial report");
                 on_interrupt.cancel();
@@ -60,6 +65,7 @@ fn main() {
                 }
             },
             },
+            Command::Process => idembench::member::serve().await,
             Command::Compare(args) => {
                 if !(args.threshold >= 0.0 && args.threshold.is_finite()) {
                     eprintln!("error: --threshold must be a non-negative fraction (0.1 = 10 %)");

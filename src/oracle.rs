@@ -71,6 +71,8 @@ pub struct RunShape {
     /// Of those, how many had their extra copy sent late, and how late.
     pub late_duplicated_trades: u64,
     pub late_delay_ms: u64,
+    /// How long the group waits before it moves a killed process's partitions.
+    pub session_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -234,6 +236,39 @@ pub fn predict(shape: &RunShape, log: &[FaultEvent]) -> Prediction {
                 .into(),
         );
     }
+    // SIGKILLed processes: each dies with at most one message per worker between its steps.
+    let kills = log.iter().filter(|e| e.kind == "process-kill").count() as u64;
+    if kills > 0 && !database_decides(strategy) {
+        let in_flight = kills * shape.workers as u64;
+        // The killed process's partitions move after about the session timeout.
+        let claim_outlives_move = shape.processing_ttl_ms > shape.session_timeout_ms + 30_000;
+        let claim_expires_first = shape.processing_ttl_ms * 2 < shape.session_timeout_ms;
+        if claims(strategy) && shape.on_in_progress == OnInProgress::Skip && !claim_expires_first {
+            lost = lost.plus(Bounds::up_to(in_flight));
+            rules.push(format!(
+                "{}: a kill strands at most one PROCESSING claim per worker ({in_flight}): the redelivery skips it, lost",
+                strategy.name()
+            ));
+        }
+        let redis_decides = matches!(
+            strategy,
+            StrategyKind::RedisOnly | StrategyKind::RedisOnlyAtomic
+        );
+        if redis_decides && !shape.unique_constraint && !claim_outlives_move {
+            double = double.plus(Bounds::up_to(in_flight));
+            rules.push(
+                "a claim that expires before the partition moves lets a committed trade apply again"
+                    .into(),
+            );
+        }
+        if strategy == StrategyKind::None && !shape.unique_constraint {
+            double = Bounds {
+                min: double.min,
+                max: None,
+            };
+            rules.push("none: the new owner replays everything uncommitted".into());
+        }
+    }
     if database_decides(strategy) && strategy != StrategyKind::DbOffsets {
         rules.push(format!(
             "{}: the database decides, nothing lost or doubled",
@@ -263,6 +298,7 @@ mod tests {
             duplicated_trades: 40,
             late_duplicated_trades: 0,
             late_delay_ms: 1_000,
+            session_timeout_ms: 10_000,
         }
     }
 
@@ -332,6 +368,37 @@ mod tests {
         );
         assert_eq!(p.lost, Bounds { min: 2, max: None });
         assert!(p.lost.contains(7) && !p.lost.contains(1));
+    }
+
+    #[test]
+    fn kills_bound_claims_by_workers_and_leave_the_database_exact() {
+        let kill = |n: usize| -> Vec<FaultEvent> {
+            (0..n)
+                .map(|_| FaultEvent {
+                    kind: "process-kill",
+                    point: None,
+                    trade_id: 0,
+                    at_us: 0,
+                })
+                .collect()
+        };
+        let two_workers = |strategy| RunShape {
+            workers: 2,
+            unique_constraint: false,
+            ..shape(strategy)
+        };
+        let p = predict(&two_workers(StrategyKind::RedisOnly), &kill(3));
+        assert_eq!((p.lost, p.double_applied), (Bounds::up_to(6), Bounds::ZERO));
+        let short_ttl = RunShape {
+            processing_ttl_ms: 1_000,
+            ..two_workers(StrategyKind::RedisOnly)
+        };
+        let p = predict(&short_ttl, &kill(1));
+        assert_eq!((p.lost, p.double_applied), (Bounds::ZERO, Bounds::up_to(2)));
+        let p = predict(&two_workers(StrategyKind::DbOnly), &kill(5));
+        assert_eq!((p.lost, p.double_applied), (Bounds::ZERO, Bounds::ZERO));
+        let p = predict(&two_workers(StrategyKind::None), &kill(1));
+        assert_eq!(p.double_applied.max, None);
     }
 
     #[test]

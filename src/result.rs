@@ -192,8 +192,15 @@ pub struct ProcessorStats {
     /// Messages produced but not yet processed when the processor stopped (0 unless partial):
     /// in a partial run, `correctness.lost` includes the trades among them.
     pub lag_at_stop: i64,
-    /// Processor restarts after injected crashes.
+    /// Processor restarts after injected crashes, and replacements of killed processes.
     pub restarts: u64,
+    /// Processor OS processes that ran (`--processes`; 0 when the processor ran in-process).
+    pub processes: u64,
+    /// Processor processes killed with SIGKILL.
+    pub process_kills: u64,
+    /// Killed processes whose last second of latency measurements died with them (the
+    /// correctness counts, read from Postgres, are unaffected).
+    pub killed_measurement_windows: u64,
     /// Messages taken off the topic more than once (replayed after a crash or rebalance).
     pub redeliveries: u64,
 }
@@ -285,8 +292,14 @@ impl RunResult {
                     .iter()
                     .map(|(p, n)| format!("{n} {p}"))
                     .collect();
+                let missing = match self.processor.killed_measurement_windows {
+                    0 => String::new(),
+                    n => format!(
+                        "\n               latencies and processor counts miss up to 1 s before each of {n} kill(s); the audit misses nothing"
+                    ),
+                };
                 format!(
-                    "  faults       {} injected ({}), {} restarts, {} redeliveries\n",
+                    "  faults       {} injected ({}), {} restarts, {} redeliveries{missing}\n",
                     self.faults.log.len(),
                     points.join(", "),
                     self.processor.restarts,

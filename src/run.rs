@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{self, ProcessorCounts};
 use crate::db::{Db, DbError, DbSettings};
 use crate::faults::{CrashPlan, Faults};
+use crate::fleet::Fleet;
 use crate::kafka::{self, Admin, KafkaSetupError};
+use crate::member::MemberSpec;
 use crate::oracle::{self, OracleReport, RunShape};
 use crate::processor::{
     CommitMode, Processor, ProcessorError, ProcessorReport, ProcessorSettings, Progress,
@@ -33,7 +35,7 @@ use crate::result::{
     SCHEMA_VERSION, ServiceVersion, Services, Stages, Status, Throughput,
 };
 use crate::strategy::parts::OnInProgress;
-use crate::strategy::{self, RetryPolicy, StrategyKind, StrategySettings};
+use crate::strategy::{self, StrategyKind};
 
 /// Where the services are. Never serialized as is: URLs may hold passwords.
 #[derive(Clone)]
@@ -71,6 +73,10 @@ pub struct RunConfig {
     pub commit_interval_ms: u64,
     pub on_in_progress: OnInProgress,
     pub batch_size: usize,
+    /// Processor OS processes in the group (0: one processor inside this process).
+    pub processes: usize,
+    /// How long the group waits for a silent member (a killed process) before rebalancing.
+    pub session_timeout_ms: u64,
     /// Crashes to inject (`faults.plan` in result.json).
     pub crash_plan: CrashPlan,
     pub processing_ttl_ms: u64,
@@ -91,6 +97,9 @@ pub struct RunConfig {
     /// The command line, recorded so the report can say how to reproduce it.
     #[serde(skip)]
     pub command: String,
+    /// The `idembench` binary that `--processes` starts; `None` means this executable.
+    #[serde(skip)]
+    pub processor_exe: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +110,8 @@ pub enum RunError {
     Service { error: String, hint: String },
     #[error("the processor failed: {0}")]
     Processor(#[from] ProcessorError),
+    #[error("{0}")]
+    Processes(String),
     #[error("{0}")]
     Db(#[from] DbError),
     #[error("cannot write the report: {0}")]
@@ -179,6 +190,25 @@ impl RunConfig {
         if crashes.points.is_empty() && (crashes.rate > 0.0 || !crashes.trade_ids.is_empty()) {
             return fail(
                 "--crash-rate and --crash-trades need --crash-at POINT[,POINT] (after-receive, after-claim, after-db-commit, after-redis-done, before-offset-commit)",
+            );
+        }
+        let kills = !crashes.kill_at_ms.is_empty() || crashes.kill_every_ms.is_some();
+        if self.processes == 0 && kills {
+            return fail(
+                "--kill-at-ms and --kill-every-ms kill processor processes: add --processes N (N ≥ 1; 2 or more for a rebalance onto survivors)",
+            );
+        }
+        if self.processes > 0 && !crashes.points.is_empty() {
+            return fail(
+                "--crash-at crashes a processor inside this process; with --processes use --kill-at-ms or --kill-every-ms (SIGKILL)",
+            );
+        }
+        if crashes.kill_every_ms == Some(0) {
+            return fail("--kill-every-ms must be positive");
+        }
+        if self.session_timeout_ms < 1_000 {
+            return fail(
+                "--session-timeout-ms must be at least 1000 (brokers refuse less than group.min.session.timeout.ms, 6000 by default)",
             );
         }
         if self.batch_size == 0 {
@@ -385,31 +415,39 @@ async fn measure(
 ) -> Result<Measured, RunError> {
     let timeout = config.connect_timeout();
     let faults = Arc::new(Faults::new(config.crash_plan.clone()));
-    let settings = StrategySettings {
-        faults: faults.clone(),
-        processing_ttl: Duration::from_millis(config.processing_ttl_ms),
-        done_ttl: Duration::from_millis(config.done_ttl_ms),
+    let spec = MemberSpec {
+        strategy: config.strategy,
+        redis_client: config.redis_client,
+        processor: ProcessorSettings {
+            brokers: config.connections.kafka_brokers.clone(),
+            topic: names.topic.clone(),
+            group_id: names.group.clone(),
+            partitions: config.partitions,
+            workers: config.workers,
+            commit_mode: config.commit_mode,
+            commit_interval: Duration::from_millis(config.commit_interval_ms.max(1)),
+            batch_size: config.batch_size,
+            queue_depth: 1024,
+            close_timeout: Duration::from_secs(10),
+            session_timeout: Duration::from_millis(config.session_timeout_ms),
+        },
+        processing_ttl_ms: config.processing_ttl_ms,
+        done_ttl_ms: config.done_ttl_ms,
         key_prefix: names.key_prefix.clone(),
         on_in_progress: config.on_in_progress,
-        retry: RetryPolicy {
-            attempts: 8,
-            first_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_secs(2),
-        },
+        schema: names.schema.clone(),
+        redis_url: config.connections.redis_url.clone(),
+        postgres_url: config.connections.postgres_url.clone(),
+        redis_connections: config.redis_connections,
+        postgres_connections: config.postgres_connections,
+        connect_timeout_ms: config.connect_timeout_ms,
     };
-    let strategy = strategy::build(config.strategy, settings, db.clone(), redis.clone());
-    let processor_settings = ProcessorSettings {
-        brokers: config.connections.kafka_brokers.clone(),
-        topic: names.topic.clone(),
-        group_id: names.group.clone(),
-        partitions: config.partitions,
-        workers: config.workers,
-        commit_mode: config.commit_mode,
-        commit_interval: Duration::from_millis(config.commit_interval_ms.max(1)),
-        batch_size: config.batch_size,
-        queue_depth: 1024,
-        close_timeout: Duration::from_secs(10),
-    };
+    let strategy = strategy::build(
+        config.strategy,
+        spec.strategy_settings(faults.clone()),
+        db.clone(),
+        redis.clone(),
+    );
 
     // 3. The producer connects (and, being idempotent, obtains its producer id) and the
     // processor joins its group before the first message is sent, so neither start-up cost is
@@ -418,15 +456,38 @@ async fn measure(
         .map_err(kafka_error)?;
     let warm_up = kafka::warm_up(&producer, &names.topic, timeout);
     let progress = Arc::new(Progress::new(config.partitions));
-    let mut processor = Processor::start(
-        &processor_settings,
-        strategy.clone(),
-        progress.clone(),
-        faults.clone(),
-    )?;
+    let mut consumers = if config.processes == 0 {
+        Consumers::InProcess(Processor::start(
+            &spec.processor,
+            strategy.clone(),
+            progress.clone(),
+            faults.clone(),
+        )?)
+    } else {
+        let exe = match &config.processor_exe {
+            Some(exe) => exe.clone(),
+            None => std::env::current_exe().map_err(|e| {
+                RunError::Processes(format!("cannot find the idembench executable: {e}"))
+            })?,
+        };
+        Consumers::Processes(Box::new(
+            Fleet::start(exe, &spec, config.processes)
+                .await
+                .map_err(RunError::Processes)?,
+        ))
+    };
     warm_up.await.map_err(kafka_error)?;
-    if !processor.wait_for_assignment(Duration::from_secs(30)).await {
-        let _ = processor.stop().await;
+    let assigned = match &mut consumers {
+        Consumers::InProcess(processor) => {
+            processor.wait_for_assignment(Duration::from_secs(30)).await
+        }
+        Consumers::Processes(fleet) => fleet
+            .wait_for_assignment(Duration::from_secs(30))
+            .await
+            .map_err(RunError::Processes)?,
+    };
+    if !assigned {
+        consumers.stop().await;
         return Err(RunError::Service {
             error: format!(
                 "the consumer group {} got no partitions within 30 s",
@@ -478,14 +539,17 @@ async fn measure(
         async move { idembench_loadgen::produce(&producer.producer, &send, &spec, &plan, &cancel).await }
     }));
 
-    // 5. Supervise: replace a crashed processor after the restart delay; stop when every
-    // produced offset is processed and committed (a crash replays what was not), or on
-    // Ctrl-C, or when the drain times out.
+    // 5. Supervise: replace a crashed processor (or a killed process) after the restart delay;
+    // stop when every produced offset is processed and committed (a crash replays what was
+    // not), or on Ctrl-C, or when the drain times out.
     let mut produced = None;
     let mut partial_reason = None;
     let mut drain_deadline = None;
     let mut earlier = ProcessorReport::default();
     let restart_delay = faults.plan().restart_delay();
+    let mut kills = KillSchedule::new(faults.plan(), run_started);
+    let mut respawns: Vec<Instant> = Vec::new();
+    let mut offsets_read = Instant::now();
     loop {
         if production.as_ref().is_some_and(|task| task.is_finished()) {
             let report = production
@@ -500,32 +564,71 @@ async fn measure(
             drain_deadline = Some(Instant::now() + Duration::from_millis(config.drain_timeout_ms));
             produced = Some(report);
         }
-        if processor.failed().is_cancelled() {
-            produce_cancel.cancel();
-            ticker.abort();
-            return Err(processor
-                .stop()
-                .await
-                .err()
-                .map(RunError::from)
-                .unwrap_or_else(|| RunError::Config("processor failed".into())));
-        }
-        if processor.crashed().is_cancelled() {
-            earlier.add(processor.stop().await?);
-            tokio::select! {
-                _ = tokio::time::sleep(restart_delay) => {}
-                _ = cancel.cancelled() => {}
+        match &mut consumers {
+            Consumers::InProcess(processor) => {
+                if processor.failed().is_cancelled() {
+                    produce_cancel.cancel();
+                    ticker.abort();
+                    let Consumers::InProcess(processor) = consumers else {
+                        unreachable!()
+                    };
+                    return Err(processor
+                        .stop()
+                        .await
+                        .err()
+                        .map(RunError::from)
+                        .unwrap_or_else(|| RunError::Config("processor failed".into())));
+                }
+                if processor.crashed().is_cancelled() {
+                    let Consumers::InProcess(crashed) = consumers else {
+                        unreachable!()
+                    };
+                    earlier.add(crashed.stop().await?);
+                    tokio::select! {
+                        _ = tokio::time::sleep(restart_delay) => {}
+                        _ = cancel.cancelled() => {}
+                    }
+                    let processor = Processor::start(
+                        &spec.processor,
+                        strategy.clone(),
+                        progress.clone(),
+                        faults.clone(),
+                    )?;
+                    if !processor.wait_for_assignment(Duration::from_secs(30)).await {
+                        tracing::warn!("the restarted processor got no partitions within 30 s");
+                    }
+                    consumers = Consumers::InProcess(processor);
+                    continue;
+                }
             }
-            processor = Processor::start(
-                &processor_settings,
-                strategy.clone(),
-                progress.clone(),
-                faults.clone(),
-            )?;
-            if !processor.wait_for_assignment(Duration::from_secs(30)).await {
-                tracing::warn!("the restarted processor got no partitions within 30 s");
+            Consumers::Processes(fleet) => {
+                if let Err(error) = fleet.check() {
+                    produce_cancel.cancel();
+                    ticker.abort();
+                    consumers.stop().await;
+                    return Err(RunError::Processes(error));
+                }
+                if kills.due(produced.is_none()) {
+                    faults.record("process-kill");
+                    if let Some(member) = fleet.kill_one().await {
+                        say(
+                            config,
+                            format!("killed processor process {member} (SIGKILL)"),
+                        );
+                        respawns.push(Instant::now() + restart_delay);
+                    }
+                }
+                if let Some(due) = respawns.iter().position(|at| *at <= Instant::now()) {
+                    respawns.swap_remove(due);
+                    fleet.spawn().await.map_err(RunError::Processes)?;
+                }
+                if offsets_read.elapsed() >= Duration::from_millis(200) {
+                    offsets_read = Instant::now();
+                    if let Err(error) = fleet.observe_committed(&progress).await {
+                        tracing::warn!(%error);
+                    }
+                }
             }
-            continue;
         }
         if let Some(report) = &produced {
             if partial_reason.is_some() || progress.caught_up(&report.end_offsets) {
@@ -555,8 +658,13 @@ async fn measure(
     if let Some(wipe) = wipe {
         wipe.abort();
     }
-    earlier.add(processor.stop().await?);
+    let stopped = consumers.stop().await;
+    earlier.add(stopped.report?);
     let report = earlier;
+    let mut redis_counts = report.redis;
+    if let Some(redis) = &redis {
+        redis_counts.add(redis.counters().values());
+    }
     let counts = report.metrics.counts;
     let observed = audit::observe(db).await?;
     let correctness = audit::reconcile(
@@ -663,6 +771,7 @@ async fn measure(
                     duplicated_trades: produced.ledger.trades_with_extra_copies(),
                     late_duplicated_trades: late_duplicated,
                     late_delay_ms: config.stream.late_duplicate_delay_ms,
+                    session_timeout_ms: config.session_timeout_ms,
                 },
                 &faults.log(),
             ),
@@ -673,33 +782,112 @@ async fn measure(
         faults: FaultsReport::new(&faults),
         processor: ProcessorStats {
             counts,
-            redis_errors: redis.as_ref().map_or(0, |r| {
-                r.counters()
-                    .errors
-                    .load(std::sync::atomic::Ordering::Relaxed)
-            }),
-            redis_timeouts: redis.as_ref().map_or(0, |r| {
-                r.counters()
-                    .timeouts
-                    .load(std::sync::atomic::Ordering::Relaxed)
-            }),
-            redis_reconnects: redis.as_ref().map_or(0, |r| {
-                r.counters()
-                    .reconnects
-                    .load(std::sync::atomic::Ordering::Relaxed)
-            }),
+            redis_errors: redis_counts.errors,
+            redis_timeouts: redis_counts.timeouts,
+            redis_reconnects: redis_counts.reconnects,
             consumer_errors: report.consumer_errors,
             commit_errors: report.commit_errors,
             rebalances: report.rebalances,
             close_timed_out: report.close_timed_out,
             lag_at_stop,
-            restarts: report.incarnations.saturating_sub(1),
+            restarts: if stopped.processes > 0 {
+                stopped.processes.saturating_sub(config.processes as u64)
+            } else {
+                report.incarnations.saturating_sub(1)
+            },
+            processes: stopped.processes,
+            process_kills: faults
+                .log()
+                .iter()
+                .filter(|event| event.kind == "process-kill")
+                .count() as u64,
+            killed_measurement_windows: stopped.killed_measurement_windows,
             redeliveries: counts
                 .messages
                 .saturating_sub(produced.ledger.copies_sent() + produced.ledger.malformed_acked),
         },
     };
     Ok(Measured { result, histograms })
+}
+
+/// The processors of a run: one inside this process, or a fleet of processor processes.
+enum Consumers {
+    InProcess(Processor),
+    Processes(Box<Fleet>),
+}
+
+struct Stopped {
+    report: Result<ProcessorReport, RunError>,
+    /// Processor processes that ran (0 in-process).
+    processes: u64,
+    /// Killed processes whose last second of measurements died with them.
+    killed_measurement_windows: u64,
+}
+
+impl Consumers {
+    async fn stop(self) -> Stopped {
+        match self {
+            Consumers::InProcess(processor) => Stopped {
+                report: processor.stop().await.map_err(RunError::from),
+                processes: 0,
+                killed_measurement_windows: 0,
+            },
+            Consumers::Processes(fleet) => {
+                let fleet = fleet.stop().await;
+                Stopped {
+                    report: Ok(fleet.report),
+                    processes: fleet.processes,
+                    killed_measurement_windows: fleet.killed_measurement_windows,
+                }
+            }
+        }
+    }
+}
+
+/// When the next SIGKILL is due: each `kill_at_ms` once, and every `kill_every_ms` while
+/// production runs.
+struct KillSchedule {
+    at: std::collections::VecDeque<Instant>,
+    every: Option<Duration>,
+    next_periodic: Option<Instant>,
+}
+
+impl KillSchedule {
+    fn new(plan: &CrashPlan, started: Instant) -> KillSchedule {
+        let mut at: Vec<u64> = plan.kill_at_ms.clone();
+        at.sort_unstable();
+        let every = plan.kill_every_ms.map(Duration::from_millis);
+        KillSchedule {
+            at: at
+                .into_iter()
+                .map(|ms| started + Duration::from_millis(ms))
+                .collect(),
+            every,
+            next_periodic: every.map(|every| started + every),
+        }
+    }
+
+    /// True (once) when a kill is due now.
+    fn due(&mut self, producing: bool) -> bool {
+        let now = Instant::now();
+        if self.at.front().is_some_and(|at| *at <= now) {
+            self.at.pop_front();
+            return true;
+        }
+        match (self.next_periodic, self.every) {
+            (Some(next), Some(every)) if producing && next <= now => {
+                self.next_periodic = Some(next + every);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+fn say(config: &RunConfig, line: String) {
+    if !config.quiet {
+        eprintln!("[idembench] {line}");
+    }
 }
 
 fn per_second(count: u64, seconds: f64) -> f64 {
@@ -726,9 +914,9 @@ fn spawn_progress_ticker(
         loop {
             interval.tick().await;
             eprintln!(
-                "[idembench] {:>5.1}s  processed {:>8} of {} planned messages",
+                "[idembench] {:>5.1}s  committed {:>8} of {} planned messages",
                 started.elapsed().as_secs_f64(),
-                progress.completed(),
+                progress.committed_total(),
                 planned
             );
         }

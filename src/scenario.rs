@@ -114,6 +114,10 @@ settings! {
     max_crashes: u64,
     restart_delay_ms: u64,
     redis_wipe_at_ms: u64,
+    processes: usize,
+    kill_at_ms: Vec<u64>,
+    kill_every_ms: u64,
+    session_timeout_ms: u64,
     on_in_progress: OnInProgress,
     processing_ttl_ms: u64,
     done_ttl_ms: u64,
@@ -152,6 +156,9 @@ impl Settings {
             crash_rate,
             crash_trades,
             restart_delay_ms,
+            processes,
+            kill_at_ms,
+            session_timeout_ms,
             on_in_progress,
             processing_ttl_ms,
             done_ttl_ms,
@@ -165,6 +172,9 @@ impl Settings {
         }
         if let Some(at) = self.redis_wipe_at_ms {
             args.redis_wipe_at_ms = Some(at);
+        }
+        if let Some(every) = self.kill_every_ms {
+            args.kill_every_ms = Some(every);
         }
         if let Some(on) = self.unique_constraint {
             args.no_unique_constraint = !on;

@@ -93,6 +93,7 @@ async fn db_offsets_seeks_to_the_stored_offset_on_assignment() {
         batch_size: 1,
         queue_depth: 64,
         close_timeout: Duration::from_secs(10),
+        session_timeout: Duration::from_secs(10),
     };
     let progress = Arc::new(Progress::new(1));
     let processor =

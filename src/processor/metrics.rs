@@ -21,7 +21,7 @@ pub struct WorkerMetrics {
 }
 
 /// Per-message outcomes, summed over workers.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Counts {
     /// Messages taken off the topic (trades and malformed ones).
     pub messages: u64,
@@ -35,6 +35,14 @@ pub struct Counts {
     pub stalled_us: u64,
     /// Copies that waited at all.
     pub stalled_copies: u64,
+}
+
+/// [`WorkerMetrics`] as one processor process reports them to the run that started it.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct WireMetrics {
+    pub counts: Counts,
+    /// Base64 V2+DEFLATE, by the names of [`WorkerMetrics::histograms`].
+    pub histograms: std::collections::BTreeMap<String, String>,
 }
 
 impl Counts {
@@ -121,6 +129,63 @@ impl WorkerMetrics {
         record(&mut self.offset_commit_us, commit_us);
     }
 
+    /// The histograms by the names `result.json` and the `*.hgrm` files use.
+    pub fn histograms(&self) -> [(&'static str, &Histogram<u64>); 6] {
+        [
+            (
+                "end_to_end_from_intended",
+                &self.end_to_end_from_intended_us,
+            ),
+            ("end_to_end_from_sent", &self.end_to_end_from_sent_us),
+            ("claim", &self.claim_us),
+            ("business", &self.business_us),
+            ("mark_done", &self.mark_done_us),
+            ("offset_commit", &self.offset_commit_us),
+        ]
+    }
+
+    /// A form that crosses a process boundary: counts as they are, histograms encoded.
+    pub fn to_wire(&self) -> WireMetrics {
+        WireMetrics {
+            counts: self.counts,
+            histograms: self
+                .histograms()
+                .into_iter()
+                .map(|(name, h)| (name.to_string(), crate::hgrm::encode(h)))
+                .collect(),
+        }
+    }
+
+    pub fn from_wire(wire: &WireMetrics) -> Result<WorkerMetrics, String> {
+        let mut metrics = WorkerMetrics {
+            counts: wire.counts,
+            ..WorkerMetrics::default()
+        };
+        let decode = |name: &str| -> Result<Histogram<u64>, String> {
+            let text = wire
+                .histograms
+                .get(name)
+                .ok_or_else(|| format!("the histogram {name} is missing"))?;
+            crate::hgrm::decode(text)
+        };
+        for (histogram, name) in [
+            (
+                &mut metrics.end_to_end_from_intended_us,
+                "end_to_end_from_intended",
+            ),
+            (&mut metrics.end_to_end_from_sent_us, "end_to_end_from_sent"),
+            (&mut metrics.claim_us, "claim"),
+            (&mut metrics.business_us, "business"),
+            (&mut metrics.mark_done_us, "mark_done"),
+            (&mut metrics.offset_commit_us, "offset_commit"),
+        ] {
+            histogram
+                .add(decode(name)?)
+                .map_err(|e| format!("the histogram {name} does not fit: {e:?}"))?;
+        }
+        Ok(metrics)
+    }
+
     pub fn merge(&mut self, other: &WorkerMetrics) {
         for (mine, theirs) in [
             (
@@ -139,5 +204,28 @@ impl WorkerMetrics {
             mine.add(theirs).expect("all histograms share one range");
         }
         self.counts.add(&other.counts);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_survive_the_wire() {
+        let mut metrics = WorkerMetrics::default();
+        metrics.record_completion(1_000, 2_000, 9_000, 250);
+        metrics.record_outcome(Outcome::Applied);
+        metrics.counts.messages = 1;
+        let json = serde_json::to_string(&metrics.to_wire()).unwrap();
+        let back = WorkerMetrics::from_wire(&serde_json::from_str(&json).unwrap()).unwrap();
+        assert_eq!(back.counts, metrics.counts);
+        assert_eq!(back.end_to_end_from_intended_us.len(), 1);
+        assert_eq!(
+            back.end_to_end_from_sent_us.max(),
+            metrics.end_to_end_from_sent_us.max()
+        );
+        assert_eq!(back.offset_commit_us.len(), 1);
+        assert!(back.claim_us.is_empty());
     }
 }

@@ -49,7 +49,7 @@ pub enum CommitMode {
     Sync,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct ProcessorSettings {
     pub brokers: String,
     pub topic: String,
@@ -65,6 +65,8 @@ pub struct ProcessorSettings {
     pub queue_depth: usize,
     /// Longest wait for the consumer to leave the group when the processor stops.
     pub close_timeout: Duration,
+    /// The group forgets a member that sent no heartbeat for this long (a killed process).
+    pub session_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,12 +141,34 @@ impl Progress {
         end_offsets
             .iter()
             .map(|(partition, end)| {
-                let next = usize::try_from(*partition)
-                    .ok()
-                    .and_then(|p| self.next_offsets.get(p));
-                (end - next.map_or(0, |n| n.load(Ordering::Acquire))).max(0)
+                let at = |offsets: &[AtomicI64]| {
+                    usize::try_from(*partition)
+                        .ok()
+                        .and_then(|p| offsets.get(p))
+                        .map_or(0, |n| n.load(Ordering::Acquire))
+                };
+                // Processor processes report only what they committed.
+                (end - at(&self.next_offsets).max(at(&self.committed))).max(0)
             })
             .sum()
+    }
+
+    pub fn rebalances(&self) -> u64 {
+        self.rebalances.load(Ordering::Relaxed)
+    }
+
+    /// Sum over partitions of the committed next offsets: messages the group has committed.
+    pub fn committed_total(&self) -> i64 {
+        self.committed
+            .iter()
+            .map(|c| c.load(Ordering::Acquire))
+            .sum()
+    }
+
+    /// Records a committed offset read from the group coordinator (processor processes commit
+    /// on their own; the run learns of it this way).
+    pub fn observe_committed(&self, partition: i32, next_offset: i64) {
+        self.mark_committed(partition, next_offset);
     }
 
     pub fn completed(&self) -> u64 {
@@ -264,11 +288,52 @@ pub struct ProcessorReport {
     pub close_timed_out: bool,
     /// Processor incarnations (1 + restarts after crashes).
     pub incarnations: u64,
+    /// Redis client counters, where the processor owned its client (a processor process).
+    pub redis: crate::redis::CounterValues,
+}
+
+/// A [`ProcessorReport`] as one processor process sends it to the run that started it.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct WireReport {
+    pub metrics: metrics::WireMetrics,
+    pub elapsed_ms: u64,
+    pub consumer_errors: u64,
+    pub commit_errors: u64,
+    pub rebalances: u64,
+    pub close_timed_out: bool,
+    pub redis: crate::redis::CounterValues,
 }
 
 impl ProcessorReport {
+    pub fn to_wire(&self) -> WireReport {
+        WireReport {
+            metrics: self.metrics.to_wire(),
+            elapsed_ms: self.elapsed.as_millis() as u64,
+            consumer_errors: self.consumer_errors,
+            commit_errors: self.commit_errors,
+            rebalances: self.rebalances,
+            close_timed_out: self.close_timed_out,
+            redis: self.redis,
+        }
+    }
+
+    /// One process's report, counted as one incarnation.
+    pub fn from_wire(wire: &WireReport) -> Result<ProcessorReport, String> {
+        Ok(ProcessorReport {
+            metrics: WorkerMetrics::from_wire(&wire.metrics)?,
+            elapsed: Duration::from_millis(wire.elapsed_ms),
+            consumer_errors: wire.consumer_errors,
+            commit_errors: wire.commit_errors,
+            rebalances: wire.rebalances,
+            close_timed_out: wire.close_timed_out,
+            incarnations: 1,
+            redis: wire.redis,
+        })
+    }
+
     /// Adds a later incarnation's report to this one.
     pub fn add(&mut self, other: ProcessorReport) {
+        self.redis.add(other.redis);
         self.metrics.merge(&other.metrics);
         self.elapsed += other.elapsed;
         self.consumer_errors += other.consumer_errors;
@@ -289,9 +354,15 @@ pub struct Processor {
     committer: Option<JoinHandle<u64>>,
     workers: Vec<JoinHandle<Result<(WorkerMetrics, u64), StrategyError>>>,
     consumer: Arc<GroupConsumer>,
+    /// What workers have flushed so far (once a second each): readable while they run.
+    flushed: Arc<std::sync::Mutex<WorkerMetrics>>,
     started: Instant,
     close_timeout: Duration,
 }
+
+/// How often a worker hands its metrics to [`Processor::snapshot`]. The lock is taken once per
+/// worker per period, never per message.
+const FLUSH_PERIOD: Duration = Duration::from_secs(1);
 
 impl Processor {
     /// Joins the group and starts consuming. Partitions arrive asynchronously: see
@@ -316,7 +387,10 @@ impl Processor {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
+            .set(
+                "session.timeout.ms",
+                settings.session_timeout.as_millis().to_string(),
+            )
             .set("socket.connection.setup.timeout.ms", "5000")
             .create_with_context(GroupContext {
                 progress: progress.clone(),
@@ -334,6 +408,7 @@ impl Processor {
         let stop = CancellationToken::new();
         let failed = CancellationToken::new();
         let crashed = CancellationToken::new();
+        let flushed = Arc::new(std::sync::Mutex::new(WorkerMetrics::default()));
         let mut senders = Vec::new();
         let mut workers = Vec::new();
         for _ in 0..settings.workers.max(1) {
@@ -350,6 +425,7 @@ impl Processor {
                 failed: failed.clone(),
                 crashed: crashed.clone(),
                 faults: faults.clone(),
+                flushed: flushed.clone(),
             };
             workers.push(tokio::spawn(worker.run(rx)));
         }
@@ -376,6 +452,7 @@ impl Processor {
             committer,
             workers,
             consumer,
+            flushed,
             started: Instant::now(),
             close_timeout: settings.close_timeout,
         })
@@ -396,6 +473,11 @@ impl Processor {
         &self.crashed
     }
 
+    /// What the workers measured up to their last flush (at most [`FLUSH_PERIOD`] ago).
+    pub fn snapshot(&self) -> WorkerMetrics {
+        self.flushed.lock().expect("metrics lock").clone()
+    }
+
     /// Waits until the group has assigned this consumer its partitions, or `timeout` passes.
     pub async fn wait_for_assignment(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
@@ -413,7 +495,7 @@ impl Processor {
     pub async fn stop(self) -> Result<ProcessorReport, ProcessorError> {
         self.stop.cancel();
         let consumer_errors = self.dispatcher.await.unwrap_or(0);
-        let mut metrics = WorkerMetrics::default();
+        let mut metrics = std::mem::take(&mut *self.flushed.lock().expect("metrics lock"));
         let mut commit_errors = 0;
         let mut first_error = None;
         for worker in self.workers {
@@ -441,6 +523,7 @@ impl Processor {
             commit_errors,
             rebalances: self.progress.rebalances.load(Ordering::Relaxed),
             close_timed_out,
+            redis: Default::default(),
         })
     }
 }
@@ -513,6 +596,7 @@ struct Worker {
     failed: CancellationToken,
     crashed: CancellationToken,
     faults: Arc<Faults>,
+    flushed: Arc<std::sync::Mutex<WorkerMetrics>>,
 }
 
 impl Worker {
@@ -533,13 +617,23 @@ impl Worker {
         let mut metrics = WorkerMetrics::default();
         let mut commit_errors = 0u64;
         let mut batch: Vec<OwnedMessage> = Vec::with_capacity(self.batch_size);
+        let mut last_flush = Instant::now();
         'messages: loop {
+            if last_flush.elapsed() >= FLUSH_PERIOD {
+                self.flushed
+                    .lock()
+                    .expect("metrics lock")
+                    .merge(&std::mem::take(&mut metrics));
+                last_flush = Instant::now();
+            }
             let first = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break,
                 _ = self.failed.cancelled() => break,
                 _ = self.crashed.cancelled() => break,
                 message = inbox.recv() => match message { Some(m) => m, None => break },
+                // Idle: flush anyway, so a snapshot misses nothing already measured.
+                _ = tokio::time::sleep_until((last_flush + FLUSH_PERIOD).into()) => continue,
             };
             // A polled batch: whatever is already waiting, up to the batch size; never wait
             // for more.

@@ -84,7 +84,31 @@ pub struct ClientCounters {
     pub reconnects: Arc<AtomicU64>,
 }
 
+/// [`ClientCounters`] read at one moment; summed over processes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct CounterValues {
+    pub errors: u64,
+    pub timeouts: u64,
+    pub reconnects: u64,
+}
+
+impl CounterValues {
+    pub fn add(&mut self, other: CounterValues) {
+        self.errors += other.errors;
+        self.timeouts += other.timeouts;
+        self.reconnects += other.reconnects;
+    }
+}
+
 impl ClientCounters {
+    pub fn values(&self) -> CounterValues {
+        CounterValues {
+            errors: self.errors.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+        }
+    }
+
     fn count<T>(&self, result: &Result<T, RedisError>) {
         match result {
             Err(RedisError::Timeout { .. }) => {

@@ -20,10 +20,13 @@ pub fn config(args: &[&str], out: &std::path::Path) -> RunConfig {
         out.to_str().expect("utf-8 temp path"),
     ];
     argv.extend_from_slice(args);
-    match Cli::try_parse_from(argv).expect("valid flags").command {
+    let mut config = match Cli::try_parse_from(argv).expect("valid flags").command {
         Command::Run(run) => run.into_config(args.join(" ")),
         _ => unreachable!("parsed as run"),
-    }
+    };
+    // `--processes` starts the idembench binary, not this test binary.
+    config.processor_exe = Some(env!("CARGO_BIN_EXE_idembench").into());
+    config
 }
 
 pub async fn run(args: &[&str]) -> (RunOutcome, tempfile::TempDir) {

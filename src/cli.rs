@@ -9,7 +9,7 @@ use idembench_loadgen::StreamSpec;
 use crate::faults::{CrashPlan, CrashPoint};
 use crate::processor::CommitMode;
 use crate::redis::RedisClientKind;
-use crate::run::{Connections, RunConfig};
+use crate::run::{Connections, DuplicatePartition, RunConfig};
 use crate::strategy::StrategyKind;
 use crate::strategy::parts::OnInProgress;
 
@@ -127,6 +127,10 @@ pub struct CommonArgs {
     /// the processor must count and skip without losing anything.
     #[arg(long, default_value_t = 0.0)]
     pub malformed_rate: f64,
+    /// Where a duplicate goes: `same` partition as its original (one consumer sees both, in
+    /// order) or the `next` one (two consumers may process copies of one trade at once).
+    #[arg(long, value_enum, default_value = "same")]
+    pub duplicate_partition: DuplicatePartition,
     /// Seed of the stream: the same seed gives the same trades and duplicates.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -186,6 +190,22 @@ pub struct CommonArgs {
     /// restart without persistence would.
     #[arg(long)]
     pub redis_wipe_at_ms: Option<u64>,
+    /// Trade ids whose business transaction is slowed by --slow-ms (every copy), comma-separated:
+    /// a PROCESSING claim shorter than that expires while its owner still works.
+    #[arg(long, value_delimiter = ',')]
+    pub slow_trades: Vec<u64>,
+    /// How much slower the --slow-trades' business transactions are, ms.
+    #[arg(long, default_value_t = 0)]
+    pub slow_ms: u64,
+    /// Cut every Postgres connection of the processor this many ms after production starts and
+    /// refuse new ones for --db-outage-ms (through a loopback relay; Postgres itself and other
+    /// users of it are untouched).
+    #[arg(long)]
+    pub db_outage_at_ms: Option<u64>,
+    /// How long the Postgres outage lasts, ms. The processor retries each transaction for
+    /// about 5 s before it gives up and the run fails.
+    #[arg(long, default_value_t = 2_000)]
+    pub db_outage_ms: u64,
     /// What redis-only does on a PROCESSING key: skip it (the design note) or wait for it.
     #[arg(long, value_enum, default_value = "skip")]
     pub on_in_progress: OnInProgress,
@@ -343,7 +363,12 @@ impl CommonArgs {
                 redis_wipe_at_ms: self.redis_wipe_at_ms,
                 kill_at_ms: self.kill_at_ms,
                 kill_every_ms: self.kill_every_ms,
+                slow_trades: self.slow_trades,
+                slow_ms: self.slow_ms,
+                db_outage_at_ms: self.db_outage_at_ms,
+                db_outage_ms: self.db_outage_ms,
             },
+            duplicate_partition: self.duplicate_partition,
             processes: self.processes,
             session_timeout_ms: self.session_timeout_ms,
             processing_ttl_ms: self.processing_ttl_ms,

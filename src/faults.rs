@@ -78,6 +78,14 @@ pub struct CrashPlan {
     pub kill_at_ms: Vec<u64>,
     /// SIGKILL a processor process this often while production runs (`--processes`).
     pub kill_every_ms: Option<u64>,
+    /// Trades whose business transaction takes `slow_ms` longer (every copy of them), so a
+    /// PROCESSING claim shorter than that expires while its owner still works.
+    pub slow_trades: Vec<u64>,
+    pub slow_ms: u64,
+    /// Cut the processor's Postgres connections at this time after production starts, and
+    /// refuse new ones for `db_outage_ms`.
+    pub db_outage_at_ms: Option<u64>,
+    pub db_outage_ms: u64,
 }
 
 impl CrashPlan {
@@ -89,7 +97,7 @@ impl CrashPlan {
 /// One injected fault, as logged.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct FaultEvent {
-    /// `crash`, `redis-wipe` or `process-kill`.
+    /// `crash`, `redis-wipe`, `process-kill`, `slow` or `db-outage`.
     pub kind: &'static str,
     /// Where a crash hit (absent for faults that are not crashes).
     pub point: Option<CrashPoint>,
@@ -114,6 +122,8 @@ pub struct Faults {
 struct Fired {
     /// (trade, point) pairs that crashed already.
     pairs: HashSet<(u64, CrashPoint)>,
+    /// Trades already slowed once (logged once each).
+    slowed: HashSet<u64>,
     log: Vec<FaultEvent>,
     /// A process dies at its first crash: once one fired, no other may until the next
     /// incarnation re-arms (two workers reaching crash points at once would otherwise log two
@@ -125,6 +135,7 @@ impl Default for Fired {
     fn default() -> Self {
         Fired {
             pairs: HashSet::new(),
+            slowed: HashSet::new(),
             log: Vec::new(),
             armed: true,
         }
@@ -178,6 +189,26 @@ impl Faults {
             at_us: now_us(),
         });
         Err(Crash { point, trade_id })
+    }
+
+    /// Sleeps inside the business transaction when the plan makes this trade slow. Logs the
+    /// first slow attempt of each trade.
+    pub async fn slow_business(&self, trade_id: u64) {
+        if self.plan.slow_ms == 0 || !self.plan.slow_trades.contains(&trade_id) {
+            return;
+        }
+        {
+            let mut fired = self.fired.lock().expect("fault log lock");
+            if fired.slowed.insert(trade_id) {
+                fired.log.push(FaultEvent {
+                    kind: "slow",
+                    point: None,
+                    trade_id,
+                    at_us: now_us(),
+                });
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(self.plan.slow_ms)).await;
     }
 
     /// A new processor incarnation runs: crashes may fire again.
@@ -241,6 +272,10 @@ mod tests {
             redis_wipe_at_ms: None,
             kill_at_ms: vec![],
             kill_every_ms: None,
+            slow_trades: vec![],
+            slow_ms: 0,
+            db_outage_at_ms: None,
+            db_outage_ms: 0,
         }
     }
 

@@ -136,18 +136,24 @@ impl Fleet {
         Ok(())
     }
 
-    /// Partitions assigned across the live processes, as they last said.
-    pub fn assigned(&self) -> usize {
-        self.members
+    /// True when the group has settled: every partition assigned, and every process holding
+    /// some (when there are enough partitions to go round). The first process to join takes
+    /// every partition until the others join; producing before they did would put a
+    /// rebalance, and its replays, into the measurement.
+    fn settled(&self) -> bool {
+        let shares: Vec<usize> = self
+            .members
             .iter()
             .map(|m| m.heard.lock().expect("member state lock").assigned)
-            .sum()
+            .collect();
+        shares.iter().sum::<usize>() >= self.partitions
+            && (shares.len() > self.partitions || shares.iter().all(|n| *n > 0))
     }
 
-    /// Waits until the group has assigned every partition, or `timeout` passes.
+    /// Waits until the group has settled (see [`Fleet::settled`]), or `timeout` passes.
     pub async fn wait_for_assignment(&mut self, timeout: Duration) -> Result<bool, String> {
         let deadline = Instant::now() + timeout;
-        while self.assigned() < self.partitions {
+        while !self.settled() {
             self.check()?;
             if Instant::now() >= deadline {
                 return Ok(false);
@@ -155,11 +161,6 @@ impl Fleet {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(true)
-    }
-
-    /// Live processor processes.
-    pub fn live(&self) -> usize {
-        self.members.len()
     }
 
     /// Fails when a process gave up or died without being killed.

@@ -31,6 +31,7 @@ pub mod kafka;
 pub mod matrix;
 pub mod member;
 pub mod oracle;
+pub mod outage;
 pub mod processor;
 pub mod redact;
 pub mod redis;

@@ -13,7 +13,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("IDEMBENCH_LOG")
-                .unwrap_or_else(|_| "warn,librdkafka=error,rdkafka=error".into()),
+                .unwrap_or_else(|_| "warn,librdkafka=error,rdkafka=error,sqlx=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
 
 use crate::db::{Db, DbSettings};
-use crate::faults::Faults;
+use crate::faults::{CrashPlan, Faults};
 use crate::processor::{Processor, ProcessorReport, ProcessorSettings, Progress, WireReport};
 use crate::redact::redact_url;
 use crate::redis::{self as redis_seam, RedisClientKind, RedisSettings};
@@ -42,6 +42,9 @@ pub struct MemberSpec {
     pub redis_connections: usize,
     pub postgres_connections: u32,
     pub connect_timeout_ms: u64,
+    /// Trades whose business transaction is `slow_ms` slower (an injected fault).
+    pub slow_trades: Vec<u64>,
+    pub slow_ms: u64,
 }
 
 impl std::fmt::Debug for MemberSpec {
@@ -168,7 +171,12 @@ async fn run_member(
             .map(|r| r.counters().values())
             .unwrap_or_default()
     };
-    let faults = Arc::new(Faults::none());
+    // Only slowness is injected inside a processor process; kills come from outside.
+    let faults = Arc::new(Faults::new(CrashPlan {
+        slow_trades: spec.slow_trades.clone(),
+        slow_ms: spec.slow_ms,
+        ..CrashPlan::default()
+    }));
     let strategy = strategy::build(
         spec.strategy,
         spec.strategy_settings(faults.clone()),

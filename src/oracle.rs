@@ -73,6 +73,17 @@ pub struct RunShape {
     pub late_delay_ms: u64,
     /// How long the group waits before it moves a killed process's partitions.
     pub session_timeout_ms: u64,
+    /// How much slower the slow trades' business transactions are (0: none are).
+    pub slow_ms: u64,
+    /// Slow trades whose extra copy is sent late / right after the original.
+    pub slow_late_copies: u64,
+    pub slow_immediate_copies: u64,
+    /// Copies of one trade reach different consumers (`--duplicate-partition next`).
+    pub copies_elsewhere: bool,
+    /// ...and each partition has a worker of its own, so they run at the same time for sure.
+    pub copies_concurrent: bool,
+    /// Processor processes (0: in-process); each has `workers` workers.
+    pub processes: usize,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -236,6 +247,41 @@ pub fn predict(shape: &RunShape, log: &[FaultEvent]) -> Prediction {
                 .into(),
         );
     }
+    // A slow business step outlives its PROCESSING claim; a copy on another consumer that
+    // arrives after the claim expired, while the owner still works, claims and applies again.
+    if shape.slow_ms > 0 && shape.copies_elsewhere && redis_decides && !shape.unique_constraint {
+        let ttl = shape.processing_ttl_ms;
+        let (late, slow) = (shape.late_delay_ms, shape.slow_ms);
+        let margin = 300;
+        let in_window = ttl + margin < late && late + margin < slow;
+        let near_window = late + margin > ttl && late < slow + margin;
+        if shape.on_in_progress == OnInProgress::Skip {
+            if in_window && shape.copies_concurrent {
+                double = double.plus(Bounds::exactly(shape.slow_late_copies));
+                rules.push(
+                    "slow trades: each late copy arrives after the claim expired, while the owner still works: applied twice"
+                        .into(),
+                );
+            } else if in_window || near_window {
+                double = double.plus(Bounds::up_to(shape.slow_late_copies));
+                rules.push(
+                    "slow trades: late copies near the claim's expiry may apply twice".into(),
+                );
+            }
+            if ttl < 200 {
+                double = double.plus(Bounds::up_to(shape.slow_immediate_copies));
+            }
+        } else if ttl < slow {
+            // `wait` outwaits the claim, not the owner: once it expires the copy claims.
+            double = double.plus(Bounds::up_to(
+                shape.slow_late_copies + shape.slow_immediate_copies,
+            ));
+            rules.push(
+                "slow trades under wait: a waiting copy claims once the claim expires".into(),
+            );
+        }
+    }
+
     // SIGKILLed processes: each dies with at most one message per worker between its steps.
     let kills = log.iter().filter(|e| e.kind == "process-kill").count() as u64;
     if kills > 0 && !database_decides(strategy) {
@@ -269,6 +315,21 @@ pub fn predict(shape: &RunShape, log: &[FaultEvent]) -> Prediction {
             rules.push("none: the new owner replays everything uncommitted".into());
         }
     }
+    // A Postgres outage: every transaction fails and is retried in place. A COMMIT cut while
+    // in flight may have committed; only a check inside the transaction (inbox, offsets,
+    // constraint) makes its retry harmless.
+    let outages = log.iter().filter(|e| e.kind == "db-outage").count() as u64;
+    let unchecked = matches!(
+        strategy,
+        StrategyKind::None | StrategyKind::RedisOnly | StrategyKind::RedisOnlyAtomic
+    );
+    if outages > 0 && unchecked && !shape.unique_constraint {
+        let in_flight = outages * (shape.workers * shape.processes.max(1)) as u64;
+        double = double.plus(Bounds::up_to(in_flight));
+        rules.push(format!(
+            "a Postgres outage may cut up to {in_flight} COMMIT(s) in flight; a retry of one that had committed applies again"
+        ));
+    }
     if database_decides(strategy) && strategy != StrategyKind::DbOffsets {
         rules.push(format!(
             "{}: the database decides, nothing lost or doubled",
@@ -299,6 +360,12 @@ mod tests {
             late_duplicated_trades: 0,
             late_delay_ms: 1_000,
             session_timeout_ms: 10_000,
+            slow_ms: 0,
+            slow_late_copies: 0,
+            slow_immediate_copies: 0,
+            copies_elsewhere: false,
+            copies_concurrent: false,
+            processes: 0,
         }
     }
 
@@ -399,6 +466,41 @@ mod tests {
         assert_eq!((p.lost, p.double_applied), (Bounds::ZERO, Bounds::ZERO));
         let p = predict(&two_workers(StrategyKind::None), &kill(1));
         assert_eq!(p.double_applied.max, None);
+    }
+
+    #[test]
+    fn slow_trades_double_only_where_the_claim_expires_under_a_working_owner() {
+        let slow = RunShape {
+            unique_constraint: false,
+            processing_ttl_ms: 500,
+            late_delay_ms: 1_200,
+            slow_ms: 2_500,
+            slow_late_copies: 3,
+            copies_elsewhere: true,
+            copies_concurrent: true,
+            ..shape(StrategyKind::RedisOnly)
+        };
+        assert_eq!(predict(&slow, &[]).double_applied, Bounds::exactly(3));
+        let with_constraint = RunShape {
+            unique_constraint: true,
+            ..slow
+        };
+        assert_eq!(predict(&with_constraint, &[]).double_applied, Bounds::ZERO);
+        let same_partition = RunShape {
+            copies_elsewhere: false,
+            ..slow
+        };
+        assert_eq!(predict(&same_partition, &[]).double_applied, Bounds::ZERO);
+        let claim_outlives = RunShape {
+            processing_ttl_ms: 300_000,
+            ..slow
+        };
+        assert_eq!(predict(&claim_outlives, &[]).double_applied, Bounds::ZERO);
+        let db_only = RunShape {
+            strategy: StrategyKind::DbOnly,
+            ..slow
+        };
+        assert_eq!(predict(&db_only, &[]).double_applied, Bounds::ZERO);
     }
 
     #[test]

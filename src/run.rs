@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use idembench_loadgen::{SendSettings, StreamSpec};
+use idembench_loadgen::{CopyRouting, SendSettings, StreamSpec};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +56,16 @@ impl std::fmt::Debug for Connections {
     }
 }
 
+/// Which partition a trade's extra copy goes to (`--duplicate-partition`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DuplicatePartition {
+    /// The original's key and partition: one consumer sees both copies, in order.
+    Same,
+    /// The next partition: two consumers may hold copies of one trade at the same time.
+    Next,
+}
+
 /// Everything a run needs. Serialized (with redacted URLs) as `config` in `result.json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunConfig {
@@ -64,6 +74,7 @@ pub struct RunConfig {
     pub strategy: StrategyKind,
     pub redis_client: RedisClientKind,
     pub stream: StreamSpec,
+    pub duplicate_partition: DuplicatePartition,
     /// Offered messages per second; 0 = as fast as the producer goes.
     pub rate: f64,
     pub partitions: usize,
@@ -201,6 +212,11 @@ impl RunConfig {
         if self.processes > 0 && !crashes.points.is_empty() {
             return fail(
                 "--crash-at crashes a processor inside this process; with --processes use --kill-at-ms or --kill-every-ms (SIGKILL)",
+            );
+        }
+        if crashes.slow_trades.is_empty() != (crashes.slow_ms == 0) {
+            return fail(
+                "--slow-trades and --slow-ms go together: which trades, and how much slower (ms)",
             );
         }
         if crashes.kill_every_ms == Some(0) {
@@ -441,11 +457,36 @@ async fn measure(
         redis_connections: config.redis_connections,
         postgres_connections: config.postgres_connections,
         connect_timeout_ms: config.connect_timeout_ms,
+        slow_trades: config.crash_plan.slow_trades.clone(),
+        slow_ms: config.crash_plan.slow_ms,
+    };
+    // A Postgres outage needs the processor's connections to run through a relay it can cut;
+    // the audit keeps its direct connection.
+    let mut spec = spec;
+    let relay = match config.crash_plan.db_outage_at_ms {
+        None => None,
+        Some(_) => {
+            let upstream = crate::outage::address_of(&config.connections.postgres_url)
+                .map_err(RunError::Config)?;
+            let relay = crate::outage::Relay::start(upstream)
+                .await
+                .map_err(|e| RunError::Processes(format!("cannot start the outage relay: {e}")))?;
+            spec.postgres_url =
+                crate::outage::reroute(&config.connections.postgres_url, relay.local_addr())
+                    .map_err(RunError::Config)?;
+            Some(Arc::new(relay))
+        }
+    };
+    let processor_db = match relay {
+        Some(_) => Db::connect(&spec.db_settings(), &names.schema)
+            .await
+            .map_err(db_error)?,
+        None => db.clone(),
     };
     let strategy = strategy::build(
         config.strategy,
         spec.strategy_settings(faults.clone()),
-        db.clone(),
+        processor_db.clone(),
         redis.clone(),
     );
 
@@ -508,9 +549,26 @@ async fn measure(
         .iter()
         .filter(|c| **c == idembench_loadgen::ExtraCopy::Late)
         .count() as u64;
+    // Slow trades with a late / an immediate extra copy.
+    let slow_copies = config
+        .crash_plan
+        .slow_trades
+        .iter()
+        .filter_map(|id| plan.extra.get(usize::try_from(*id).ok()?.checked_sub(1)?))
+        .fold((0, 0), |(late, immediate), copy| match copy {
+            idembench_loadgen::ExtraCopy::Late => (late + 1, immediate),
+            idembench_loadgen::ExtraCopy::Immediate => (late, immediate + 1),
+            idembench_loadgen::ExtraCopy::None => (late, immediate),
+        });
     let send = SendSettings {
         topic: names.topic.clone(),
         rate: config.rate,
+        copies: match config.duplicate_partition {
+            DuplicatePartition::Same => CopyRouting::SameKey,
+            DuplicatePartition::Next => CopyRouting::NextPartition {
+                partitions: config.partitions as i32,
+            },
+        },
     };
     let produce_cancel = cancel.child_token();
     let run_started = Instant::now();
@@ -532,6 +590,22 @@ async fn measure(
                     Ok(deleted) => tracing::info!(deleted, "injected Redis wipe"),
                     Err(error) => tracing::warn!(%error, "the injected Redis wipe failed"),
                 }
+            })
+        });
+    let outage = relay
+        .clone()
+        .zip(config.crash_plan.db_outage_at_ms)
+        .map(|(relay, at_ms)| {
+            let (faults, lasting) = (
+                faults.clone(),
+                Duration::from_millis(config.crash_plan.db_outage_ms),
+            );
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(at_ms)).await;
+                faults.record("db-outage");
+                relay.cut();
+                tokio::time::sleep(lasting).await;
+                relay.restore();
             })
         });
     let mut production = Some(tokio::spawn({
@@ -658,6 +732,9 @@ async fn measure(
     if let Some(wipe) = wipe {
         wipe.abort();
     }
+    if let Some(outage) = outage {
+        outage.abort();
+    }
     let stopped = consumers.stop().await;
     earlier.add(stopped.report?);
     let report = earlier;
@@ -772,6 +849,16 @@ async fn measure(
                     late_duplicated_trades: late_duplicated,
                     late_delay_ms: config.stream.late_duplicate_delay_ms,
                     session_timeout_ms: config.session_timeout_ms,
+                    slow_ms: config.crash_plan.slow_ms,
+                    slow_late_copies: slow_copies.0,
+                    slow_immediate_copies: slow_copies.1,
+                    copies_elsewhere: config.duplicate_partition == DuplicatePartition::Next
+                        && config.partitions > 1,
+                    copies_concurrent: config.duplicate_partition == DuplicatePartition::Next
+                        && config.partitions > 1
+                        && config.processes == 0
+                        && config.workers >= config.partitions,
+                    processes: config.processes,
                 },
                 &faults.log(),
             ),

@@ -26,6 +26,7 @@ use crate::cli::CommonArgs;
 use crate::faults::CrashPoint;
 use crate::processor::CommitMode;
 use crate::redis::RedisClientKind;
+use crate::run::DuplicatePartition;
 use crate::strategy::StrategyKind;
 use crate::strategy::parts::OnInProgress;
 
@@ -114,6 +115,11 @@ settings! {
     max_crashes: u64,
     restart_delay_ms: u64,
     redis_wipe_at_ms: u64,
+    duplicate_partition: DuplicatePartition,
+    slow_trades: Vec<u64>,
+    slow_ms: u64,
+    db_outage_at_ms: u64,
+    db_outage_ms: u64,
     processes: usize,
     kill_at_ms: Vec<u64>,
     kill_every_ms: u64,
@@ -156,6 +162,10 @@ impl Settings {
             crash_rate,
             crash_trades,
             restart_delay_ms,
+            duplicate_partition,
+            slow_trades,
+            slow_ms,
+            db_outage_ms,
             processes,
             kill_at_ms,
             session_timeout_ms,
@@ -172,6 +182,9 @@ impl Settings {
         }
         if let Some(at) = self.redis_wipe_at_ms {
             args.redis_wipe_at_ms = Some(at);
+        }
+        if let Some(at) = self.db_outage_at_ms {
+            args.db_outage_at_ms = Some(at);
         }
         if let Some(every) = self.kill_every_ms {
             args.kill_every_ms = Some(every);

@@ -49,6 +49,7 @@ async fn db_offsets_seeks_to_the_stored_offset_on_assignment() {
     let send = SendSettings {
         topic: topic.clone(),
         rate: 0.0,
+        copies: Default::default(),
     };
     let produced = idembench_loadgen::produce(
         &producer.producer,

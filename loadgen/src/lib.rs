@@ -13,6 +13,6 @@ pub mod stream;
 pub mod trade;
 
 pub use ledger::Ledger;
-pub use producer::{ProduceReport, SendSettings, produce};
+pub use producer::{CopyRouting, ProduceReport, SendSettings, produce};
 pub use stream::{ExtraCopy, Plan, StreamSpec};
 pub use trade::{Side, Trade};

@@ -99,6 +99,7 @@ async fn run(args: Args) -> Result<(), String> {
     let settings = SendSettings {
         topic: args.topic.clone(),
         rate: args.rate,
+        copies: Default::default(),
     };
     let report = produce(&producer, &settings, &spec, &plan, &cancel)
         .await

@@ -33,6 +33,35 @@ pub struct SendSettings {
     pub topic: String,
     /// Messages per second on the regular schedule; 0 sends as fast as the producer takes them.
     pub rate: f64,
+    /// Which partition an extra copy goes to.
+    pub copies: CopyRouting,
+}
+
+/// Where a trade's extra copy goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum CopyRouting {
+    /// Same key as the original, so the same partition, after it: one consumer sees both, in
+    /// order (a producer retry, a replay).
+    #[default]
+    SameKey,
+    /// Every message goes to an explicit partition — an original to `account % partitions`,
+    /// its extra copy to the next one — so the copies of one trade reach different consumers,
+    /// which may process them at the same time (an upstream that republishes under another key).
+    NextPartition { partitions: i32 },
+}
+
+impl CopyRouting {
+    fn partition(self, trade: &crate::trade::Trade, copy: u8) -> Option<i32> {
+        match self {
+            CopyRouting::SameKey => None,
+            CopyRouting::NextPartition { partitions } => {
+                let partitions = i64::from(partitions.max(1));
+                let home = i64::from(trade.account) % partitions;
+                Some(((home + i64::from(copy)) % partitions) as i32)
+            }
+        }
+    }
 }
 
 /// What production did. The ledger is the input of the audit.
@@ -108,6 +137,7 @@ pub async fn produce<C: ClientContext + 'static>(
     let mut sender = Sender {
         producer,
         topic: &settings.topic,
+        copies: settings.copies,
         payload_bytes: spec.payload_bytes,
         buffer: &mut buffer,
         pending: &pending_tx,
@@ -182,6 +212,7 @@ pub async fn produce<C: ClientContext + 'static>(
 struct Sender<'a, C: ClientContext + 'static> {
     producer: &'a FutureProducer<C>,
     topic: &'a str,
+    copies: CopyRouting,
     payload_bytes: usize,
     buffer: &'a mut Vec<u8>,
     pending: &'a mpsc::Sender<Pending>,
@@ -207,7 +238,9 @@ impl<C: ClientContext + 'static> Sender<'_, C> {
         let _ = self.schedule_lag_us.record(lag.max(1));
         self.buffer.clear();
         message.encode_into(self.payload_bytes, self.buffer);
-        self.send_buffer(message.key(), message.trade_id).await;
+        let partition = self.copies.partition(&message, copy);
+        self.send_buffer(message.key(), partition, message.trade_id)
+            .await;
         due
     }
 
@@ -221,15 +254,19 @@ impl<C: ClientContext + 'static> Sender<'_, C> {
         self.buffer.extend_from_slice(
             format!("{{\"not\":\"a trade\",\"after\":{}}}", trade.trade_id).as_bytes(),
         );
-        self.send_buffer(trade.key(), MALFORMED).await;
+        let partition = self.copies.partition(trade, 0);
+        self.send_buffer(trade.key(), partition, MALFORMED).await;
     }
 
     /// Hands the buffer to the producer, waiting while its queue is full.
-    async fn send_buffer(&mut self, key: [u8; 4], trade_id: u64) {
+    async fn send_buffer(&mut self, key: [u8; 4], partition: Option<i32>, trade_id: u64) {
         loop {
-            let record = FutureRecord::to(self.topic)
+            let mut record = FutureRecord::to(self.topic)
                 .key(&key[..])
                 .payload(&self.buffer[..]);
+            if let Some(partition) = partition {
+                record = record.partition(partition);
+            }
             match self.producer.send_result(record) {
                 Ok(delivery) => {
                     let pending = Pending {

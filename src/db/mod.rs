@@ -69,7 +69,10 @@ impl Db {
         let options = options
             .application_name("idembench")
             .options([("search_path", schema)])
-            .log_statements(tracing::log::LevelFilter::Trace);
+            .log_statements(tracing::log::LevelFilter::Trace)
+            // Slow statements are measured (the stage histograms); injected slowness and lock
+            // waits behind it are expected, so they are not warnings.
+            .log_slow_statements(tracing::log::LevelFilter::Debug, Duration::from_secs(1));
         let pool = PgPoolOptions::new()
             .max_connections(settings.connections.max(1))
             .acquire_timeout(settings.connect_timeout)

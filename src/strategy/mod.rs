@@ -248,7 +248,12 @@ impl RetryPolicy {
                     return Err((error, attempt));
                 }
                 Err(error) => {
-                    tracing::warn!(%error, attempt, "step failed; retrying in {backoff:?}");
+                    // One warning per outage a worker meets, not one per attempt.
+                    if attempt == 1 {
+                        tracing::warn!(%error, "step failed; retrying with backoff");
+                    } else {
+                        tracing::debug!(%error, attempt, "step failed; retrying in {backoff:?}");
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.max_backoff);
                     attempt += 1;

@@ -246,7 +246,8 @@ impl DbTx {
         shape: TxShape<'_>,
         stages: &mut StageTimes,
     ) -> Result<Vec<Effect>, StrategyError> {
-        let effects = transact_batch(&self.db, &self.retry, batch, shape, stages).await?;
+        let effects =
+            transact_batch(&self.db, &self.retry, &self.faults, batch, shape, stages).await?;
         for (message, effect) in batch.iter().zip(&effects) {
             if *effect == Effect::Applied {
                 self.faults
@@ -402,6 +403,8 @@ async fn transact(
             .await
             .map_err(|e| StepError::Db(DbError::query("BEGIN")(e)))?;
         let (effect, keep) = apply_in_tx(&mut tx, message, shape, false).await?;
+        // An injected slow business step: the transaction stays open, holding its row locks.
+        faults.slow_business(message.trade.trade_id).await;
         if !keep {
             // Nothing to keep: dropping `tx` rolls it back.
             return Ok((effect, None));
@@ -445,6 +448,7 @@ async fn transact(
 async fn transact_batch(
     db: &Db,
     retry: &RetryPolicy,
+    faults: &Faults,
     batch: &[Incoming<'_>],
     shape: TxShape<'_>,
     stages: &mut StageTimes,
@@ -462,6 +466,7 @@ async fn transact_batch(
         let mut effects = Vec::with_capacity(batch.len());
         for message in batch {
             effects.push(apply_in_tx(&mut tx, message, shape, true).await?.0);
+            faults.slow_business(message.trade.trade_id).await;
         }
         tx.commit()
             .await

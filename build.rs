@@ -4,6 +4,29 @@ use std::fs;
 
 fn main() {
     println!("cargo::rerun-if-changed=Cargo.lock");
+    // The commit the binary is built from: rebuilt when HEAD moves (a commit or a checkout).
+    let head = fs::read_to_string(".git/HEAD").unwrap_or_default();
+    // Only paths that exist: cargo reruns a build script on every build for a missing one.
+    let reference = head
+        .trim()
+        .strip_prefix("ref: ")
+        .map(|r| format!(".git/{r}"));
+    for path in [".git/HEAD", ".git/packed-refs"]
+        .into_iter()
+        .chain(reference.as_deref())
+    {
+        if std::path::Path::new(path).exists() {
+            println!("cargo::rerun-if-changed={path}");
+        }
+    }
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo::rustc-env=IDEMBENCH_GIT_COMMIT={commit}");
     let lock = fs::read_to_string("Cargo.lock").unwrap_or_default();
     for (package, variable) in [
         ("redis", "IDEMBENCH_REDIS_RS_VERSION"),

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::db::{Db, DbError};
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Correctness {
     pub produced_unique: u64,
     pub copies_sent: u64,

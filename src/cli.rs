@@ -33,9 +33,18 @@ pub enum Command {
     Matrix(Box<MatrixArgs>),
     /// Compare runs against a baseline for nightly CI: exit 0 fine, 1 regression, 2 error.
     Compare(CompareArgs),
+    /// Render summary.md and report.html again from the result.json files in a run's or a
+    /// matrix's directory.
+    Report(ReportArgs),
     /// One processor process of `run --processes N`; reads its spec on stdin (internal).
     #[command(hide = true)]
     Process,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A run directory or a matrix directory (every result.json beneath it is read).
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -316,6 +325,7 @@ impl RunArgs {
         };
         let mut config = common.into_config(strategy, client, self.out, command);
         config.scenario = Some(scenario.name.clone());
+        config.claim = Some(scenario.claim.clone());
         Ok(config)
     }
 }
@@ -331,6 +341,7 @@ impl CommonArgs {
         let workers = self.workers.unwrap_or(self.partitions).max(1);
         RunConfig {
             scenario: None,
+            claim: None,
             strategy,
             redis_client,
             stream: StreamSpec {

@@ -86,17 +86,23 @@ impl Sample {
     }
 }
 
+/// Every `result.json` at or beneath `path`, sorted.
+pub fn result_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    collect(path, &mut files)?;
+    files.sort();
+    Ok(files)
+}
+
 /// Every `result.json` at or beneath `path`.
 pub fn load(path: &Path) -> Result<Vec<Sample>, CompareError> {
-    let mut files = Vec::new();
-    collect(path, &mut files).map_err(|e| input_error(path, e.to_string()))?;
+    let files = result_files(path).map_err(|e| input_error(path, e.to_string()))?;
     if files.is_empty() {
         return Err(input_error(
             path,
             "holds no result.json (give a result.json, a run directory or a directory of runs)",
         ));
     }
-    files.sort();
     files
         .iter()
         .map(|file| {

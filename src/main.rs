@@ -66,6 +66,20 @@ fn main() {
             },
             },
             Command::Process => idembench::member::serve().await,
+            Command::Report(args) => match idembench::report::rerender(&args.dir) {
+                Ok(runs) => {
+                    println!(
+                        "wrote {} and {} ({runs} run(s))",
+                        args.dir.join("summary.md").display(),
+                        args.dir.join("report.html").display()
+                    );
+                    0
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    2
+                }
+            },
             Command::Compare(args) => {
                 if !(args.threshold >= 0.0 && args.threshold.is_finite()) {
                     eprintln!("error: --threshold must be a non-negative fraction (0.1 = 10 %)");

@@ -183,6 +183,7 @@ pub async fn run_matrix(
             command.clone(),
         );
         config.scenario = scenario.map(|s| s.name.clone());
+        config.claim = scenario.map(|s| s.claim.clone());
         let (scenario_name, claim) = (
             scenario.map(|s| s.name.clone()),
             scenario.map(|s| s.claim.clone()),
@@ -226,6 +227,19 @@ pub async fn run_matrix(
     std::fs::create_dir_all(&dir)?;
     let file = std::fs::File::create(dir.join("matrix.json"))?;
     serde_json::to_writer_pretty(file, &matrix).map_err(std::io::Error::from)?;
+    // One report over every run that wrote a result, in the order they ran.
+    if let Ok(mut views) = crate::report::load(&dir) {
+        let order = |file: &std::path::Path| {
+            matrix
+                .runs
+                .iter()
+                .position(|run| file.parent() == Some(std::path::Path::new(&run.result_dir)))
+                .unwrap_or(usize::MAX)
+        };
+        views.sort_by_key(|(file, _)| order(file));
+        let views: Vec<_> = views.into_iter().map(|(_, view)| view).collect();
+        crate::report::write(&dir, &views, Some(&matrix.command))?;
+    }
     Ok(MatrixOutcome { matrix, dir })
 }
 

@@ -14,7 +14,7 @@ use crate::strategy::StrategyKind;
 use crate::strategy::parts::OnInProgress;
 
 /// An inclusive range; `max: None` is unbounded.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Bounds {
     pub min: u64,
     pub max: Option<u64>,

@@ -37,6 +37,28 @@ pub struct RunResult {
     pub oracle: crate::oracle::OracleReport,
     pub faults: FaultsReport,
     pub processor: ProcessorStats,
+    /// The machine, OS and build.
+    pub environment: crate::environment::Environment,
+    /// CPU time and peak memory: of this process (load generator, in-process processor and
+    /// audit together), and of the processor processes when `--processes` ran them apart.
+    pub resources: Resources,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Resources {
+    pub this_process: crate::environment::Usage,
+    pub processor_processes: Option<crate::environment::Usage>,
+}
+
+/// One sample of the run's progress, cumulative since production started.
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct SeriesPoint {
+    /// Seconds since production started.
+    pub t_s: f64,
+    /// Messages the producer has had acknowledged so far.
+    pub produced: u64,
+    /// Messages the group has committed so far (sum of committed offsets).
+    pub committed: u64,
 }
 
 /// The fault plan and what was injected.
@@ -104,6 +126,9 @@ pub struct ServiceVersion {
 #[derive(Clone, Debug, Serialize)]
 pub struct Clients {
     pub redis: Option<crate::redis::ClientInfo>,
+    /// Both Redis client libraries this build links, whichever the run used.
+    pub redis_rs: &'static str,
+    pub fred: &'static str,
     pub rdkafka: &'static str,
     pub librdkafka: String,
     pub sqlx: &'static str,
@@ -121,6 +146,8 @@ pub struct Throughput {
     pub processed_per_second: f64,
     /// The offered schedule, messages per second (0 = unthrottled).
     pub offered_rate: f64,
+    /// Once a second from the start of production: produced and committed so far.
+    pub series: Vec<SeriesPoint>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -148,7 +175,7 @@ pub struct Stages {
 }
 
 /// Microseconds. Percentiles come straight from the HDR histogram (3 significant digits).
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct Percentiles {
     pub count: u64,
     pub min: u64,

@@ -31,8 +31,8 @@ use crate::processor::{
 use crate::redact::redact_url;
 use crate::redis::{self as redis_seam, RedisClientKind, RedisError, RedisSettings};
 use crate::result::{
-    Clients, FaultsReport, KafkaService, Latencies, Percentiles, ProcessorStats, RunResult,
-    SCHEMA_VERSION, ServiceVersion, Services, Stages, Status, Throughput,
+    Clients, FaultsReport, KafkaService, Latencies, Percentiles, ProcessorStats, Resources,
+    RunResult, SCHEMA_VERSION, SeriesPoint, ServiceVersion, Services, Stages, Status, Throughput,
 };
 use crate::strategy::parts::OnInProgress;
 use crate::strategy::{self, StrategyKind};
@@ -69,8 +69,9 @@ pub enum DuplicatePartition {
 /// Everything a run needs. Serialized (with redacted URLs) as `config` in `result.json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunConfig {
-    /// The scenario this run belongs to, when it came from a scenario file.
+    /// The scenario this run belongs to, when it came from a scenario file, and its claim.
     pub scenario: Option<String>,
+    pub claim: Option<String>,
     pub strategy: StrategyKind,
     pub redis_client: RedisClientKind,
     pub stream: StreamSpec,
@@ -410,6 +411,10 @@ pub async fn execute(config: RunConfig, cancel: CancellationToken) -> Result<Run
             crate::hgrm::percentile_distribution(histogram, 1000.0),
         )?;
     }
+    // The reports render from the result.json just written, as `idembench report` would.
+    let views = crate::report::load(&dir).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let views: Vec<_> = views.into_iter().map(|(_, view)| view).collect();
+    crate::report::write(&dir, &views, None)?;
     Ok(RunOutcome {
         result: measured.result,
         dir,
@@ -560,9 +565,11 @@ async fn measure(
             idembench_loadgen::ExtraCopy::Immediate => (late, immediate + 1),
             idembench_loadgen::ExtraCopy::None => (late, immediate),
         });
+    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let send = SendSettings {
         topic: names.topic.clone(),
         rate: config.rate,
+        acked: Some(acked.clone()),
         copies: match config.duplicate_partition {
             DuplicatePartition::Same => CopyRouting::SameKey,
             DuplicatePartition::Next => CopyRouting::NextPartition {
@@ -572,7 +579,14 @@ async fn measure(
     };
     let produce_cancel = cancel.child_token();
     let run_started = Instant::now();
-    let ticker = spawn_progress_ticker(config.quiet, progress.clone(), planned);
+    let series = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ticker = spawn_progress_ticker(
+        config.quiet,
+        progress.clone(),
+        acked.clone(),
+        series.clone(),
+        planned,
+    );
     let wipe = config
         .crash_plan
         .redis_wipe_at_ms
@@ -726,6 +740,12 @@ async fn measure(
     let produced = produced.expect("the loop ends only after production");
     let process_seconds = run_started.elapsed().as_secs_f64();
     ticker.abort();
+    // A last sample at the end, so the series covers the whole run.
+    series.lock().expect("series lock").push(SeriesPoint {
+        t_s: (process_seconds * 1000.0).round() / 1000.0,
+        produced: acked.load(std::sync::atomic::Ordering::Relaxed),
+        committed: progress.committed_total().max(0) as u64,
+    });
     let lag_at_stop = progress.lag(&produced.end_offsets);
 
     // 6. Stop, audit, report.
@@ -805,6 +825,8 @@ async fn measure(
         },
         clients: Clients {
             redis: redis.as_ref().map(|r| r.info()),
+            redis_rs: crate::versions::REDIS_RS,
+            fred: crate::versions::FRED,
             rdkafka: crate::versions::RDKAFKA,
             librdkafka: String::new(),
             sqlx: crate::versions::SQLX,
@@ -818,6 +840,7 @@ async fn measure(
             produced_per_second: per_second(messages_produced, produced.elapsed.as_secs_f64()),
             processed_per_second: per_second(counts.messages, process_seconds),
             offered_rate: config.rate,
+            series: std::mem::take(&mut *series.lock().expect("series lock")),
         },
         latency_us: Latencies {
             end_to_end_from_intended: Percentiles::of(&metrics.end_to_end_from_intended_us),
@@ -892,6 +915,11 @@ async fn measure(
             redeliveries: counts
                 .messages
                 .saturating_sub(produced.ledger.copies_sent() + produced.ledger.malformed_acked),
+        },
+        environment: crate::environment::Environment::read(),
+        resources: Resources {
+            this_process: crate::environment::Usage::this_process(),
+            processor_processes: (stopped.processes > 0).then(crate::environment::Usage::children),
         },
     };
     Ok(Measured { result, histograms })
@@ -985,27 +1013,32 @@ fn per_second(count: u64, seconds: f64) -> f64 {
     }
 }
 
-/// Prints a progress line every second (to stderr) unless quiet.
+/// Samples the run once a second into `series`, and prints a progress line (to stderr) unless
+/// quiet.
 fn spawn_progress_ticker(
     quiet: bool,
     progress: Arc<crate::processor::Progress>,
+    acked: Arc<std::sync::atomic::AtomicU64>,
+    series: Arc<std::sync::Mutex<Vec<SeriesPoint>>>,
     planned: u64,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        if quiet {
-            return;
-        }
         let started = Instant::now();
         let mut interval = tokio::time::interval(Duration::from_secs(1));
-        interval.tick().await;
         loop {
             interval.tick().await;
-            eprintln!(
-                "[idembench] {:>5.1}s  committed {:>8} of {} planned messages",
-                started.elapsed().as_secs_f64(),
-                progress.committed_total(),
-                planned
-            );
+            let point = SeriesPoint {
+                t_s: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                produced: acked.load(std::sync::atomic::Ordering::Relaxed),
+                committed: progress.committed_total().max(0) as u64,
+            };
+            series.lock().expect("series lock").push(point);
+            if !quiet && point.t_s >= 0.5 {
+                eprintln!(
+                    "[idembench] {:>5.1}s  produced {:>8}  committed {:>8} of {} planned messages",
+                    point.t_s, point.produced, point.committed, planned
+                );
+            }
         }
     })
 }

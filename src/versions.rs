@@ -6,3 +6,4 @@ pub const FRED: &str = env!("IDEMBENCH_FRED_VERSION");
 pub const RDKAFKA: &str = env!("IDEMBENCH_RDKAFKA_VERSION");
 pub const SQLX: &str = env!("IDEMBENCH_SQLX_VERSION");
 pub const HDRHISTOGRAM: &str = env!("IDEMBENCH_HDRHISTOGRAM_VERSION");
+pub const GIT_COMMIT: &str = env!("IDEMBENCH_GIT_COMMIT");

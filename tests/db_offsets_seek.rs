@@ -50,6 +50,7 @@ async fn db_offsets_seeks_to_the_stored_offset_on_assignment() {
         topic: topic.clone(),
         rate: 0.0,
         copies: Default::default(),
+        acked: None,
     };
     let produced = idembench_loadgen::produce(
         &producer.producer,

@@ -100,6 +100,7 @@ async fn run(args: Args) -> Result<(), String> {
         topic: args.topic.clone(),
         rate: args.rate,
         copies: Default::default(),
+        acked: None,
     };
     let report = produce(&producer, &settings, &spec, &plan, &cancel)
         .await

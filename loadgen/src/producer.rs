@@ -35,6 +35,9 @@ pub struct SendSettings {
     pub rate: f64,
     /// Which partition an extra copy goes to.
     pub copies: CopyRouting,
+    /// Counts acknowledged messages as they arrive, for a live view of the run.
+    #[serde(skip)]
+    pub acked: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// Where a trade's extra copy goes.
@@ -121,7 +124,11 @@ pub async fn produce<C: ClientContext + 'static>(
     }
     spec.validate()?;
     let (pending_tx, pending_rx) = mpsc::channel::<Pending>(65_536);
-    let collector = tokio::spawn(collect_acks(pending_rx, Ledger::new(plan)));
+    let collector = tokio::spawn(collect_acks(
+        pending_rx,
+        Ledger::new(plan),
+        settings.acked.clone(),
+    ));
 
     let started_at = SystemTime::now();
     let start = Instant::now();
@@ -296,6 +303,7 @@ const MALFORMED: u64 = 0;
 async fn collect_acks(
     mut pending: mpsc::Receiver<Pending>,
     mut ledger: Ledger,
+    acked: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 ) -> (Ledger, BTreeMap<i32, i64>, Histogram<u64>) {
     let mut send_ack_us = new_histogram();
     let mut end_offsets = BTreeMap::new();
@@ -317,6 +325,9 @@ async fn collect_acks(
                             ledger.malformed_acked += 1;
                         } else {
                             ledger.record_ack(trade_id);
+                        }
+                        if let Some(acked) = &acked {
+                            acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                         let end = end_offsets.entry(delivery.partition).or_insert(0);
                         *end = (*end).max(delivery.offset + 1);

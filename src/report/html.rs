@@ -1,0 +1,216 @@
+//! `report.html`: one self-contained file — tables and inline SVG charts, no external
+//! resource, readable offline. A last, optional script only marks how many charts the browser
+//! laid out (`data-charts-rendered` on `<body>`), which the browser test reads.
+
+use std::fmt::Write;
+
+use super::svg::{self, Series, escape};
+use super::{MEASUREMENT_NOTES, RunView, answers, by_scenario, commands, ms, setup_lines};
+
+const STYLE: &str = "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}\
+table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}\
+th{background:#f4f4f4}td.l,th.l{text-align:left}.bad{color:#b00;font-weight:bold}.ok{color:#070}\
+pre{background:#f6f6f6;padding:.6em;overflow-x:auto}section{margin-top:2.5em}figure{margin:1em 0}\
+figcaption{font-size:12px;color:#555}";
+
+pub fn render(runs: &[RunView], command: Option<&str>) -> String {
+    let mut charts = 0usize;
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<h1>idembench report</h1><p><b>Question.</b> Kafka delivers at least once. Which idempotency \
+         strategy applies every trade exactly once — under the faults below — and what does it cost \
+         in throughput and latency?</p>"
+    );
+    let partial = runs.iter().filter(|r| r.status != "complete").count();
+    if partial > 0 {
+        let _ = write!(
+            body,
+            "<p class=\"bad\">{partial} of {} runs are PARTIAL (interrupted or not drained).</p>",
+            runs.len()
+        );
+    }
+    body.push_str("<h2>Answer</h2><ul>");
+    for answer in answers(runs) {
+        let name = match (&answer.scenario, &answer.claim) {
+            (Some(s), Some(claim)) => format!("<b>{}</b> — “{}”: ", escape(s), escape(claim)),
+            (Some(s), None) => format!("<b>{}</b>: ", escape(s)),
+            _ => String::new(),
+        };
+        let refuted: Vec<String> = answer
+            .refuted
+            .iter()
+            .map(|(label, lost, double)| {
+                format!(
+                    "<span class=\"bad\">{}</span> ({lost} lost, {double} applied twice)",
+                    escape(label)
+                )
+            })
+            .collect();
+        let _ = write!(
+            body,
+            "<li>{name}nothing lost or applied twice for <span class=\"ok\">{}</span>; {}.</li>",
+            if answer.held.is_empty() {
+                "no strategy".into()
+            } else {
+                escape(&answer.held.join(", "))
+            },
+            if refuted.is_empty() {
+                "no strategy lost or doubled a trade".into()
+            } else {
+                format!("trades lost or applied twice for {}", refuted.join(", "))
+            }
+        );
+    }
+    body.push_str("</ul><h2>Setup</h2><ul>");
+    for line in setup_lines(runs) {
+        let _ = write!(body, "<li>{}</li>", escape(&line));
+    }
+    body.push_str("</ul>");
+
+    for (scenario, members) in by_scenario(runs) {
+        body.push_str("<section>");
+        if let Some(name) = scenario {
+            let _ = write!(body, "<h2>{}</h2>", escape(name));
+            if let Some(claim) = members[0].claim() {
+                let _ = write!(body, "<p>Claim: {}</p>", escape(claim));
+            }
+        } else {
+            body.push_str("<h2>Results</h2>");
+        }
+        table(&mut body, &members);
+
+        let curves: Vec<Series> = members
+            .iter()
+            .filter_map(|r| {
+                let encoded = r.latency_us.histograms.get("end_to_end_from_intended")?;
+                let histogram = crate::hgrm::decode(encoded).ok()?;
+                (!histogram.is_empty()).then(|| Series {
+                    label: r.label(),
+                    points: histogram
+                        .iter_quantiles(4)
+                        .map(|v| (v.quantile_iterated_to(), v.value_iterated_to() as f64))
+                        .collect(),
+                })
+            })
+            .collect();
+        if !curves.is_empty() {
+            charts += 1;
+            let _ = write!(
+                body,
+                "<figure>{}<figcaption>End-to-end latency (intended send → offset commit) by percentile, one line per run.</figcaption></figure>",
+                svg::percentile_curves("latency by percentile", &curves)
+            );
+        }
+        let rates: Vec<Series> = members
+            .iter()
+            .filter(|r| r.throughput.series.len() > 1)
+            .map(|r| Series {
+                label: r.label(),
+                points: r
+                    .throughput
+                    .series
+                    .windows(2)
+                    .map(|w| {
+                        let dt = (w[1].t_s - w[0].t_s).max(1e-3);
+                        (
+                            w[1].t_s,
+                            w[1].committed.saturating_sub(w[0].committed) as f64 / dt,
+                        )
+                    })
+                    .collect(),
+            })
+            .collect();
+        if !rates.is_empty() {
+            charts += 1;
+            let _ = write!(
+                body,
+                "<figure>{}<figcaption>Messages committed per second over the run, one line per run.</figcaption></figure>",
+                svg::lines("throughput over time", "seconds", "messages/s", &rates)
+            );
+        }
+        let bars: Vec<(String, u64, u64)> = members
+            .iter()
+            .map(|r| (r.label(), r.correctness.lost, r.correctness.double_applied))
+            .collect();
+        charts += 1;
+        let _ = write!(
+            body,
+            "<figure>{}<figcaption>Trades lost and applied twice, per run (exact, from the audit).</figcaption></figure>",
+            svg::anomaly_bars("correctness", &bars)
+        );
+        body.push_str("</section>");
+    }
+
+    body.push_str("<h2>How it was measured</h2><ul>");
+    for line in MEASUREMENT_NOTES {
+        let _ = write!(body, "<li>{}</li>", escape(line));
+    }
+    body.push_str("</ul><h2>Reproduce</h2><pre>");
+    for command in commands(runs, command) {
+        let _ = writeln!(body, "{}", escape(command));
+    }
+    body.push_str("</pre>");
+
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>idembench report</title>\
+         <style>{STYLE}</style></head><body data-charts=\"{charts}\">{body}\
+         <script>(function(){{var n=0;document.querySelectorAll('svg.chart').forEach(function(s){{\
+         var b=s.getBBox();if(b.width>0&&b.height>0)n++;}});\
+         document.body.setAttribute('data-charts-rendered',String(n));}})();</script></body></html>\n"
+    )
+}
+
+fn table(out: &mut String, runs: &[&RunView]) {
+    out.push_str(
+        "<table><tr><th class=\"l\">strategy</th><th class=\"l\">client</th><th>msg/s</th><th>p50</th>\
+         <th>p99</th><th>p99.9</th><th>max</th><th>exactly once</th><th>lost</th><th>applied twice</th>\
+         <th>caught by constraint</th><th>suppressed</th><th>stalled</th><th>redeliveries</th>\
+         <th>faults</th><th>claim</th><th>oracle</th></tr>",
+    );
+    for r in runs {
+        let e2e = &r.latency_us.end_to_end_from_intended;
+        let c = &r.correctness;
+        let flag = |n: u64| {
+            if n > 0 {
+                format!("<td class=\"bad\">{n}</td>")
+            } else {
+                "<td>0</td>".into()
+            }
+        };
+        let _ = write!(
+            out,
+            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td>{}{}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}{}</tr>",
+            escape(&r.strategy),
+            escape(&r.redis_client),
+            r.throughput.processed_per_second,
+            ms(e2e.p50),
+            ms(e2e.p99),
+            ms(e2e.p999),
+            ms(e2e.max),
+            c.exactly_once,
+            flag(c.lost),
+            flag(c.double_applied),
+            c.caught_by_constraint,
+            c.duplicates_suppressed,
+            ms(r.processor.stalled_us),
+            r.processor.redeliveries,
+            r.faults_injected(),
+            if r.claim_held() {
+                "<td class=\"ok\">held</td>"
+            } else {
+                "<td class=\"bad\">REFUTED</td>"
+            },
+            if r.oracle.mismatches == 0 {
+                "<td class=\"ok\">agrees</td>".to_string()
+            } else {
+                format!(
+                    "<td class=\"bad\">{} mismatch(es)</td>",
+                    r.oracle.mismatches
+                )
+            },
+        );
+    }
+    out.push_str("</table>");
+}

@@ -36,9 +36,22 @@ pub enum Command {
     /// Render summary.md and report.html again from the result.json files in a run's or a
     /// matrix's directory.
     Report(ReportArgs),
+    /// Combine the results of several instances that ran at the same time (multi-host runs):
+    /// histograms merged, counts summed; writes result.json, *.hgrm and the reports.
+    Merge(MergeArgs),
     /// One processor process of `run --processes N`; reads its spec on stdin (internal).
     #[command(hide = true)]
     Process,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Run directories (or result.json files, or directories of runs) to combine.
+    #[arg(required = true, num_args = 1..)]
+    pub inputs: Vec<PathBuf>,
+    /// Directory for the merged result (must not hold a result.json yet).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -31,6 +31,7 @@ pub mod hgrm;
 pub mod kafka;
 pub mod matrix;
 pub mod member;
+pub mod merge;
 pub mod oracle;
 pub mod outage;
 pub mod processor;

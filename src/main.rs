@@ -66,6 +66,22 @@ fn main() {
             },
             },
             Command::Process => idembench::member::serve().await,
+            Command::Merge(args) => match idembench::merge::merge_into(&args.inputs, &args.out) {
+                Ok(merged) => {
+                    println!(
+                        "merged {} runs: {} lost, {} applied twice; wrote {}",
+                        merged["merged_from"].as_array().map_or(0, Vec::len),
+                        merged["correctness"]["lost"],
+                        merged["correctness"]["double_applied"],
+                        args.out.join("result.json").display()
+                    );
+                    0
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    2
+                }
+            },
             Command::Report(args) => match idembench::report::rerender(&args.dir) {
                 Ok(runs) => {
                     println!(

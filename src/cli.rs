@@ -9,7 +9,7 @@ use idembench_loadgen::StreamSpec;
 use crate::faults::{CrashPlan, CrashPoint};
 use crate::processor::CommitMode;
 use crate::redis::RedisClientKind;
-use crate::run::{Connections, DuplicatePartition, RunConfig};
+use crate::run::{Connections, DuplicatePartition, OnInterrupt, RunConfig};
 use crate::strategy::StrategyKind;
 use crate::strategy::parts::OnInProgress;
 
@@ -124,6 +124,10 @@ pub struct CommonArgs {
     /// Offered load in messages per second (open loop); 0 sends as fast as possible.
     #[arg(long, default_value_t = 500.0)]
     pub rate: f64,
+    /// Messages intended in the first this-many ms are warm-up: their latency is reported
+    /// apart (latency_us.warm_up) and kept out of the end-to-end figures. Needs --rate > 0.
+    #[arg(long, default_value_t = 0)]
+    pub warm_up_ms: u64,
     /// Fraction of logical trades sent twice, 0.0–1.0.
     #[arg(long, default_value_t = 0.1)]
     pub duplicate_rate: f64,
@@ -281,6 +285,10 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = 120_000)]
     pub drain_timeout_ms: u64,
 
+    /// On Ctrl-C, after production stops: `drain` what was produced (a second Ctrl-C abandons)
+    /// or `abandon` at once. Either way the report is written, marked partial.
+    #[arg(long, value_enum, default_value = "drain")]
+    pub on_interrupt: OnInterrupt,
     /// Keep the run's topic, Postgres schema and Redis keys for inspection.
     #[arg(long)]
     pub keep_state: bool,
@@ -370,6 +378,7 @@ impl CommonArgs {
                 malformed_rate: self.malformed_rate,
             },
             rate: self.rate,
+            warm_up_ms: self.warm_up_ms,
             partitions: self.partitions,
             replication_factor: self.replication_factor,
             workers,
@@ -403,6 +412,7 @@ impl CommonArgs {
             linger_ms: self.linger_ms,
             connect_timeout_ms: self.connect_timeout_ms,
             drain_timeout_ms: self.drain_timeout_ms,
+            on_interrupt: self.on_interrupt,
             keep_state: self.keep_state,
             quiet: self.quiet,
             connections: Connections {

@@ -54,6 +54,8 @@ pub struct Fleet {
     topic: String,
     partitions: usize,
     stop_timeout: Duration,
+    /// Sent to every process, and to replacements when they start.
+    warm_up_until_us: Option<u64>,
 }
 
 impl Fleet {
@@ -77,6 +79,7 @@ impl Fleet {
             topic: spec.processor.topic.clone(),
             partitions: spec.processor.partitions,
             stop_timeout: spec.processor.close_timeout + Duration::from_secs(10),
+            warm_up_until_us: None,
         };
         for _ in 0..count {
             fleet.spawn().await?;
@@ -100,8 +103,12 @@ impl Fleet {
                 )
             })?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
+        let mut hello = format!("{}\n", self.spec_line);
+        if let Some(until) = self.warm_up_until_us {
+            hello.push_str(&warm_up_line(until));
+        }
         stdin
-            .write_all(format!("{}\n", self.spec_line).as_bytes())
+            .write_all(hello.as_bytes())
             .await
             .map_err(|e| format!("cannot hand the processor process its spec: {e}"))?;
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -161,6 +168,18 @@ impl Fleet {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(true)
+    }
+
+    /// Tells every process (and later replacements) where the warm-up ends.
+    pub async fn set_warm_up_until(&mut self, until_us: u64) {
+        self.warm_up_until_us = Some(until_us);
+        for member in &mut self.members {
+            if let Some(stdin) = &mut member.stdin
+                && let Err(error) = stdin.write_all(warm_up_line(until_us).as_bytes()).await
+            {
+                tracing::warn!(%error, member = member.id, "cannot send the warm-up end");
+            }
+        }
     }
 
     /// Fails when a process gave up or died without being killed.
@@ -270,4 +289,12 @@ pub struct FleetReport {
     pub processes: u64,
     /// Processes whose last (up to one second of) measurements died with them.
     pub killed_measurement_windows: u64,
+}
+
+fn warm_up_line(until_us: u64) -> String {
+    format!(
+        "{}\n",
+        serde_json::to_string(&crate::member::Command::WarmUpUntil { until_us })
+            .expect("commands serialize")
+    )
 }

@@ -32,8 +32,12 @@ fn main() {
                 std::future::pending::<()>().await;
             }
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("[idembench] interrupted: stopping, auditing what was measured, writing a partial report");
+                eprintln!("[idembench] interrupted: production stops; the run drains (--on-interrupt), audits and writes a partial report. Ctrl-C again abandons the drain.");
                 on_interrupt.cancel();
+            }
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("[idembench] interrupted again: abandoning the drain");
+                idembench::run::abandon_token().cancel();
             }
         });
         let interrupted = |cancel: &CancellationToken| if cancel.is_cancelled() { 130 } else { 0 };

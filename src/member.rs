@@ -108,6 +108,14 @@ pub enum MemberEvent {
     Failed { error: String },
 }
 
+/// What the run tells a processor process after its spec, one JSON object per line.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Command {
+    /// Messages intended before this time (µs since the epoch) are warm-up.
+    WarmUpUntil { until_us: u64 },
+}
+
 fn emit(event: &MemberEvent) {
     let line = serde_json::to_string(event).expect("events serialize");
     let mut out = std::io::stdout().lock();
@@ -193,7 +201,10 @@ async fn run_member(
     loop {
         tokio::select! {
             line = stdin.next_line() => match line {
-                Ok(Some(_)) => {}
+                Ok(Some(line)) => match serde_json::from_str::<Command>(&line) {
+                    Ok(Command::WarmUpUntil { until_us }) => progress.set_warm_up_until(until_us),
+                    Err(error) => tracing::warn!(%error, "unreadable command on stdin"),
+                },
                 _ => break,
             },
             _ = processor.failed().cancelled() => break,

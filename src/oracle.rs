@@ -84,6 +84,9 @@ pub struct RunShape {
     pub copies_concurrent: bool,
     /// Processor processes (0: in-process); each has `workers` workers.
     pub processes: usize,
+    /// Messages produced but never processed (a run abandoned or undrained): each may be a
+    /// trade that was never applied.
+    pub unprocessed: u64,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -330,6 +333,13 @@ pub fn predict(shape: &RunShape, log: &[FaultEvent]) -> Prediction {
             "a Postgres outage may cut up to {in_flight} COMMIT(s) in flight; a retry of one that had committed applies again"
         ));
     }
+    if shape.unprocessed > 0 {
+        lost = lost.plus(Bounds::up_to(shape.unprocessed));
+        rules.push(format!(
+            "the run stopped with {} messages unprocessed: up to that many trades were never applied",
+            shape.unprocessed
+        ));
+    }
     if database_decides(strategy) && strategy != StrategyKind::DbOffsets {
         rules.push(format!(
             "{}: the database decides, nothing lost or doubled",
@@ -366,6 +376,7 @@ mod tests {
             copies_elsewhere: false,
             copies_concurrent: false,
             processes: 0,
+            unprocessed: 0,
         }
     }
 

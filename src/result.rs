@@ -146,6 +146,8 @@ pub struct Throughput {
     pub processed_per_second: f64,
     /// The offered schedule, messages per second (0 = unthrottled).
     pub offered_rate: f64,
+    /// Committed messages per second after the warm-up (`--warm-up-ms`), from `series`.
+    pub after_warm_up_per_second: Option<f64>,
     /// Once a second from the start of production: produced and committed so far.
     pub series: Vec<SeriesPoint>,
 }
@@ -157,6 +159,9 @@ pub struct Latencies {
     /// From the actual send time to the offset commit.
     pub end_to_end_from_sent: Percentiles,
     pub stages: Stages,
+    /// End-to-end (from intended send) of the messages sent during `--warm-up-ms`, kept out of
+    /// the two end-to-end figures above (stages include them).
+    pub warm_up: Percentiles,
     /// Producer send to broker acknowledgement.
     pub send_ack: Percentiles,
     /// How late the producer sent against its schedule.

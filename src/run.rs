@@ -56,6 +56,23 @@ impl std::fmt::Debug for Connections {
     }
 }
 
+/// What Ctrl-C does once production has stopped (`--on-interrupt`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnInterrupt {
+    /// Wait (up to --drain-timeout-ms) until what was produced is processed; a second Ctrl-C
+    /// abandons.
+    Drain,
+    /// Stop at once; unprocessed messages count as lost in the (partial) report.
+    Abandon,
+}
+
+/// Cancelled by a second Ctrl-C: abandon even a draining run. Process-wide, like the signal.
+pub fn abandon_token() -> &'static CancellationToken {
+    static ABANDON: std::sync::OnceLock<CancellationToken> = std::sync::OnceLock::new();
+    ABANDON.get_or_init(CancellationToken::new)
+}
+
 /// Which partition a trade's extra copy goes to (`--duplicate-partition`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -78,6 +95,8 @@ pub struct RunConfig {
     pub duplicate_partition: DuplicatePartition,
     /// Offered messages per second; 0 = as fast as the producer goes.
     pub rate: f64,
+    /// Messages intended in the first this-many ms are warm-up: measured apart.
+    pub warm_up_ms: u64,
     pub partitions: usize,
     pub replication_factor: i32,
     pub workers: usize,
@@ -99,6 +118,7 @@ pub struct RunConfig {
     pub linger_ms: u32,
     pub connect_timeout_ms: u64,
     pub drain_timeout_ms: u64,
+    pub on_interrupt: OnInterrupt,
     pub keep_state: bool,
     pub quiet: bool,
     #[serde(skip)]
@@ -184,6 +204,11 @@ impl RunConfig {
         if !(self.rate >= 0.0 && self.rate.is_finite()) {
             return fail(
                 "--rate must be 0 (unthrottled) or a positive number of messages per second",
+            );
+        }
+        if self.warm_up_ms > 0 && self.rate == 0.0 {
+            return fail(
+                "--warm-up-ms needs an offered --rate: without a schedule there is no intended send time to cut at",
             );
         }
         if self.partitions == 0 || self.partitions > 10_000 {
@@ -580,13 +605,18 @@ async fn measure(
     let produce_cancel = cancel.child_token();
     let run_started = Instant::now();
     let series = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let ticker = spawn_progress_ticker(
-        config.quiet,
-        progress.clone(),
-        acked.clone(),
-        series.clone(),
+    let p99_us = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let ticker = Ticker {
+        quiet: config.quiet,
+        progress: progress.clone(),
+        acked: acked.clone(),
+        series: series.clone(),
+        faults: faults.clone(),
+        p99_us: p99_us.clone(),
         planned,
-    );
+    }
+    .spawn();
+    let mut p99_read = Instant::now();
     let wipe = config
         .crash_plan
         .redis_wipe_at_ms
@@ -622,6 +652,13 @@ async fn measure(
                 relay.restore();
             })
         });
+    if config.warm_up_ms > 0 {
+        let until = idembench_loadgen::producer::now_us() + config.warm_up_ms * 1000;
+        progress.set_warm_up_until(until);
+        if let Consumers::Processes(fleet) = &mut consumers {
+            fleet.set_warm_up_until(until).await;
+        }
+    }
     let mut production = Some(tokio::spawn({
         let (spec, cancel) = (config.stream.clone(), produce_cancel.clone());
         async move { idembench_loadgen::produce(&producer.producer, &send, &spec, &plan, &cancel).await }
@@ -647,13 +684,28 @@ async fn measure(
                 .expect("producer task panicked");
             let report = report.map_err(|e| RunError::Config(e.to_string()))?;
             if report.cancelled {
-                partial_reason = Some("interrupted while producing (Ctrl-C)".to_string());
+                partial_reason = Some(match config.on_interrupt {
+                    OnInterrupt::Drain => {
+                        "interrupted while producing (Ctrl-C): production stopped early; what was produced was drained".to_string()
+                    }
+                    OnInterrupt::Abandon => "interrupted while producing (Ctrl-C)".to_string(),
+                });
             }
             drain_deadline = Some(Instant::now() + Duration::from_millis(config.drain_timeout_ms));
             produced = Some(report);
         }
         match &mut consumers {
             Consumers::InProcess(processor) => {
+                if p99_read.elapsed() >= Duration::from_secs(1) {
+                    p99_read = Instant::now();
+                    let e2e = processor.snapshot().end_to_end_from_intended_us;
+                    if !e2e.is_empty() {
+                        p99_us.store(
+                            e2e.value_at_quantile(0.99),
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                    }
+                }
                 if processor.failed().is_cancelled() {
                     produce_cancel.cancel();
                     ticker.abort();
@@ -719,11 +771,21 @@ async fn measure(
             }
         }
         if let Some(report) = &produced {
-            if partial_reason.is_some() || progress.caught_up(&report.end_offsets) {
+            if progress.caught_up(&report.end_offsets) {
                 break;
             }
-            if cancel.is_cancelled() {
-                partial_reason = Some("interrupted while draining (Ctrl-C)".into());
+            // Ctrl-C: `abandon` stops here; `drain` waits for what was produced, unless
+            // Ctrl-C comes a second time.
+            if cancel.is_cancelled()
+                && (config.on_interrupt == OnInterrupt::Abandon || abandon_token().is_cancelled())
+            {
+                let unprocessed = progress.lag(&report.end_offsets);
+                partial_reason = Some(format!(
+                    "{}; abandoned with {unprocessed} messages unprocessed (counted as lost if never applied)",
+                    partial_reason
+                        .take()
+                        .unwrap_or_else(|| "interrupted while draining (Ctrl-C)".into())
+                ));
                 break;
             }
             if drain_deadline.is_some_and(|deadline| Instant::now() > deadline) {
@@ -740,6 +802,9 @@ async fn measure(
     let produced = produced.expect("the loop ends only after production");
     let process_seconds = run_started.elapsed().as_secs_f64();
     ticker.abort();
+    if !config.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!();
+    }
     // A last sample at the end, so the series covers the whole run.
     series.lock().expect("series lock").push(SeriesPoint {
         t_s: (process_seconds * 1000.0).round() / 1000.0,
@@ -773,23 +838,15 @@ async fn measure(
         },
     );
     let metrics = &report.metrics;
-    let histograms: Vec<(&'static str, hdrhistogram::Histogram<u64>)> = vec![
-        (
-            "end_to_end_from_intended",
-            metrics.end_to_end_from_intended_us.clone(),
-        ),
-        (
-            "end_to_end_from_sent",
-            metrics.end_to_end_from_sent_us.clone(),
-        ),
-        ("claim", metrics.claim_us.clone()),
-        ("business", metrics.business_us.clone()),
-        ("mark_done", metrics.mark_done_us.clone()),
-        ("offset_commit", metrics.offset_commit_us.clone()),
-        ("send_ack", produced.send_ack_us.clone()),
-        ("schedule_lag", produced.schedule_lag_us.clone()),
-    ];
+    let mut histograms: Vec<(&'static str, hdrhistogram::Histogram<u64>)> = metrics
+        .histograms()
+        .into_iter()
+        .map(|(name, h)| (name, h.clone()))
+        .collect();
+    histograms.push(("send_ack", produced.send_ack_us.clone()));
+    histograms.push(("schedule_lag", produced.schedule_lag_us.clone()));
     let messages_produced = produced.ledger.copies_sent();
+    let series = std::mem::take(&mut *series.lock().expect("series lock"));
     let result = RunResult {
         schema_version: SCHEMA_VERSION,
         idembench_version: crate::versions::IDEMBENCH,
@@ -840,7 +897,8 @@ async fn measure(
             produced_per_second: per_second(messages_produced, produced.elapsed.as_secs_f64()),
             processed_per_second: per_second(counts.messages, process_seconds),
             offered_rate: config.rate,
-            series: std::mem::take(&mut *series.lock().expect("series lock")),
+            after_warm_up_per_second: after_warm_up(&series, config.warm_up_ms),
+            series,
         },
         latency_us: Latencies {
             end_to_end_from_intended: Percentiles::of(&metrics.end_to_end_from_intended_us),
@@ -851,6 +909,7 @@ async fn measure(
                 mark_done: Percentiles::of(&metrics.mark_done_us),
                 offset_commit: Percentiles::of(&metrics.offset_commit_us),
             },
+            warm_up: Percentiles::of(&metrics.warm_up_us),
             send_ack: Percentiles::of(&produced.send_ack_us),
             schedule_lag: Percentiles::of(&produced.schedule_lag_us),
             histograms: histograms
@@ -882,6 +941,7 @@ async fn measure(
                         && config.processes == 0
                         && config.workers >= config.partitions,
                     processes: config.processes,
+                    unprocessed: lag_at_stop.max(0) as u64,
                 },
                 &faults.log(),
             ),
@@ -1005,6 +1065,24 @@ fn say(config: &RunConfig, line: String) {
     }
 }
 
+/// Committed messages per second from the end of the warm-up to the end of the run, from the
+/// once-a-second series; `None` without a warm-up (or a run too short to have one).
+fn after_warm_up(series: &[SeriesPoint], warm_up_ms: u64) -> Option<f64> {
+    if warm_up_ms == 0 {
+        return None;
+    }
+    let from = series
+        .iter()
+        .find(|p| p.t_s * 1000.0 >= warm_up_ms as f64)?;
+    let to = series.last()?;
+    (to.t_s > from.t_s).then(|| {
+        per_second(
+            to.committed.saturating_sub(from.committed),
+            to.t_s - from.t_s,
+        )
+    })
+}
+
 fn per_second(count: u64, seconds: f64) -> f64 {
     if seconds > 0.0 {
         (count as f64 / seconds * 10.0).round() / 10.0
@@ -1013,34 +1091,70 @@ fn per_second(count: u64, seconds: f64) -> f64 {
     }
 }
 
-/// Samples the run once a second into `series`, and prints a progress line (to stderr) unless
-/// quiet.
-fn spawn_progress_ticker(
+/// What the once-a-second ticker reads and where it writes the series.
+struct Ticker {
     quiet: bool,
     progress: Arc<crate::processor::Progress>,
     acked: Arc<std::sync::atomic::AtomicU64>,
     series: Arc<std::sync::Mutex<Vec<SeriesPoint>>>,
+    faults: Arc<Faults>,
+    /// End-to-end p99 so far (µs), kept current by the supervision loop; 0 = not known.
+    p99_us: Arc<std::sync::atomic::AtomicU64>,
     planned: u64,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let started = Instant::now();
-        let mut interval = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            interval.tick().await;
-            let point = SeriesPoint {
-                t_s: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-                produced: acked.load(std::sync::atomic::Ordering::Relaxed),
-                committed: progress.committed_total().max(0) as u64,
-            };
-            series.lock().expect("series lock").push(point);
-            if !quiet && point.t_s >= 0.5 {
-                eprintln!(
-                    "[idembench] {:>5.1}s  produced {:>8}  committed {:>8} of {} planned messages",
-                    point.t_s, point.produced, point.committed, planned
+}
+
+impl Ticker {
+    /// Samples the run once a second into the series, and shows progress on stderr unless
+    /// quiet: one line redrawn in place on a terminal, a plain line every 5 s otherwise.
+    fn spawn(self) -> tokio::task::JoinHandle<()> {
+        use std::io::IsTerminal;
+        use std::sync::atomic::Ordering::Relaxed;
+        let terminal = std::io::stderr().is_terminal();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut interval = tokio::time::interval(Duration::from_secs(1));
+            let mut previous: Option<SeriesPoint> = None;
+            loop {
+                interval.tick().await;
+                let point = SeriesPoint {
+                    t_s: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                    produced: self.acked.load(Relaxed),
+                    committed: self.progress.committed_total().max(0) as u64,
+                };
+                self.series.lock().expect("series lock").push(point);
+                let rate = previous.map_or(0.0, |p| {
+                    point.committed.saturating_sub(p.committed) as f64
+                        / (point.t_s - p.t_s).max(1e-3)
+                });
+                previous = Some(point);
+                let whole_seconds = point.t_s.round() as u64;
+                if self.quiet || point.t_s < 0.5 || (!terminal && !whole_seconds.is_multiple_of(5))
+                {
+                    continue;
+                }
+                let p99 = match self.p99_us.load(Relaxed) {
+                    0 => "-".to_string(),
+                    us => crate::report::ms(us),
+                };
+                let line = format!(
+                    "[idembench] {:>6.1}s  {:>7.0} msg/s  produced {:>8}  committed {:>8}/{}  lag {:>6}  p99 {:>9}  faults {}",
+                    point.t_s,
+                    rate,
+                    point.produced,
+                    point.committed,
+                    self.planned,
+                    point.produced.saturating_sub(point.committed),
+                    p99,
+                    self.faults.log().len(),
                 );
+                if terminal {
+                    eprint!("\r{line}\x1b[K");
+                } else {
+                    eprintln!("{line}");
+                }
             }
-        }
-    })
+        })
+    }
 }
 
 /// `INFO server` → `redis_version`, on a short-lived connection of the run's own.

@@ -95,6 +95,7 @@ macro_rules! settings {
 settings! {
     trades: u64,
     rate: f64,
+    warm_up_ms: u64,
     duplicate_rate: f64,
     late_duplicate_share: f64,
     late_duplicate_delay_ms: u64,
@@ -145,6 +146,7 @@ impl Settings {
             args,
             trades,
             rate,
+            warm_up_ms,
             duplicate_rate,
             late_duplicate_share,
             late_duplicate_delay_ms,

@@ -17,6 +17,8 @@ pub struct WorkerMetrics {
     pub business_us: Histogram<u64>,
     pub mark_done_us: Histogram<u64>,
     pub offset_commit_us: Histogram<u64>,
+    /// End-to-end (from intended send) of the messages sent during the warm-up, kept apart.
+    pub warm_up_us: Histogram<u64>,
     pub counts: Counts,
 }
 
@@ -72,6 +74,7 @@ impl Default for WorkerMetrics {
             business_us: new_histogram(),
             mark_done_us: new_histogram(),
             offset_commit_us: new_histogram(),
+            warm_up_us: new_histogram(),
             counts: Counts::default(),
         }
     }
@@ -111,13 +114,19 @@ impl WorkerMetrics {
         }
     }
 
+    /// A message is done. Warm-up messages record only their end-to-end latency, apart.
     pub fn record_completion(
         &mut self,
+        warm_up: bool,
         intended_us: u64,
         sent_us: u64,
         done_us: u64,
         commit_us: u64,
     ) {
+        if warm_up {
+            record(&mut self.warm_up_us, done_us.saturating_sub(intended_us));
+            return;
+        }
         record(
             &mut self.end_to_end_from_intended_us,
             done_us.saturating_sub(intended_us),
@@ -130,7 +139,7 @@ impl WorkerMetrics {
     }
 
     /// The histograms by the names `result.json` and the `*.hgrm` files use.
-    pub fn histograms(&self) -> [(&'static str, &Histogram<u64>); 6] {
+    pub fn histograms(&self) -> [(&'static str, &Histogram<u64>); 7] {
         [
             (
                 "end_to_end_from_intended",
@@ -141,6 +150,7 @@ impl WorkerMetrics {
             ("business", &self.business_us),
             ("mark_done", &self.mark_done_us),
             ("offset_commit", &self.offset_commit_us),
+            ("warm_up", &self.warm_up_us),
         ]
     }
 
@@ -178,6 +188,7 @@ impl WorkerMetrics {
             (&mut metrics.business_us, "business"),
             (&mut metrics.mark_done_us, "mark_done"),
             (&mut metrics.offset_commit_us, "offset_commit"),
+            (&mut metrics.warm_up_us, "warm_up"),
         ] {
             histogram
                 .add(decode(name)?)
@@ -200,6 +211,7 @@ impl WorkerMetrics {
             (&mut self.business_us, &other.business_us),
             (&mut self.mark_done_us, &other.mark_done_us),
             (&mut self.offset_commit_us, &other.offset_commit_us),
+            (&mut self.warm_up_us, &other.warm_up_us),
         ] {
             mine.add(theirs).expect("all histograms share one range");
         }
@@ -214,7 +226,8 @@ mod tests {
     #[test]
     fn metrics_survive_the_wire() {
         let mut metrics = WorkerMetrics::default();
-        metrics.record_completion(1_000, 2_000, 9_000, 250);
+        metrics.record_completion(false, 1_000, 2_000, 9_000, 250);
+        metrics.record_completion(true, 1_000, 2_000, 5_000, 250);
         metrics.record_outcome(Outcome::Applied);
         metrics.counts.messages = 1;
         let json = serde_json::to_string(&metrics.to_wire()).unwrap();
@@ -226,6 +239,7 @@ mod tests {
             metrics.end_to_end_from_sent_us.max()
         );
         assert_eq!(back.offset_commit_us.len(), 1);
+        assert_eq!(back.warm_up_us.len(), 1, "warm-up kept apart");
         assert!(back.claim_us.is_empty());
     }
 }

@@ -94,6 +94,9 @@ pub struct Progress {
     rebalances: AtomicU64,
     /// Messages fully processed.
     completed: AtomicU64,
+    /// Messages intended to be sent before this time (µs since the epoch) are warm-up: their
+    /// end-to-end latency goes to the warm-up histogram, not the measured ones. 0: none.
+    warm_up_until_us: AtomicU64,
 }
 
 impl Progress {
@@ -104,6 +107,7 @@ impl Progress {
             assigned: AtomicUsize::new(0),
             rebalances: AtomicU64::new(0),
             completed: AtomicU64::new(0),
+            warm_up_until_us: AtomicU64::new(0),
         }
     }
 
@@ -151,6 +155,11 @@ impl Progress {
                 (end - at(&self.next_offsets).max(at(&self.committed))).max(0)
             })
             .sum()
+    }
+
+    /// Messages intended before `until_us` (µs since the epoch) count as warm-up.
+    pub fn set_warm_up_until(&self, until_us: u64) {
+        self.warm_up_until_us.store(until_us, Ordering::Relaxed);
     }
 
     pub fn rebalances(&self) -> u64 {
@@ -733,7 +742,10 @@ impl Worker {
                 }
                 let commit_us = commit_started.elapsed().as_micros() as u64;
                 if let Some(trade) = trade {
+                    let warm_up = trade.intended_send_us
+                        < self.progress.warm_up_until_us.load(Ordering::Relaxed);
                     metrics.record_completion(
+                        warm_up,
                         trade.intended_send_us,
                         trade.sent_us,
                         now_us(),

@@ -427,9 +427,13 @@ impl CommonArgs {
     }
 }
 
-/// The command line as typed, with URLs passed as flags redacted, for the report.
+/// The command line as typed, with URLs passed as flags redacted, for the report. The program
+/// is named `idembench` whatever path started it (`scripts/idembench` runs a build under
+/// `~/.cache`), so the reproduce line reads the same on every machine.
 pub fn redacted_command_line(args: impl IntoIterator<Item = String>) -> String {
     args.into_iter()
+        .enumerate()
+        .map(|(i, arg)| if i == 0 { "idembench".to_string() } else { arg })
         .map(|arg| {
             if arg.contains("://") {
                 crate::redact::redact_url(&arg)
@@ -445,4 +449,25 @@ pub fn redacted_command_line(args: impl IntoIterator<Item = String>) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recorded_command_names_idembench_and_hides_passwords() {
+        let line = redacted_command_line(
+            [
+                "/root/.cache/idembench/target/release/idembench",
+                "run",
+                "--postgres-url=postgres://u:secret@db:5432/x",
+                "--redis-url",
+                "redis://:hunter2@cache:6379",
+            ]
+            .map(String::from),
+        );
+        assert!(line.starts_with("idembench run "), "{line}");
+        assert!(!line.contains("secret") && !line.contains("hunter2"), "{line}");
+    }
 }

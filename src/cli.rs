@@ -33,6 +33,9 @@ pub enum Command {
     Matrix(Box<MatrixArgs>),
     /// Compare runs against a baseline for nightly CI: exit 0 fine, 1 regression, 2 error.
     Compare(CompareArgs),
+    /// Find the highest offered rate one strategy sustains with end-to-end p99 under a bound
+    /// (bisection over full runs; --rate and --trades are set per probe).
+    Capacity(Box<CapacityArgs>),
     /// Render summary.md and report.html again from the result.json files in a run's or a
     /// matrix's directory.
     Report(ReportArgs),
@@ -42,6 +45,35 @@ pub enum Command {
     /// One processor process of `run --processes N`; reads its spec on stdin (internal).
     #[command(hide = true)]
     Process,
+}
+
+#[derive(Debug, Args)]
+pub struct CapacityArgs {
+    #[arg(long, value_enum, default_value = "redis-only")]
+    pub strategy: StrategyKind,
+    #[arg(long, value_enum, default_value = "redis-rs")]
+    pub redis_client: RedisClientKind,
+    /// The latency bound: a rate is sustained when end-to-end p99 stays at or under it.
+    #[arg(long)]
+    pub p99_ms: f64,
+    /// The lowest rate probed (first), messages per second.
+    #[arg(long, default_value_t = 100.0)]
+    pub min_rate: f64,
+    /// The highest rate probed (second, if the lowest was sustained).
+    #[arg(long, default_value_t = 5_000.0)]
+    pub max_rate: f64,
+    /// Most probes (runs) in all.
+    #[arg(long, default_value_t = 7)]
+    pub probes: usize,
+    /// Seconds of offered load per probe (the trade count follows from the rate).
+    #[arg(long, default_value_t = 15)]
+    pub duration_s: u64,
+    /// Directory for capacity.json and one sub-directory per probe. Default:
+    /// reports/capacity/<time>.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 #[derive(Debug, Args)]
@@ -67,9 +99,14 @@ pub struct CompareArgs {
     pub baseline: PathBuf,
     /// Current runs, in the same forms.
     pub current: PathBuf,
-    /// Relative change in throughput or latency below which a difference is noise.
+    /// Relative change in throughput (and, unless --latency-threshold is given, latency)
+    /// below which a difference is noise.
     #[arg(long, default_value_t = 0.1)]
     pub threshold: f64,
+    /// Relative change in end-to-end p50/p99/p99.9 below which a difference is noise; latency
+    /// tails on a shared machine vary more than throughput. Default: --threshold.
+    #[arg(long)]
+    pub latency_threshold: Option<f64>,
     #[arg(long, value_enum, default_value = "text")]
     pub format: crate::compare::Format,
 }
@@ -468,6 +505,9 @@ mod tests {
             .map(String::from),
         );
         assert!(line.starts_with("idembench run "), "{line}");
-        assert!(!line.contains("secret") && !line.contains("hunter2"), "{line}");
+        assert!(
+            !line.contains("secret") && !line.contains("hunter2"),
+            "{line}"
+        );
     }
 }

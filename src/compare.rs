@@ -3,8 +3,8 @@
 //! Each side is a `result.json`, a run directory, or any directory holding several (a matrix,
 //! or repetitions of the same runs): every `result.json` beneath it is read. Runs are grouped by
 //! (scenario, strategy, Redis client); within a group, repetitions are reduced to their median.
-//! Performance changes beyond `threshold` (relative) are regressions or improvements, smaller
-//! ones noise. Correctness never gets a threshold: any trade lost or applied twice that the
+//! Performance changes beyond their threshold (relative; throughput and latency each have one)
+//! are regressions or improvements, smaller ones noise. Correctness never gets a threshold: any trade lost or applied twice that the
 //! baseline did not lose or double, a violated audit identity, or an oracle mismatch is a
 //! regression. Exit codes: 0 fine, 1 regression, 2 error.
 
@@ -158,7 +158,7 @@ pub struct MetricChange {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Comparison {
-    pub threshold: f64,
+    pub thresholds: Thresholds,
     pub changes: Vec<MetricChange>,
     /// Groups of the baseline that the current side lacks, and the reverse.
     pub missing_in_current: Vec<String>,
@@ -186,8 +186,15 @@ fn group(samples: &[Sample]) -> BTreeMap<String, Vec<&Sample>> {
     groups
 }
 
-/// Compares medians per group; `threshold` is relative (0.1 = 10 %).
-pub fn compare(baseline: &[Sample], current: &[Sample], threshold: f64) -> Comparison {
+/// Noise thresholds, relative (0.1 = 10 %): latency tails are noisier than throughput.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Thresholds {
+    pub throughput: f64,
+    pub latency: f64,
+}
+
+/// Compares medians per group against `thresholds`.
+pub fn compare(baseline: &[Sample], current: &[Sample], thresholds: Thresholds) -> Comparison {
     let (base_groups, current_groups) = (group(baseline), group(current));
     let mut changes = Vec::new();
     for (name, base) in &base_groups {
@@ -203,6 +210,11 @@ pub fn compare(baseline: &[Sample], current: &[Sample], threshold: f64) -> Compa
             ("end_to_end_p999_us", |s| s.p999_us, false),
         ];
         for (metric, read, higher_is_better) in metrics {
+            let threshold = if higher_is_better {
+                thresholds.throughput
+            } else {
+                thresholds.latency
+            };
             let b = median(base.iter().map(|s| read(s)).collect());
             let c = median(now.iter().map(|s| read(s)).collect());
             let change = (b != 0.0).then(|| c / b - 1.0);
@@ -264,7 +276,7 @@ pub fn compare(baseline: &[Sample], current: &[Sample], threshold: f64) -> Compa
         .count()
         + missing_in_current.len();
     Comparison {
-        threshold,
+        thresholds,
         changes,
         missing_in_current,
         new_in_current,
@@ -320,9 +332,10 @@ impl Comparison {
                     out.push_str(&format!("note: {new} is new (no baseline)\n"));
                 }
                 out.push_str(&format!(
-                    "{} regression(s); threshold for performance noise {:.0} %\n",
+                    "{} regression(s); noise thresholds: throughput {:.0} %, latency {:.0} %\n",
                     self.regressions,
-                    self.threshold * 100.0
+                    self.thresholds.throughput * 100.0,
+                    self.thresholds.latency * 100.0
                 ));
                 out
             }
@@ -356,10 +369,24 @@ mod tests {
             sample("a", 990.0, 61_000.0),
         ];
         let same = [sample("a", 1005.0, 61_500.0), sample("a", 995.0, 60_500.0)];
-        let verdict = compare(&baseline, &same, 0.1);
+        let verdict = compare(
+            &baseline,
+            &same,
+            Thresholds {
+                throughput: 0.1,
+                latency: 0.1,
+            },
+        );
         assert_eq!(verdict.regressions, 0, "{}", verdict.render(Format::Text));
         let dropped = [sample("a", 800.0, 61_000.0), sample("a", 805.0, 60_000.0)];
-        let verdict = compare(&baseline, &dropped, 0.1);
+        let verdict = compare(
+            &baseline,
+            &dropped,
+            Thresholds {
+                throughput: 0.1,
+                latency: 0.1,
+            },
+        );
         assert_eq!(verdict.regressions, 1);
         let throughput = verdict
             .changes
@@ -375,11 +402,40 @@ mod tests {
     }
 
     #[test]
+    fn latency_has_its_own_threshold() {
+        let baseline = [sample("a", 1000.0, 60_000.0)];
+        let slower_tail = [sample("a", 1000.0, 78_000.0)];
+        let both = Thresholds {
+            throughput: 0.1,
+            latency: 0.1,
+        };
+        assert_eq!(
+            compare(&baseline, &slower_tail, both).regressions,
+            2,
+            "p99, p99.9"
+        );
+        let lenient = Thresholds {
+            throughput: 0.1,
+            latency: 0.5,
+        };
+        assert_eq!(compare(&baseline, &slower_tail, lenient).regressions, 0);
+        let slower = [sample("a", 850.0, 60_000.0)];
+        assert_eq!(compare(&baseline, &slower, lenient).regressions, 1);
+    }
+
+    #[test]
     fn correctness_regressions_always_fail_and_missing_groups_too() {
         let baseline = [sample("a", 1000.0, 60_000.0), sample("b", 1000.0, 60_000.0)];
         let mut lossy = sample("a", 1000.0, 60_000.0);
         lossy.lost = 1;
-        let verdict = compare(&baseline, &[lossy], 0.5);
+        let verdict = compare(
+            &baseline,
+            &[lossy],
+            Thresholds {
+                throughput: 0.5,
+                latency: 0.5,
+            },
+        );
         assert_eq!(verdict.missing_in_current, vec!["b".to_string()]);
         assert_eq!(verdict.regressions, 2, "{}", verdict.render(Format::Text));
         let text = verdict.render(Format::Markdown);

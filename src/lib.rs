@@ -21,6 +21,7 @@
 //! - [`redact`]: passwords never leave the process.
 
 pub mod audit;
+pub mod capacity;
 pub mod cli;
 pub mod compare;
 pub mod db;

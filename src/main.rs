@@ -70,6 +70,17 @@ fn main() {
             },
             },
             Command::Process => idembench::member::serve().await,
+            Command::Capacity(args) => match idembench::capacity::search(*args, command, cancel.clone()).await {
+                Ok(outcome) => {
+                    print!("{}", idembench::capacity::table(&outcome.capacity));
+                    println!("wrote {}", outcome.dir.join("capacity.json").display());
+                    interrupted(&cancel)
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    error.exit_code()
+                }
+            },
             Command::Merge(args) => match idembench::merge::merge_into(&args.inputs, &args.out) {
                 Ok(merged) => {
                     println!(
@@ -101,8 +112,12 @@ fn main() {
                 }
             },
             Command::Compare(args) => {
-                if !(args.threshold >= 0.0 && args.threshold.is_finite()) {
-                    eprintln!("error: --threshold must be a non-negative fraction (0.1 = 10 %)");
+                let thresholds = idembench::compare::Thresholds {
+                    throughput: args.threshold,
+                    latency: args.latency_threshold.unwrap_or(args.threshold),
+                };
+                if ![thresholds.throughput, thresholds.latency].iter().all(|t| *t >= 0.0 && t.is_finite()) {
+                    eprintln!("error: --threshold and --latency-threshold must be non-negative fractions (0.1 = 10 %)");
                     return 2;
                 }
                 let loaded = idembench::compare::load(&args.baseline)
@@ -113,7 +128,7 @@ fn main() {
                         2
                     }
                     Ok((baseline, current)) => {
-                        let comparison = idembench::compare::compare(&baseline, &current, args.threshold);
+                        let comparison = idembench::compare::compare(&baseline, &current, thresholds);
                         print!("{}", comparison.render(args.format));
                         if comparison.regressions > 0 { 1 } else { 0 }
                     }

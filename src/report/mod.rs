@@ -324,9 +324,8 @@ pub(crate) fn setup_lines(runs: &[RunView]) -> Vec<String> {
         "Services: Kafka at {} ({} broker(s)), Redis {}, PostgreSQL {}",
         text(services, "/kafka/brokers"),
         text(services, "/kafka/broker_count"),
-        services
-            .pointer("/redis/version")
-            .and_then(Value::as_str)
+        runs.iter()
+            .find_map(|r| r.services.pointer("/redis/version").and_then(Value::as_str))
             .unwrap_or("not used"),
         text(services, "/postgres/version"),
     ));

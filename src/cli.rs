@@ -107,6 +107,10 @@ pub struct CompareArgs {
     /// tails on a shared machine vary more than throughput. Default: --threshold.
     #[arg(long)]
     pub latency_threshold: Option<f64>,
+    /// Compare throughput and latency only for runs of these scenarios, comma-separated
+    /// (short correctness scenarios measure start-up noise); correctness is compared for all.
+    #[arg(long, value_delimiter = ',')]
+    pub performance_scenarios: Vec<String>,
     #[arg(long, value_enum, default_value = "text")]
     pub format: crate::compare::Format,
 }

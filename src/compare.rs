@@ -18,6 +18,8 @@ use serde_json::Value;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
     pub group: String,
+    /// The scenario the run belongs to ("" without one).
+    pub scenario: String,
     pub processed_per_second: f64,
     pub p50_us: f64,
     pub p99_us: f64,
@@ -68,6 +70,7 @@ impl Sample {
         );
         Ok(Sample {
             group,
+            scenario: scenario.to_string(),
             processed_per_second: number("/throughput/processed_per_second")?,
             p50_us: number("/latency_us/end_to_end_from_intended/p50")?,
             p99_us: number("/latency_us/end_to_end_from_intended/p99")?,
@@ -193,8 +196,21 @@ pub struct Thresholds {
     pub latency: f64,
 }
 
+/// What a comparison gates on.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Gate {
+    /// Compare throughput and latency only for runs of these scenarios (`None`: every run).
+    /// Correctness is compared for every run regardless.
+    pub performance_scenarios: Option<Vec<String>>,
+}
+
 /// Compares medians per group against `thresholds`.
-pub fn compare(baseline: &[Sample], current: &[Sample], thresholds: Thresholds) -> Comparison {
+pub fn compare(
+    baseline: &[Sample],
+    current: &[Sample],
+    thresholds: Thresholds,
+    gate: &Gate,
+) -> Comparison {
     let (base_groups, current_groups) = (group(baseline), group(current));
     let mut changes = Vec::new();
     for (name, base) in &base_groups {
@@ -209,7 +225,11 @@ pub fn compare(baseline: &[Sample], current: &[Sample], thresholds: Thresholds) 
             ("end_to_end_p99_us", |s| s.p99_us, false),
             ("end_to_end_p999_us", |s| s.p999_us, false),
         ];
-        for (metric, read, higher_is_better) in metrics {
+        let gated = gate
+            .performance_scenarios
+            .as_ref()
+            .is_none_or(|names| names.contains(&base[0].scenario));
+        for (metric, read, higher_is_better) in metrics.into_iter().filter(|_| gated) {
             let threshold = if higher_is_better {
                 thresholds.throughput
             } else {
@@ -350,6 +370,7 @@ mod tests {
     fn sample(group: &str, rate: f64, p99: f64) -> Sample {
         Sample {
             group: group.into(),
+            scenario: group.into(),
             processed_per_second: rate,
             p50_us: 5_000.0,
             p99_us: p99,
@@ -376,6 +397,7 @@ mod tests {
                 throughput: 0.1,
                 latency: 0.1,
             },
+            &Gate::default(),
         );
         assert_eq!(verdict.regressions, 0, "{}", verdict.render(Format::Text));
         let dropped = [sample("a", 800.0, 61_000.0), sample("a", 805.0, 60_000.0)];
@@ -386,6 +408,7 @@ mod tests {
                 throughput: 0.1,
                 latency: 0.1,
             },
+            &Gate::default(),
         );
         assert_eq!(verdict.regressions, 1);
         let throughput = verdict
@@ -402,6 +425,28 @@ mod tests {
     }
 
     #[test]
+    fn performance_is_gated_only_for_the_named_scenarios_and_correctness_always() {
+        let baseline = [
+            sample("burst", 1000.0, 60_000.0),
+            sample("steady", 400.0, 9_000.0),
+        ];
+        let mut noisy = sample("burst", 500.0, 600_000.0);
+        let steady = sample("steady", 398.0, 9_100.0);
+        let gate = Gate {
+            performance_scenarios: Some(vec!["steady".into()]),
+        };
+        let tight = Thresholds {
+            throughput: 0.1,
+            latency: 0.1,
+        };
+        let verdict = compare(&baseline, &[noisy.clone(), steady.clone()], tight, &gate);
+        assert_eq!(verdict.regressions, 0, "{}", verdict.render(Format::Text));
+        noisy.double_applied = 1;
+        let verdict = compare(&baseline, &[noisy, steady], tight, &gate);
+        assert_eq!(verdict.regressions, 1, "correctness is gated everywhere");
+    }
+
+    #[test]
     fn latency_has_its_own_threshold() {
         let baseline = [sample("a", 1000.0, 60_000.0)];
         let slower_tail = [sample("a", 1000.0, 78_000.0)];
@@ -410,7 +455,7 @@ mod tests {
             latency: 0.1,
         };
         assert_eq!(
-            compare(&baseline, &slower_tail, both).regressions,
+            compare(&baseline, &slower_tail, both, &Gate::default()).regressions,
             2,
             "p99, p99.9"
         );
@@ -418,9 +463,15 @@ mod tests {
             throughput: 0.1,
             latency: 0.5,
         };
-        assert_eq!(compare(&baseline, &slower_tail, lenient).regressions, 0);
+        assert_eq!(
+            compare(&baseline, &slower_tail, lenient, &Gate::default()).regressions,
+            0
+        );
         let slower = [sample("a", 850.0, 60_000.0)];
-        assert_eq!(compare(&baseline, &slower, lenient).regressions, 1);
+        assert_eq!(
+            compare(&baseline, &slower, lenient, &Gate::default()).regressions,
+            1
+        );
     }
 
     #[test]
@@ -435,6 +486,7 @@ mod tests {
                 throughput: 0.5,
                 latency: 0.5,
             },
+            &Gate::default(),
         );
         assert_eq!(verdict.missing_in_current, vec!["b".to_string()]);
         assert_eq!(verdict.regressions, 2, "{}", verdict.render(Format::Text));

@@ -14,8 +14,8 @@ pub struct Environment {
     pub idembench_version: &'static str,
     /// The commit the binary was built from (uncommitted changes are not detected).
     pub git_commit: &'static str,
-    /// The Kafka protocol does not report a broker's version; `services.kafka` has the address
-    /// and the SETUP file of a committed report the version.
+    /// The Kafka protocol does not report a broker's version: this is `IDEMBENCH_KAFKA_VERSION`
+    /// when set (`scripts/idembench` sets it for the broker `scripts/services` runs).
     pub kafka_version: Option<String>,
 }
 
@@ -51,7 +51,9 @@ impl Environment {
             memory_gib: (memory_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
             idembench_version: crate::versions::IDEMBENCH,
             git_commit: crate::versions::GIT_COMMIT,
-            kafka_version: None,
+            kafka_version: std::env::var("IDEMBENCH_KAFKA_VERSION")
+                .ok()
+                .filter(|v| !v.is_empty()),
         }
     }
 }
@@ -69,6 +71,16 @@ impl Usage {
     /// This process so far.
     pub fn this_process() -> Usage {
         Usage::of(libc::RUSAGE_SELF)
+    }
+
+    /// CPU time since `start` (peak RSS stays the process's own peak).
+    pub fn since(self, start: Usage) -> Usage {
+        let round = |x: f64| (x * 1000.0).round() / 1000.0;
+        Usage {
+            cpu_user_seconds: round(self.cpu_user_seconds - start.cpu_user_seconds),
+            cpu_system_seconds: round(self.cpu_system_seconds - start.cpu_system_seconds),
+            peak_rss_mib: self.peak_rss_mib,
+        }
     }
 
     /// Every child process that has ended and been waited for.

@@ -128,7 +128,9 @@ fn main() {
                         2
                     }
                     Ok((baseline, current)) => {
-                        let comparison = idembench::compare::compare(&baseline, &current, thresholds);
+                        let comparison = idembench::compare::compare(&baseline, &current, thresholds, &idembench::compare::Gate {
+                            performance_scenarios: (!args.performance_scenarios.is_empty()).then(|| args.performance_scenarios.clone()),
+                        });
                         print!("{}", comparison.render(args.format));
                         if comparison.regressions > 0 { 1 } else { 0 }
                     }

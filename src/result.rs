@@ -46,6 +46,8 @@ pub struct RunResult {
 
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Resources {
+    /// CPU time this run used in this process (load generator, in-process processor, audit),
+    /// and the peak RSS of the process so far (a matrix runs many runs in one process).
     pub this_process: crate::environment::Usage,
     pub processor_processes: Option<crate::environment::Usage>,
 }
@@ -55,6 +57,13 @@ pub struct Resources {
 pub struct SeriesPoint {
     /// Seconds since production started.
     pub t_s: f64,
+    /// Messages the open-loop schedule had due by then (`rate × t`, at most the plan).
+    #[serde(default)]
+    pub offered: u64,
+    /// Messages processed (by an in-process processor; processor processes report commits
+    /// only, so 0 there).
+    #[serde(default)]
+    pub processed: u64,
     /// Messages the producer has had acknowledged so far.
     pub produced: u64,
     /// Messages the group has committed so far (sum of committed offsets).
@@ -226,6 +235,9 @@ pub struct ProcessorStats {
     pub lag_at_stop: i64,
     /// Processor restarts after injected crashes, and replacements of killed processes.
     pub restarts: u64,
+    /// `stalled_us` in milliseconds: time copies waited behind another attempt's PROCESSING
+    /// key (`--on-in-progress wait`).
+    pub stalled_ms: u64,
     /// Processor OS processes that ran (`--processes`; 0 when the processor ran in-process).
     pub processes: u64,
     /// Processor processes killed with SIGKILL.

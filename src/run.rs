@@ -317,6 +317,10 @@ impl RunNames {
 /// Runs one benchmark. `cancel` (Ctrl-C) ends it early with a partial report.
 pub async fn execute(config: RunConfig, cancel: CancellationToken) -> Result<RunOutcome, RunError> {
     config.validate()?;
+    let usage_at_start = (
+        crate::environment::Usage::this_process(),
+        crate::environment::Usage::children(),
+    );
     let names = RunNames::new(&config);
     let timeout = config.connect_timeout();
     let connections = &config.connections;
@@ -380,7 +384,7 @@ pub async fn execute(config: RunConfig, cancel: CancellationToken) -> Result<Run
         .map_err(kafka_error)?;
     db.prepare(config.unique_constraint).await?;
 
-    let outcome = measure(&config, &names, &db, redis.clone(), cancel).await;
+    let outcome = measure(&config, &names, &db, redis.clone(), cancel, usage_at_start).await;
 
     // 7. Clean up whatever happened above.
     if !config.keep_state {
@@ -458,6 +462,7 @@ async fn measure(
     db: &Db,
     redis: Option<Arc<dyn redis_seam::RedisOps>>,
     cancel: CancellationToken,
+    usage_at_start: (crate::environment::Usage, crate::environment::Usage),
 ) -> Result<Measured, RunError> {
     let timeout = config.connect_timeout();
     let faults = Arc::new(Faults::new(config.crash_plan.clone()));
@@ -614,6 +619,7 @@ async fn measure(
         faults: faults.clone(),
         p99_us: p99_us.clone(),
         planned,
+        rate: config.rate,
     }
     .spawn();
     let mut p99_read = Instant::now();
@@ -808,6 +814,8 @@ async fn measure(
     // A last sample at the end, so the series covers the whole run.
     series.lock().expect("series lock").push(SeriesPoint {
         t_s: (process_seconds * 1000.0).round() / 1000.0,
+        offered: offered(config.rate, process_seconds, planned),
+        processed: progress.completed(),
         produced: acked.load(std::sync::atomic::Ordering::Relaxed),
         committed: progress.committed_total().max(0) as u64,
     });
@@ -972,14 +980,16 @@ async fn measure(
                 .filter(|event| event.kind == "process-kill")
                 .count() as u64,
             killed_measurement_windows: stopped.killed_measurement_windows,
+            stalled_ms: counts.stalled_us / 1000,
             redeliveries: counts
                 .messages
                 .saturating_sub(produced.ledger.copies_sent() + produced.ledger.malformed_acked),
         },
         environment: crate::environment::Environment::read(),
         resources: Resources {
-            this_process: crate::environment::Usage::this_process(),
-            processor_processes: (stopped.processes > 0).then(crate::environment::Usage::children),
+            this_process: crate::environment::Usage::this_process().since(usage_at_start.0),
+            processor_processes: (stopped.processes > 0)
+                .then(|| crate::environment::Usage::children().since(usage_at_start.1)),
         },
     };
     Ok(Measured { result, histograms })
@@ -1101,6 +1111,16 @@ struct Ticker {
     /// End-to-end p99 so far (µs), kept current by the supervision loop; 0 = not known.
     p99_us: Arc<std::sync::atomic::AtomicU64>,
     planned: u64,
+    rate: f64,
+}
+
+/// Messages the open-loop schedule has due `t_s` seconds in (all of them when unthrottled).
+fn offered(rate: f64, t_s: f64, planned: u64) -> u64 {
+    if rate > 0.0 {
+        ((rate * t_s) as u64).min(planned)
+    } else {
+        planned
+    }
 }
 
 impl Ticker {
@@ -1116,8 +1136,11 @@ impl Ticker {
             let mut previous: Option<SeriesPoint> = None;
             loop {
                 interval.tick().await;
+                let t_s = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
                 let point = SeriesPoint {
-                    t_s: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                    t_s,
+                    offered: offered(self.rate, t_s, self.planned),
+                    processed: self.progress.completed(),
                     produced: self.acked.load(Relaxed),
                     committed: self.progress.committed_total().max(0) as u64,
                 };

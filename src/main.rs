@@ -51,6 +51,11 @@ fn main() {
                 Ok(outcome) => {
                     print!("{}", outcome.result.summary());
                     println!("  wrote        {}", outcome.dir.join("result.json").display());
+                    println!(
+                        "  reports      {} and {}",
+                        outcome.dir.join("summary.md").display(),
+                        outcome.dir.join("report.html").display()
+                    );
                     if !outcome.result.correctness.identity_holds {
                         eprintln!("error: the audit identity does not hold — see correctness in result.json");
                         1

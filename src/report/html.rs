@@ -5,7 +5,9 @@
 use std::fmt::Write;
 
 use super::svg::{self, Series, escape};
-use super::{MEASUREMENT_NOTES, RunView, answers, by_scenario, commands, ms, setup_lines};
+use super::{
+    COLUMNS, MEASUREMENT_NOTES, Mark, RunView, answers, by_scenario, commands, row, setup_lines,
+};
 
 const STYLE: &str = "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}\
 table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}\
@@ -162,55 +164,24 @@ pub fn render(runs: &[RunView], command: Option<&str>) -> String {
 }
 
 fn table(out: &mut String, runs: &[&RunView]) {
-    out.push_str(
-        "<table><tr><th class=\"l\">strategy</th><th class=\"l\">client</th><th>msg/s</th><th>p50</th>\
-         <th>p99</th><th>p99.9</th><th>max</th><th>exactly once</th><th>lost</th><th>applied twice</th>\
-         <th>caught by constraint</th><th>suppressed</th><th>stalled</th><th>redeliveries</th>\
-         <th>faults</th><th>claim</th><th>oracle</th></tr>",
-    );
+    out.push_str("<table><tr>");
+    for (i, column) in COLUMNS.iter().enumerate() {
+        let class = if i < 2 { " class=\"l\"" } else { "" };
+        let _ = write!(out, "<th{class}>{}</th>", escape(column));
+    }
+    out.push_str("</tr>");
     for r in runs {
-        let e2e = &r.latency_us.end_to_end_from_intended;
-        let c = &r.correctness;
-        let flag = |n: u64| {
-            if n > 0 {
-                format!("<td class=\"bad\">{n}</td>")
-            } else {
-                "<td>0</td>".into()
-            }
-        };
-        let _ = write!(
-            out,
-            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td>{}{}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}{}</tr>",
-            escape(&r.strategy),
-            escape(&r.redis_client),
-            r.throughput.processed_per_second,
-            ms(e2e.p50),
-            ms(e2e.p99),
-            ms(e2e.p999),
-            ms(e2e.max),
-            c.exactly_once,
-            flag(c.lost),
-            flag(c.double_applied),
-            c.caught_by_constraint,
-            c.duplicates_suppressed,
-            ms(r.processor.stalled_us),
-            r.processor.redeliveries,
-            r.faults_injected(),
-            if r.claim_held() {
-                "<td class=\"ok\">held</td>"
-            } else {
-                "<td class=\"bad\">REFUTED</td>"
-            },
-            if r.oracle.mismatches == 0 {
-                "<td class=\"ok\">agrees</td>".to_string()
-            } else {
-                format!(
-                    "<td class=\"bad\">{} mismatch(es)</td>",
-                    r.oracle.mismatches
-                )
-            },
-        );
+        out.push_str("<tr>");
+        for (i, (text, mark)) in row(r).into_iter().enumerate() {
+            let class = match (i < 2, mark) {
+                (true, _) => " class=\"l\"",
+                (false, Mark::Bad) => " class=\"bad\"",
+                (false, Mark::Good) => " class=\"ok\"",
+                (false, Mark::Plain) => "",
+            };
+            let _ = write!(out, "<td{class}>{}</td>", escape(&text));
+        }
+        out.push_str("</tr>");
     }
     out.push_str("</table>");
 }

@@ -3,7 +3,9 @@
 
 use std::fmt::Write;
 
-use super::{MEASUREMENT_NOTES, RunView, answers, by_scenario, commands, ms, setup_lines};
+use super::{
+    COLUMNS, MEASUREMENT_NOTES, Mark, RunView, answers, by_scenario, commands, row, setup_lines,
+};
 
 pub fn render(runs: &[RunView], command: Option<&str>) -> String {
     let mut out = String::new();
@@ -97,46 +99,24 @@ pub fn render(runs: &[RunView], command: Option<&str>) -> String {
                     .unwrap_or_default()
             );
         }
-        let _ = writeln!(
-            out,
-            "| strategy | client | msg/s | p50 | p99 | p99.9 | max | exactly once | lost | applied twice | caught by constraint | suppressed | stalled | redeliveries | faults | claim | oracle |"
-        );
-        let _ = writeln!(
-            out,
-            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|"
-        );
+        let _ = writeln!(out, "| {} |", COLUMNS.join(" | "));
+        let alignment: Vec<&str> = (0..COLUMNS.len())
+            .map(|i| match i {
+                0 | 1 => "---",
+                i if i >= COLUMNS.len() - 2 => "---",
+                _ => "--:",
+            })
+            .collect();
+        let _ = writeln!(out, "|{}|", alignment.join("|"));
         for r in members {
-            let e2e = &r.latency_us.end_to_end_from_intended;
-            let c = &r.correctness;
-            let _ = writeln!(
-                out,
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                r.strategy,
-                r.redis_client,
-                r.throughput.processed_per_second,
-                ms(e2e.p50),
-                ms(e2e.p99),
-                ms(e2e.p999),
-                ms(e2e.max),
-                c.exactly_once,
-                bold_if(c.lost),
-                bold_if(c.double_applied),
-                c.caught_by_constraint,
-                c.duplicates_suppressed,
-                ms(r.processor.stalled_us),
-                r.processor.redeliveries,
-                r.faults_injected(),
-                if r.claim_held() {
-                    "held"
-                } else {
-                    "**REFUTED**"
-                },
-                if r.oracle.mismatches == 0 {
-                    "agrees".to_string()
-                } else {
-                    format!("**{} mismatch(es)**", r.oracle.mismatches)
-                },
-            );
+            let cells: Vec<String> = row(r)
+                .into_iter()
+                .map(|(text, mark)| match mark {
+                    Mark::Bad => format!("**{text}**"),
+                    Mark::Good | Mark::Plain => text,
+                })
+                .collect();
+            let _ = writeln!(out, "| {} |", cells.join(" | "));
         }
         let _ = writeln!(out);
     }
@@ -151,12 +131,4 @@ pub fn render(runs: &[RunView], command: Option<&str>) -> String {
     }
     let _ = writeln!(out, "```");
     out
-}
-
-fn bold_if(n: u64) -> String {
-    if n > 0 {
-        format!("**{n}**")
-    } else {
-        "0".into()
-    }
 }

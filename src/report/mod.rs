@@ -255,6 +255,70 @@ pub(crate) fn answers(runs: &[RunView]) -> Vec<Answer> {
         .collect()
 }
 
+/// How a cell of the results table reads: as it is, as good news, or as bad news.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mark {
+    Plain,
+    Good,
+    Bad,
+}
+
+/// The results table's columns (the first two are text, the rest numbers or verdicts).
+pub(crate) const COLUMNS: [&str; 17] = [
+    "strategy",
+    "client",
+    "msg/s",
+    "p50",
+    "p99",
+    "p99.9",
+    "max",
+    "exactly once",
+    "lost",
+    "applied twice",
+    "caught by constraint",
+    "suppressed",
+    "stalled",
+    "redeliveries",
+    "faults",
+    "claim",
+    "oracle",
+];
+
+/// One run's row of the results table, cell by cell, in [`COLUMNS`] order.
+pub(crate) fn row(r: &RunView) -> Vec<(String, Mark)> {
+    let e2e = &r.latency_us.end_to_end_from_intended;
+    let c = &r.correctness;
+    let plain = |text: String| (text, Mark::Plain);
+    let anomaly = |n: u64| (n.to_string(), if n > 0 { Mark::Bad } else { Mark::Plain });
+    vec![
+        plain(r.strategy.clone()),
+        plain(r.redis_client.clone()),
+        plain(format!("{:.0}", r.throughput.processed_per_second)),
+        plain(ms(e2e.p50)),
+        plain(ms(e2e.p99)),
+        plain(ms(e2e.p999)),
+        plain(ms(e2e.max)),
+        plain(c.exactly_once.to_string()),
+        anomaly(c.lost),
+        anomaly(c.double_applied),
+        plain(c.caught_by_constraint.to_string()),
+        plain(c.duplicates_suppressed.to_string()),
+        plain(ms(r.processor.stalled_us)),
+        plain(r.processor.redeliveries.to_string()),
+        plain(r.faults_injected().to_string()),
+        if r.claim_held() {
+            ("held".into(), Mark::Good)
+        } else {
+            ("REFUTED".into(), Mark::Bad)
+        },
+        if r.oracle.mismatches == 0 {
+            ("agrees".into(), Mark::Good)
+        } else {
+            (format!("{} mismatch(es)", r.oracle.mismatches), Mark::Bad)
+        },
+    ]
+}
+
 /// How the numbers were taken, for both reports.
 pub(crate) const MEASUREMENT_NOTES: [&str; 5] = [
     "The load generator sends on an open-loop schedule: message j is due at start + j/rate whatever the system does, and carries its intended and actual send times. End-to-end latency runs from the intended send time to the offset commit, so a backlog shows in full (no coordinated omission); the actual-send figure is in result.json too.",

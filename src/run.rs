@@ -600,6 +600,7 @@ async fn measure(
         topic: names.topic.clone(),
         rate: config.rate,
         acked: Some(acked.clone()),
+        unkeyed: false,
         copies: match config.duplicate_partition {
             DuplicatePartition::Same => CopyRouting::SameKey,
             DuplicatePartition::Next => CopyRouting::NextPartition {

@@ -51,6 +51,7 @@ async fn db_offsets_seeks_to_the_stored_offset_on_assignment() {
         rate: 0.0,
         copies: Default::default(),
         acked: None,
+        unkeyed: false,
     };
     let produced = idembench_loadgen::produce(
         &producer.producer,

@@ -53,6 +53,10 @@ struct Args {
     malformed_rate: f64,
     #[arg(long, default_value_t = 1)]
     linger_ms: u32,
+    /// Send records without a key, for comparisons with producers that send none (Kafka's
+    /// ProducerPerformance): per-account order is lost, so not for feeding a processor.
+    #[arg(long)]
+    no_keys: bool,
     /// Write the ledger here as CSV.
     #[arg(long)]
     ledger_csv: Option<std::path::PathBuf>,
@@ -101,6 +105,7 @@ async fn run(args: Args) -> Result<(), String> {
         rate: args.rate,
         copies: Default::default(),
         acked: None,
+        unkeyed: args.no_keys,
     };
     let report = produce(&producer, &settings, &spec, &plan, &cancel)
         .await

@@ -38,6 +38,10 @@ pub struct SendSettings {
     /// Counts acknowledged messages as they arrive, for a live view of the run.
     #[serde(skip)]
     pub acked: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// Send records without a key (the partitioner then packs batches freely). Only for
+    /// comparisons with producers that send none: per-account order is lost.
+    #[serde(default)]
+    pub unkeyed: bool,
 }
 
 /// Where a trade's extra copy goes.
@@ -145,6 +149,7 @@ pub async fn produce<C: ClientContext + 'static>(
         producer,
         topic: &settings.topic,
         copies: settings.copies,
+        unkeyed: settings.unkeyed,
         payload_bytes: spec.payload_bytes,
         buffer: &mut buffer,
         pending: &pending_tx,
@@ -220,6 +225,7 @@ struct Sender<'a, C: ClientContext + 'static> {
     producer: &'a FutureProducer<C>,
     topic: &'a str,
     copies: CopyRouting,
+    unkeyed: bool,
     payload_bytes: usize,
     buffer: &'a mut Vec<u8>,
     pending: &'a mpsc::Sender<Pending>,
@@ -268,9 +274,10 @@ impl<C: ClientContext + 'static> Sender<'_, C> {
     /// Hands the buffer to the producer, waiting while its queue is full.
     async fn send_buffer(&mut self, key: [u8; 4], partition: Option<i32>, trade_id: u64) {
         loop {
-            let mut record = FutureRecord::to(self.topic)
-                .key(&key[..])
-                .payload(&self.buffer[..]);
+            let mut record = FutureRecord::to(self.topic).payload(&self.buffer[..]);
+            if !self.unkeyed {
+                record = record.key(&key[..]);
+            }
             if let Some(partition) = partition {
                 record = record.partition(partition);
             }

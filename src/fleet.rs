@@ -242,7 +242,7 @@ impl Fleet {
         .map_err(|e| format!("cannot read the group's committed offsets: {e}"))?;
         for element in committed.elements() {
             if let Offset::Offset(next) = element.offset() {
-                progress.observe_committed(element.partition(), next);
+                progress.mark_committed(element.partition(), next);
             }
         }
         Ok(())

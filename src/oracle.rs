@@ -228,22 +228,13 @@ pub fn predict(shape: &RunShape, log: &[FaultEvent]) -> Prediction {
     // Other workers' in-flight messages, cut at unknown steps by each crash.
     if !crashes.is_empty() && shape.workers > 1 && !database_decides(strategy) {
         if claims(strategy) {
-            lost = Bounds {
-                min: lost.min,
-                max: None,
-            };
+            lost = Bounds::at_least(lost.min);
             if !shape.unique_constraint {
-                double = Bounds {
-                    min: double.min,
-                    max: None,
-                };
+                double = Bounds::at_least(double.min);
             }
         }
         if strategy == StrategyKind::None && !shape.unique_constraint {
-            double = Bounds {
-                min: double.min,
-                max: None,
-            };
+            double = Bounds::at_least(double.min);
         }
         rules.push(
             "several workers: each crash also cuts their in-flight work, so counts are bounds"
@@ -299,10 +290,6 @@ pub fn predict(shape: &RunShape, log: &[FaultEvent]) -> Prediction {
                 strategy.name()
             ));
         }
-        let redis_decides = matches!(
-            strategy,
-            StrategyKind::RedisOnly | StrategyKind::RedisOnlyAtomic
-        );
         if redis_decides && !shape.unique_constraint && !claim_outlives_move {
             double = double.plus(Bounds::up_to(in_flight));
             rules.push(
@@ -311,10 +298,7 @@ pub fn predict(shape: &RunShape, log: &[FaultEvent]) -> Prediction {
             );
         }
         if strategy == StrategyKind::None && !shape.unique_constraint {
-            double = Bounds {
-                min: double.min,
-                max: None,
-            };
+            double = Bounds::at_least(double.min);
             rules.push("none: the new owner replays everything uncommitted".into());
         }
     }
@@ -322,10 +306,7 @@ pub fn predict(shape: &RunShape, log: &[FaultEvent]) -> Prediction {
     // in flight may have committed; only a check inside the transaction (inbox, offsets,
     // constraint) makes its retry harmless.
     let outages = log.iter().filter(|e| e.kind == "db-outage").count() as u64;
-    let unchecked = matches!(
-        strategy,
-        StrategyKind::None | StrategyKind::RedisOnly | StrategyKind::RedisOnlyAtomic
-    );
+    let unchecked = redis_decides || strategy == StrategyKind::None;
     if outages > 0 && unchecked && !shape.unique_constraint {
         let in_flight = outages * (shape.workers * shape.processes.max(1)) as u64;
         double = double.plus(Bounds::up_to(in_flight));

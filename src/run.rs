@@ -466,7 +466,7 @@ async fn measure(
 ) -> Result<Measured, RunError> {
     let timeout = config.connect_timeout();
     let faults = Arc::new(Faults::new(config.crash_plan.clone()));
-    let spec = MemberSpec {
+    let mut spec = MemberSpec {
         strategy: config.strategy,
         redis_client: config.redis_client,
         processor: ProcessorSettings {
@@ -497,7 +497,6 @@ async fn measure(
     };
     // A Postgres outage needs the processor's connections to run through a relay it can cut;
     // the audit keeps its direct connection.
-    let mut spec = spec;
     let relay = match config.crash_plan.db_outage_at_ms {
         None => None,
         Some(_) => {
@@ -703,7 +702,8 @@ async fn measure(
         }
         match &mut consumers {
             Consumers::InProcess(processor) => {
-                if p99_read.elapsed() >= Duration::from_secs(1) {
+                // Only the progress line reads it: no snapshot for a quiet run.
+                if !config.quiet && p99_read.elapsed() >= Duration::from_secs(1) {
                     p99_read = Instant::now();
                     let e2e = processor.snapshot().end_to_end_from_intended_us;
                     if !e2e.is_empty() {
@@ -856,6 +856,8 @@ async fn measure(
     histograms.push(("schedule_lag", produced.schedule_lag_us.clone()));
     let messages_produced = produced.ledger.copies_sent();
     let series = std::mem::take(&mut *series.lock().expect("series lock"));
+    let copies_elsewhere =
+        config.duplicate_partition == DuplicatePartition::Next && config.partitions > 1;
     let result = RunResult {
         schema_version: SCHEMA_VERSION,
         idembench_version: crate::versions::IDEMBENCH,
@@ -943,10 +945,8 @@ async fn measure(
                     slow_ms: config.crash_plan.slow_ms,
                     slow_late_copies: slow_copies.0,
                     slow_immediate_copies: slow_copies.1,
-                    copies_elsewhere: config.duplicate_partition == DuplicatePartition::Next
-                        && config.partitions > 1,
-                    copies_concurrent: config.duplicate_partition == DuplicatePartition::Next
-                        && config.partitions > 1
+                    copies_elsewhere,
+                    copies_concurrent: copies_elsewhere
                         && config.processes == 0
                         && config.workers >= config.partitions,
                     processes: config.processes,

@@ -131,7 +131,10 @@ impl Progress {
         }
     }
 
-    fn mark_committed(&self, partition: i32, next_offset: i64) {
+    /// Records that `next_offset` is committed for `partition` (never moving it back): by this
+    /// processor's own commits, or as read from the group coordinator when processor processes
+    /// commit on their own.
+    pub fn mark_committed(&self, partition: i32, next_offset: i64) {
         if let Some(committed) = usize::try_from(partition)
             .ok()
             .and_then(|p| self.committed.get(p))
@@ -172,12 +175,6 @@ impl Progress {
             .iter()
             .map(|c| c.load(Ordering::Acquire))
             .sum()
-    }
-
-    /// Records a committed offset read from the group coordinator (processor processes commit
-    /// on their own; the run learns of it this way).
-    pub fn observe_committed(&self, partition: i32, next_offset: i64) {
-        self.mark_committed(partition, next_offset);
     }
 
     pub fn completed(&self) -> u64 {

@@ -27,6 +27,7 @@ fn main() {
         .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
         .unwrap_or_else(|| "unknown".into());
     println!("cargo::rustc-env=IDEMBENCH_GIT_COMMIT={commit}");
+    docker_cfg();
     let lock = fs::read_to_string("Cargo.lock").unwrap_or_default();
     for (package, variable) in [
         ("redis", "IDEMBENCH_REDIS_RS_VERSION"),
@@ -48,4 +49,24 @@ fn locked_version(lock: &str, package: &str) -> String {
         .and_then(|at| lock[at + needle.len()..].split('"').next())
         .unwrap_or("unknown")
         .to_string()
+}
+
+/// `cfg(docker_available)` when a Docker daemon's socket accepts a connection at build time: the
+/// testcontainers test runs there and is reported ignored, with its reason, everywhere else.
+fn docker_cfg() {
+    println!("cargo::rustc-check-cfg=cfg(docker_available)");
+    println!("cargo::rerun-if-env-changed=DOCKER_HOST");
+    let host = std::env::var("DOCKER_HOST").unwrap_or_default();
+    let socket = host
+        .strip_prefix("unix://")
+        .unwrap_or("/var/run/docker.sock")
+        .to_string();
+    if std::path::Path::new(&socket).exists() {
+        println!("cargo::rerun-if-changed={socket}");
+    }
+    let answers =
+        host.starts_with("tcp://") || std::os::unix::net::UnixStream::connect(&socket).is_ok();
+    if answers {
+        println!("cargo::rustc-cfg=docker_available");
+    }
 }

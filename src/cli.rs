@@ -336,6 +336,15 @@ pub struct CommonArgs {
     /// Print nothing but errors and the final summary.
     #[arg(long)]
     pub quiet: bool,
+    /// Where the services come from: `auto` uses each one that answers and starts, as child
+    /// processes on free loopback ports, those left at their default address that do not
+    /// (Docker containers where the programs are missing and a daemon answers); `external` only
+    /// uses the given addresses; `embedded` always starts children; `docker` always containers.
+    #[arg(long, value_enum, default_value = "auto", env = "IDEMBENCH_STACK")]
+    pub stack: crate::stack::StackMode,
+    /// What `--stack` did, filled in once the services are up (not a flag).
+    #[arg(skip)]
+    pub stack_info: Option<crate::stack::StackInfo>,
 }
 
 impl RunArgs {
@@ -464,6 +473,7 @@ impl CommonArgs {
             out,
             command,
             processor_exe: None,
+            stack: self.stack_info,
         }
     }
 }

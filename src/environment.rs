@@ -17,6 +17,9 @@ pub struct Environment {
     /// The Kafka protocol does not report a broker's version: this is `IDEMBENCH_KAFKA_VERSION`
     /// when set (`scripts/idembench` sets it for the broker `scripts/services` runs).
     pub kafka_version: Option<String>,
+    /// Where the services came from (`--stack`): each `external`, `child` or `docker`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<crate::stack::StackInfo>,
 }
 
 impl Environment {
@@ -54,7 +57,17 @@ impl Environment {
             kafka_version: std::env::var("IDEMBENCH_KAFKA_VERSION")
                 .ok()
                 .filter(|v| !v.is_empty()),
+            stack: None,
         }
+    }
+
+    /// Records the stack; a broker the stack started knows its own release.
+    pub fn with_stack(mut self, stack: Option<crate::stack::StackInfo>) -> Environment {
+        if let Some(version) = stack.as_ref().and_then(|s| s.kafka_version.clone()) {
+            self.kafka_version = Some(version);
+        }
+        self.stack = stack;
+        self
     }
 }
 

@@ -42,5 +42,6 @@ pub mod report;
 pub mod result;
 pub mod run;
 pub mod scenario;
+pub mod stack;
 pub mod strategy;
 pub mod versions;

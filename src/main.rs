@@ -3,13 +3,15 @@
 //! 2 bad flags or configuration; 3 a service is unreachable or failed; 130 interrupted
 //! (a partial report was still written).
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use idembench::cli::{Cli, Command, redacted_command_line};
 use idembench::result::Status;
 use tokio_util::sync::CancellationToken;
 
 fn main() {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    let explicit = idembench::stack::explicit(&matches);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("IDEMBENCH_LOG")
@@ -41,6 +43,24 @@ fn main() {
             }
         });
         let interrupted = |cancel: &CancellationToken| if cancel.is_cancelled() { 130 } else { 0 };
+        let mut cli = cli;
+        // The services of run, matrix and capacity (`--stack`); dropped, so stopped, before exit.
+        let common = match &mut cli.command {
+            Command::Run(args) => Some(&mut args.common),
+            Command::Matrix(args) => Some(&mut args.common),
+            Command::Capacity(args) => Some(&mut args.common),
+            _ => None,
+        };
+        let _stack = match common {
+            None => None,
+            Some(common) => match idembench::stack::provision_for(common, explicit).await {
+                Ok(stack) => Some(stack),
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return 3;
+                }
+            },
+        };
         match cli.command {
             Command::Run(args) => match args.resolve(command) {
                 Err(error) => {

@@ -132,6 +132,10 @@ pub struct RunConfig {
     /// The `idembench` binary that `--processes` starts; `None` means this executable.
     #[serde(skip)]
     pub processor_exe: Option<PathBuf>,
+    /// Where the services came from (`--stack`), when the command provisioned them; reported
+    /// in `environment.stack`.
+    #[serde(skip)]
+    pub stack: Option<crate::stack::StackInfo>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +164,7 @@ impl RunError {
     }
 }
 
-const SERVICES_HINT: &str = "start the local services with `scripts/services up`";
+const SERVICES_HINT: &str = "start the local services with `scripts/services up` (or leave the address at its default: `--stack auto` then starts its own)";
 
 fn kafka_error(error: KafkaSetupError) -> RunError {
     RunError::Service {
@@ -986,7 +990,7 @@ async fn measure(
                 .messages
                 .saturating_sub(produced.ledger.copies_sent() + produced.ledger.malformed_acked),
         },
-        environment: crate::environment::Environment::read(),
+        environment: crate::environment::Environment::read().with_stack(config.stack.clone()),
         resources: Resources {
             this_process: crate::environment::Usage::this_process().since(usage_at_start.0),
             processor_processes: (stopped.processes > 0)

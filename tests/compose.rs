@@ -93,13 +93,26 @@ fn the_compose_file_runs_the_versions_the_scripts_run() {
         .nth(1)
         .and_then(|rest| rest.split("</kafka.version>").next())
         .expect("scripts/kafka/pom.xml names kafka.version");
+    // One place for the images: `--stack docker` starts the ones docker-compose.yml names.
+    use idembench::stack::{KAFKA_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE};
     assert_eq!(
-        text(&file["services"]["kafka"]["image"]),
-        format!("apache/kafka:{kafka_version}")
+        KAFKA_IMAGE.1, kafka_version,
+        "the broker scripts/services fetches"
     );
+    for (service, (image, tag)) in [
+        ("kafka", KAFKA_IMAGE),
+        ("redis", REDIS_IMAGE),
+        ("postgres", POSTGRES_IMAGE),
+    ] {
+        assert_eq!(
+            text(&file["services"][service]["image"]),
+            format!("{image}:{tag}"),
+            "{service}: docker-compose.yml and --stack docker must run the same image"
+        );
+    }
     // Debian 12's packages, which scripts/services installs.
-    assert_eq!(text(&file["services"]["redis"]["image"]), "redis:7.0");
-    assert_eq!(text(&file["services"]["postgres"]["image"]), "postgres:15");
+    assert_eq!(REDIS_IMAGE.1, "7.0");
+    assert_eq!(POSTGRES_IMAGE.1, "15");
     let redis_command: Vec<String> = file["services"]["redis"]["command"]
         .as_sequence()
         .unwrap()

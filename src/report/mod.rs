@@ -393,6 +393,28 @@ pub(crate) fn setup_lines(runs: &[RunView]) -> Vec<String> {
             .unwrap_or("not used"),
         text(services, "/postgres/version"),
     ));
+    if let Some(stack) = first.environment.as_ref().and_then(|e| e.get("stack")) {
+        let started: Vec<String> = ["kafka", "redis", "postgres"]
+            .iter()
+            .filter_map(|name| match stack.get(*name).and_then(Value::as_str) {
+                Some("child") => Some(format!("{name} as a child process")),
+                Some("docker") => Some(format!("{name} as a Docker container")),
+                _ => None,
+            })
+            .collect();
+        lines.push(format!(
+            "Stack (--stack {}): {}",
+            text(stack, "/mode"),
+            if started.is_empty() {
+                "services that were already running".to_string()
+            } else {
+                format!(
+                    "the run started {} on loopback, fresh and empty, and stopped them after",
+                    started.join(", ")
+                )
+            }
+        ));
+    }
     lines.push(format!(
         "Clients: rdkafka {} (librdkafka {}), redis-rs {}, fred {}, sqlx {}",
         text(&first.clients, "/rdkafka"),

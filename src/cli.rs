@@ -45,6 +45,56 @@ pub enum Command {
     /// One processor process of `run --processes N`; reads its spec on stdin (internal).
     #[command(hide = true)]
     Process,
+    /// Check Kafka brokers against what idembench needs of one (partitions, acks=all, groups,
+    /// manual commits, resume after a close and after a crash, rebalancing, seek, close time);
+    /// writes conformance.json and conformance.md with one column per candidate.
+    Conformance(ConformanceArgs),
+    /// The consumer the conformance crash check kills (internal).
+    #[command(hide = true)]
+    ConformanceMember(ConformanceMemberArgs),
+}
+
+/// A broker to check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Candidate {
+    /// Apache Kafka at --kafka-brokers.
+    Apache,
+    /// librdkafka's in-process mock cluster (rdkafka::mocking::MockCluster).
+    Mock,
+    /// The tansu broker embedded in-process with SQLite storage (cargo feature `tansu`).
+    Tansu,
+}
+
+#[derive(Debug, Args)]
+pub struct ConformanceArgs {
+    /// Brokers to check, in table order.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "apache,mock")]
+    pub candidates: Vec<Candidate>,
+    /// Records produced and counted by each check.
+    #[arg(long, default_value_t = 20_000)]
+    pub records: u64,
+    /// Directory for conformance.json and conformance.md. Default: reports/conformance/<time>.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Apache Kafka's bootstrap servers (the `apache` candidate).
+    #[arg(
+        long,
+        env = "IDEMBENCH_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub kafka_brokers: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ConformanceMemberArgs {
+    #[arg(long)]
+    pub brokers: String,
+    #[arg(long)]
+    pub topic: String,
+    #[arg(long)]
+    pub group: String,
+    #[arg(long)]
+    pub records: u64,
 }
 
 #[derive(Debug, Args)]

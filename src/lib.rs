@@ -24,6 +24,7 @@ pub mod audit;
 pub mod capacity;
 pub mod cli;
 pub mod compare;
+pub mod conformance;
 pub mod db;
 pub mod environment;
 pub mod faults;

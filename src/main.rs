@@ -95,6 +95,26 @@ fn main() {
             },
             },
             Command::Process => idembench::member::serve().await,
+            Command::ConformanceMember(args) => {
+                match idembench::conformance::member(&args.brokers, &args.topic, &args.group, args.records) {
+                    Ok(()) => 0,
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        3
+                    }
+                }
+            }
+            Command::Conformance(args) => match idembench::conformance::execute(args, command).await {
+                Ok((reports, dir)) => {
+                    print!("{}", idembench::conformance::table(&reports));
+                    println!("wrote {}", dir.join("conformance.md").display());
+                    0
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    3
+                }
+            },
             Command::Capacity(args) => match idembench::capacity::search(*args, command, cancel.clone()).await {
                 Ok(outcome) => {
                     print!("{}", idembench::capacity::table(&outcome.capacity));

@@ -335,6 +335,11 @@ pub struct CommonArgs {
     /// Drop the unique constraint on the trade id (the design note leans on it).
     #[arg(long)]
     pub no_unique_constraint: bool,
+    /// Replace the business transaction (trade, outbox, position in Postgres) with an exact
+    /// in-memory record of each trade's effects, so the run measures the idempotency cost alone
+    /// (the Redis peer comparison). Only for redis-only, redis-only-atomic and none, in-process.
+    #[arg(long)]
+    pub no_business_write: bool,
     /// Connections (redis-rs) or pool size (fred) to Redis.
     #[arg(long, default_value_t = 1)]
     pub redis_connections: usize,
@@ -506,7 +511,9 @@ impl CommonArgs {
             session_timeout_ms: self.session_timeout_ms,
             processing_ttl_ms: self.processing_ttl_ms,
             done_ttl_ms: self.done_ttl_ms,
-            unique_constraint: !self.no_unique_constraint,
+            // In memory there is no constraint to catch a second application.
+            unique_constraint: !self.no_unique_constraint && !self.no_business_write,
+            no_business_write: self.no_business_write,
             redis_connections: self.redis_connections,
             postgres_connections: self.postgres_connections.unwrap_or(workers as u32 + 2),
             linger_ms: self.linger_ms,

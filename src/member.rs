@@ -190,6 +190,7 @@ async fn run_member(
         spec.strategy_settings(faults.clone()),
         db.clone(),
         redis.clone(),
+        None,
     );
     let progress = Arc::new(Progress::new(spec.processor.partitions));
     let processor = Processor::start(&spec.processor, strategy, progress.clone(), faults)

@@ -112,6 +112,10 @@ pub struct RunConfig {
     pub crash_plan: CrashPlan,
     pub processing_ttl_ms: u64,
     pub done_ttl_ms: u64,
+    /// `--no-business-write`: the business transaction is an in-memory record (see
+    /// [`crate::strategy::parts::MemoryEffects`]).
+    #[serde(default)]
+    pub no_business_write: bool,
     pub unique_constraint: bool,
     pub redis_connections: usize,
     pub postgres_connections: u32,
@@ -205,6 +209,27 @@ impl RunConfig {
             .validate()
             .map_err(|e| RunError::Config(e.to_string()))?;
         let fail = |message: &str| Err(RunError::Config(message.to_string()));
+        if self.no_business_write {
+            if !matches!(
+                self.strategy,
+                StrategyKind::RedisOnly | StrategyKind::RedisOnlyAtomic | StrategyKind::None
+            ) {
+                return fail(
+                    "--no-business-write isolates Redis's idempotency cost: use it with --strategy redis-only, redis-only-atomic or none (the other strategies' idempotency is the database write)",
+                );
+            }
+            if self.processes > 0 {
+                return fail(
+                    "--no-business-write keeps the effects in this process's memory: it cannot be combined with --processes",
+                );
+            }
+            if self.crash_plan.db_outage_at_ms.is_some() || !self.crash_plan.slow_trades.is_empty()
+            {
+                return fail(
+                    "--no-business-write has no database transaction to cut or slow: drop --db-outage-at-ms / --slow-trades",
+                );
+            }
+        }
         if !(self.rate >= 0.0 && self.rate.is_finite()) {
             return fail(
                 "--rate must be 0 (unthrottled) or a positive number of messages per second",
@@ -521,11 +546,15 @@ async fn measure(
             .map_err(db_error)?,
         None => db.clone(),
     };
+    let memory = config
+        .no_business_write
+        .then(|| Arc::new(strategy::parts::MemoryEffects::default()));
     let strategy = strategy::build(
         config.strategy,
         spec.strategy_settings(faults.clone()),
         processor_db.clone(),
         redis.clone(),
+        memory.clone(),
     );
 
     // 3. The producer connects (and, being idempotent, obtains its producer id) and the
@@ -841,7 +870,10 @@ async fn measure(
         redis_counts.add(redis.counters().values());
     }
     let counts = report.metrics.counts;
-    let observed = audit::observe(db).await?;
+    let observed = match &memory {
+        Some(memory) => memory.observed(),
+        None => audit::observe(db).await?,
+    };
     let correctness = audit::reconcile(
         &produced.ledger,
         &observed,

@@ -84,7 +84,13 @@ async fn db_offsets_seeks_to_the_stored_offset_on_assignment() {
             max_backoff: Duration::from_secs(1),
         },
     };
-    let strategy = strategy::build(StrategyKind::DbOffsets, strategy_settings, db.clone(), None);
+    let strategy = strategy::build(
+        StrategyKind::DbOffsets,
+        strategy_settings,
+        db.clone(),
+        None,
+        None,
+    );
     let processor_settings = ProcessorSettings {
         brokers: brokers.clone(),
         topic: topic.clone(),

@@ -269,8 +269,9 @@ pub fn build(
     settings: StrategySettings,
     db: Db,
     redis: Option<Arc<dyn RedisOps>>,
+    memory: Option<Arc<parts::MemoryEffects>>,
 ) -> Arc<dyn Strategy> {
-    let tx = parts::DbTx::new(db, settings.retry, settings.faults.clone());
+    let tx = parts::DbTx::new(db, settings.retry, settings.faults.clone()).with_memory(memory);
     let keys = || {
         let redis = redis
             .clone()

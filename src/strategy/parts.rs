@@ -217,11 +217,59 @@ pub struct DbTx {
     db: Db,
     retry: RetryPolicy,
     faults: Arc<Faults>,
+    memory: Option<Arc<MemoryEffects>>,
+}
+
+/// `--no-business-write`: the business transaction replaced by an exact in-memory record of
+/// each trade's effects (the trade row, its outbox row, the position), so a run measures the
+/// idempotency cost alone while the audit still counts every application.
+#[derive(Debug, Default)]
+pub struct MemoryEffects {
+    applied: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
+    positions: std::sync::Mutex<std::collections::HashMap<(u32, u32), i64>>,
+}
+
+impl MemoryEffects {
+    fn apply(&self, trade: &idembench_loadgen::Trade) {
+        *self
+            .applied
+            .lock()
+            .expect("effects lock")
+            .entry(trade.trade_id)
+            .or_insert(0) += 1;
+        *self
+            .positions
+            .lock()
+            .expect("effects lock")
+            .entry((trade.account, trade.instrument))
+            .or_insert(0) += trade.signed_quantity();
+    }
+
+    /// What the audit would read from Postgres had the effects been written there.
+    pub fn observed(&self) -> crate::audit::Observed {
+        let applied = self.applied.lock().expect("effects lock").clone();
+        let positions = self.positions.lock().expect("effects lock").clone();
+        crate::audit::Observed {
+            trade_rows: applied.clone(),
+            outbox_rows: applied,
+            positions: positions.clone(),
+            positions_from_trade_rows: positions,
+        }
+    }
 }
 
 impl DbTx {
     pub fn new(db: Db, retry: RetryPolicy, faults: Arc<Faults>) -> DbTx {
-        DbTx { db, retry, faults }
+        DbTx {
+            db,
+            retry,
+            faults,
+            memory: None,
+        }
+    }
+
+    pub fn with_memory(self, memory: Option<Arc<MemoryEffects>>) -> DbTx {
+        DbTx { memory, ..self }
     }
 
     /// [`transact`] for one message, then the `after-db-commit` crash point.
@@ -231,6 +279,12 @@ impl DbTx {
         shape: TxShape<'_>,
         stages: &mut StageTimes,
     ) -> Result<Effect, StrategyError> {
+        if let Some(memory) = &self.memory {
+            timed(&mut stages.business, async { memory.apply(message.trade) }).await;
+            self.faults
+                .at(CrashPoint::AfterDbCommit, message.trade.trade_id)?;
+            return Ok(Effect::Applied);
+        }
         let effect = transact(&self.db, &self.retry, &self.faults, message, shape, stages).await?;
         if effect == Effect::Applied {
             self.faults
@@ -246,6 +300,13 @@ impl DbTx {
         shape: TxShape<'_>,
         stages: &mut StageTimes,
     ) -> Result<Vec<Effect>, StrategyError> {
+        if self.memory.is_some() {
+            let mut effects = Vec::with_capacity(batch.len());
+            for message in batch {
+                effects.push(self.run(message, shape, stages).await?);
+            }
+            return Ok(effects);
+        }
         let effects =
             transact_batch(&self.db, &self.retry, &self.faults, batch, shape, stages).await?;
         for (message, effect) in batch.iter().zip(&effects) {

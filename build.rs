@@ -35,6 +35,7 @@ fn main() {
         ("rdkafka", "IDEMBENCH_RDKAFKA_VERSION"),
         ("sqlx", "IDEMBENCH_SQLX_VERSION"),
         ("hdrhistogram", "IDEMBENCH_HDRHISTOGRAM_VERSION"),
+        ("tansu-broker", "IDEMBENCH_TANSU_VERSION"),
     ] {
         println!(
             "cargo::rustc-env={variable}={}",

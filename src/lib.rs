@@ -26,6 +26,8 @@ pub mod cli;
 pub mod compare;
 pub mod conformance;
 pub mod db;
+#[cfg(feature = "tansu")]
+pub mod embedded;
 pub mod environment;
 pub mod faults;
 pub mod fleet;

@@ -53,6 +53,8 @@ pub enum Origin {
     Child,
     /// A Docker container this run started and removed.
     Docker,
+    /// A broker embedded in this process (the tansu broker, cargo feature `tansu`).
+    InProcess,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +125,8 @@ pub struct Stack {
     dir: Option<tempfile::TempDir>,
     #[cfg(feature = "docker")]
     containers: Vec<Box<dyn std::any::Any + Send>>,
+    #[cfg(feature = "tansu")]
+    tansu: Option<crate::embedded::Tansu>,
     quiet: bool,
 }
 
@@ -152,6 +156,8 @@ pub async fn provision(
         dir: None,
         #[cfg(feature = "docker")]
         containers: Vec::new(),
+        #[cfg(feature = "tansu")]
+        tansu: None,
         quiet,
     };
     if mode == StackMode::External {
@@ -198,10 +204,14 @@ pub async fn provision(
     }
     for (service, origin) in plan {
         match origin {
-            Origin::External => {}
+            Origin::External | Origin::InProcess => {}
             Origin::Child => stack.start_child(service).await?,
             Origin::Docker => stack.start_container(service).await?,
         }
+        let origin = match (service, origin) {
+            (Service::Kafka, Origin::Child) if cfg!(feature = "tansu") => Origin::InProcess,
+            _ => origin,
+        };
         match service {
             Service::Kafka => stack.info.kafka = origin,
             Service::Redis => stack.info.redis = origin,
@@ -307,6 +317,9 @@ enum Programs {
         libs: PathBuf,
         version: String,
     },
+    /// The embedded tansu broker (cargo feature `tansu`) instead of Apache Kafka.
+    #[cfg_attr(not(feature = "tansu"), allow(dead_code))]
+    Tansu,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -343,6 +356,7 @@ fn programs(service: Service) -> Result<Programs, Vec<String>> {
             };
             Ok(Programs::Postgres { bin, user })
         }
+        Service::Kafka if cfg!(feature = "tansu") => Ok(Programs::Tansu),
         Service::Kafka => {
             let java = which("java");
             let libs = kafka_libs();
@@ -721,6 +735,21 @@ impl Stack {
                 }
                 self.connections.postgres_url = url.to_string();
             }
+            #[cfg(feature = "tansu")]
+            Programs::Tansu => {
+                let tansu = crate::embedded::Tansu::start()
+                    .await
+                    .map_err(|cause| self.fail(service, cause))?;
+                self.connections.kafka_brokers = tansu.bootstrap_servers();
+                self.info.kafka_version = Some(format!("tansu {}", crate::embedded::TANSU_VERSION));
+                self.tansu = Some(tansu);
+                say(
+                    self.quiet,
+                    "kafka    is the tansu broker embedded in this process (cargo feature tansu): fine for trying idembench out; results for an ADR should be taken against Apache Kafka",
+                );
+            }
+            #[cfg(not(feature = "tansu"))]
+            Programs::Tansu => unreachable!("programs() offers tansu only with the feature"),
             Programs::Kafka {
                 java,
                 libs,
@@ -797,14 +826,21 @@ impl Stack {
             Service::Redis => self.connections.redis_url.clone(),
             Service::Postgres => redact_url(&self.connections.postgres_url),
         };
+        let how = if cfg!(feature = "tansu") && service == Service::Kafka {
+            "started in this process"
+        } else {
+            "started as a child process"
+        };
         say(
             self.quiet,
             &format!(
-                "{:<8} started as a child process at {address} in {:.1} s{}",
+                "{:<8} {how} at {address} in {:.1} s{}",
                 service.name(),
                 started.elapsed().as_secs_f64(),
                 match (&self.info.kafka_version, service) {
-                    (Some(v), Service::Kafka) => format!(" (Apache Kafka {v}, KRaft)"),
+                    (Some(v), Service::Kafka) if !cfg!(feature = "tansu") => {
+                        format!(" (Apache Kafka {v}, KRaft)")
+                    }
                     _ => String::new(),
                 }
             ),
@@ -949,7 +985,8 @@ fn redis_pings(port: u16) -> bool {
         && &reply == b"+PONG\r\n"
 }
 
-async fn kafka_answers(brokers: &str) -> bool {
+/// A Kafka-protocol broker at `brokers` returns metadata naming at least one broker.
+pub async fn kafka_answers(brokers: &str) -> bool {
     let brokers = brokers.to_string();
     tokio::task::spawn_blocking(move || {
         use rdkafka::consumer::{BaseConsumer, Consumer};

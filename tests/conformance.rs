@@ -51,3 +51,22 @@ fn the_mock_cluster_fails_only_create_topics() {
         "{table}"
     );
 }
+
+#[test]
+#[cfg_attr(
+    not(feature = "tansu"),
+    ignore = "needs the embedded tansu broker, which is off by default: cargo test --features tansu --test conformance"
+)]
+fn the_embedded_tansu_broker_passes_every_check() {
+    #[cfg(feature = "tansu")]
+    {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let broker = runtime
+            .block_on(idembench::embedded::Tansu::start())
+            .expect("the embedded tansu broker starts");
+        let exe = std::path::Path::new(env!("CARGO_BIN_EXE_idembench"));
+        let report = run_suite("tansu", &broker.bootstrap_servers(), 5_000, exe, None);
+        let table = idembench::conformance::table(std::slice::from_ref(&report));
+        assert!(report.passed(), "tansu fails a check:\n{table}");
+    }
+}

@@ -399,6 +399,9 @@ pub(crate) fn setup_lines(runs: &[RunView]) -> Vec<String> {
             .filter_map(|name| match stack.get(*name).and_then(Value::as_str) {
                 Some("child") => Some(format!("{name} as a child process")),
                 Some("docker") => Some(format!("{name} as a Docker container")),
+                Some("in-process") => Some(format!(
+                    "{name} as the tansu broker inside its own process (not Apache Kafka)"
+                )),
                 _ => None,
             })
             .collect();

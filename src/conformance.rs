@@ -914,24 +914,19 @@ pub fn table(reports: &[SuiteReport]) -> String {
         }
         out.push('\n');
     }
-    out.push_str("| produce, acks=all (records/s) |");
-    for report in reports {
-        out.push_str(&format!(
-            " {} |",
-            report
-                .produce_per_second
-                .map_or("—".into(), |r| format!("{r:.0}"))
-        ));
-    }
-    out.push_str("\n| consume, one group member (records/s) |");
-    for report in reports {
-        out.push_str(&format!(
-            " {} |",
-            report
-                .consume_per_second
-                .map_or("—".into(), |r| format!("{r:.0}"))
-        ));
-    }
+    let mut rate_row = |label: &str, rate: fn(&SuiteReport) -> Option<f64>| {
+        out.push_str(label);
+        for report in reports {
+            let cell = rate(report).map_or("—".into(), |r| format!("{r:.0}"));
+            out.push_str(&format!(" {cell} |"));
+        }
+    };
+    rate_row("| produce, acks=all (records/s) |", |r| {
+        r.produce_per_second
+    });
+    rate_row("\n| consume, one group member (records/s) |", |r| {
+        r.consume_per_second
+    });
     out.push_str("\n| **passes everything** |");
     for report in reports {
         out.push_str(if report.passed() {

@@ -566,6 +566,24 @@ impl Stack {
         }
     }
 
+    /// Starts one service's program and keeps it, to stop with `stop_signal`.
+    fn start_process(
+        &mut self,
+        command: &mut Command,
+        log: &Path,
+        user: Option<User>,
+        service: Service,
+        stop_signal: libc::c_int,
+    ) -> Result<(), StackError> {
+        let child = spawn(command, log, user)?;
+        self.children.push(Running {
+            service,
+            child,
+            stop_signal,
+        });
+        Ok(())
+    }
+
     /// Polls `ready` until it holds, the child exits, or `limit` passes.
     async fn wait_ready<F, Fut>(
         &mut self,
@@ -616,7 +634,7 @@ impl Stack {
                 std::fs::create_dir_all(&dir)?;
                 let log = dir.join("redis.log");
                 // No persistence: the run's Redis holds idempotency keys only (as scripts/services).
-                let child = spawn(
+                self.start_process(
                     Command::new(&server)
                         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
                         .args([
@@ -631,12 +649,9 @@ impl Stack {
                         .arg(&dir),
                     &log,
                     None,
-                )?;
-                self.children.push(Running {
                     service,
-                    child,
-                    stop_signal: libc::SIGTERM,
-                });
+                    libc::SIGTERM,
+                )?;
                 self.wait_ready(service, &log, Duration::from_secs(20), || async move {
                     redis_pings(port)
                 })
@@ -688,7 +703,7 @@ impl Stack {
                     return Err(self.fail(service, cause));
                 }
                 let log = dir.join("postgres.log");
-                let child = spawn(
+                self.start_process(
                     Command::new(bin.join("postgres"))
                         .arg("-D")
                         .arg(&data)
@@ -698,12 +713,9 @@ impl Stack {
                         .args(["-c", "max_connections=200"]),
                     &log,
                     user,
-                )?;
-                self.children.push(Running {
                     service,
-                    child,
-                    stop_signal: libc::SIGINT,
-                });
+                    libc::SIGINT,
+                )?;
                 url.set_port(Some(port)).expect("a postgres URL has a host");
                 url.set_host(Some("127.0.0.1")).expect("valid host");
                 let mut admin = url.clone();
@@ -794,18 +806,15 @@ impl Stack {
                     return Err(self.fail(service, cause));
                 }
                 let log = dir.join("logs/stdout.log");
-                let child = spawn(
+                self.start_process(
                     java_command("-Xmx1g")
                         .args(["-Xms512m", "-XX:+UseG1GC", "kafka.Kafka"])
                         .arg(&properties),
                     &log,
                     None,
-                )?;
-                self.children.push(Running {
                     service,
-                    child,
-                    stop_signal: libc::SIGTERM,
-                });
+                    libc::SIGTERM,
+                )?;
                 let brokers = format!("127.0.0.1:{port}");
                 self.wait_ready(
                     service,

@@ -95,7 +95,9 @@ pub fn run_suite(
         close_times: Vec::new(),
     };
     let topic = suite.topic_name("main");
-    let created = suite.check(CHECKS[0], |s| s.create_topic(&topic, true));
+    suite.check(CHECKS[0], |s| s.create_topic(&topic, true));
+    // A topic the candidate's own call made after CreateTopics failed still carries the rest.
+    let created = suite.topic_exists(&topic);
     let mut produce_per_second = None;
     let mut consume_per_second = None;
     if created {
@@ -176,7 +178,7 @@ fn id_of(message: &rdkafka::message::BorrowedMessage<'_>) -> Option<u64> {
 }
 
 impl Suite<'_> {
-    fn check(&mut self, name: &str, body: impl FnOnce(&mut Self) -> Outcome) -> bool {
+    fn check(&mut self, name: &str, body: impl FnOnce(&mut Self) -> Outcome) {
         let started = Instant::now();
         let outcome = body(self);
         let passed = outcome.is_ok();
@@ -187,7 +189,6 @@ impl Suite<'_> {
             detail,
             seconds: started.elapsed().as_secs_f64(),
         });
-        passed || name == CHECKS[0] && self.topic_exists(&self.topic_name("main"))
     }
 
     fn topic_name(&self, what: &str) -> String {
@@ -195,23 +196,11 @@ impl Suite<'_> {
     }
 
     fn config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &self.brokers)
-            .set("broker.address.family", "v4")
-            .set("log_level", "3");
-        config
+        client(&self.brokers)
     }
 
     fn consumer(&self, group: &str) -> Result<BaseConsumer, String> {
-        self.config()
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "1000")
-            .create()
-            .map_err(|e| format!("cannot create a consumer: {e}"))
+        group_consumer(&self.brokers, group)
     }
 
     fn topic_exists(&self, topic: &str) -> bool {
@@ -621,6 +610,29 @@ impl Suite<'_> {
     }
 }
 
+/// Every client of the suite: the brokers, IPv4 (tansu advertises 127.0.0.1), errors only.
+fn client(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("broker.address.family", "v4")
+        .set("log_level", "3");
+    config
+}
+
+/// A member of `group` with manual commits, from the start of the topic, whose session
+/// expires 6 s after it stops heartbeating (the broker's minimum).
+fn group_consumer(brokers: &str, group: &str) -> Result<BaseConsumer, String> {
+    client(brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .create()
+        .map_err(|e| format!("cannot create a consumer: {e}"))
+}
+
 fn sorted(set: &HashSet<i32>) -> Vec<i32> {
     let mut v: Vec<i32> = set.iter().copied().collect();
     v.sort();
@@ -661,13 +673,10 @@ fn produce_ids(
     }
     let acked = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
-    let producer: ThreadedProducer<Acks> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("broker.address.family", "v4")
+    let producer: ThreadedProducer<Acks> = client(brokers)
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
-        .set("log_level", "3")
         .create_with_context(Acks(acked.clone(), failed.clone()))
         .map_err(|e| format!("cannot create a producer: {e}"))?;
     let started = Instant::now();
@@ -758,17 +767,7 @@ pub struct MemberReport {
 /// goes, prints a [`MemberReport`] line and then waits to be killed (heartbeats continue, as a
 /// live process's would, until SIGKILL).
 pub fn member(brokers: &str, topic: &str, group: &str, records: u64) -> Result<(), String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("broker.address.family", "v4")
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "1000")
-        .set("log_level", "3")
-        .create()
-        .map_err(|e| format!("cannot create a consumer: {e}"))?;
+    let consumer = group_consumer(brokers, group)?;
     consumer
         .subscribe(&[topic])
         .map_err(|e| format!("subscribe: {e}"))?;

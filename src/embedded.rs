@@ -24,10 +24,7 @@ pub struct Tansu {
 impl Tansu {
     /// Starts the broker and waits until it answers metadata requests.
     pub async fn start() -> Result<Tansu, String> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free loopback port: {e}"))?
-            .port();
+        let port = crate::stack::free_port().map_err(|e| format!("no free loopback port: {e}"))?;
         // tansu resolves a sqlite:// URL against the current directory (host, then path), and a
         // URL's host is lower-cased: a lower-case directory name in the current directory.
         let name = format!(

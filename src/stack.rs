@@ -173,15 +173,16 @@ pub async fn provision(
         };
         let answering = mode == StackMode::Auto && answers(service, &address);
         let available = programs(service);
-        let origin = match decide(
+        let decided = decide(
             mode,
             answering,
             given,
             available.is_ok(),
             mode == StackMode::Auto && available.is_err() && docker_answers(),
-        ) {
-            Some(origin) => origin,
-            None => {
+        );
+        let (origin, programs) = match (decided, available) {
+            (Some(origin), available) => (origin, available.ok()),
+            (None, available) => {
                 missing.push((service, available.expect_err("decide needs the programs")));
                 continue;
             }
@@ -197,20 +198,16 @@ pub async fn provision(
                 &format!("{:<8} {} {why}", service.name(), redact_url(&address)),
             );
         }
-        plan.push((service, origin));
+        plan.push((service, origin, programs));
     }
     if !missing.is_empty() {
         return Err(missing_error(mode, &missing));
     }
-    for (service, origin) in plan {
-        match origin {
-            Origin::External | Origin::InProcess => {}
-            Origin::Child => stack.start_child(service).await?,
-            Origin::Docker => stack.start_container(service).await?,
-        }
-        let origin = match (service, origin) {
-            (Service::Kafka, Origin::Child) if cfg!(feature = "tansu") => Origin::InProcess,
-            _ => origin,
+    for (service, origin, programs) in plan {
+        let origin = match (origin, programs) {
+            (Origin::Child, Some(programs)) => stack.start_child(service, programs).await?,
+            (Origin::Docker, _) => stack.start_container(service).await?,
+            (origin, _) => origin,
         };
         match service {
             Service::Kafka => stack.info.kafka = origin,
@@ -494,7 +491,8 @@ fn missing_error(mode: StackMode, missing: &[(Service, Vec<String>)]) -> StackEr
     }
 }
 
-fn free_port() -> std::io::Result<u16> {
+/// A port nothing listens on now, on 127.0.0.1.
+pub(crate) fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -622,9 +620,14 @@ impl Stack {
         }
     }
 
-    async fn start_child(&mut self, service: Service) -> Result<(), StackError> {
-        let programs = programs(service)
-            .map_err(|need| missing_error(StackMode::Embedded, &[(service, need)]))?;
+    /// Starts `service` from `programs`; returns where it runs (a child process, or this
+    /// process for the embedded tansu broker).
+    async fn start_child(
+        &mut self,
+        service: Service,
+        programs: Programs,
+    ) -> Result<Origin, StackError> {
+        let in_process = matches!(programs, Programs::Tansu);
         let started = Instant::now();
         let root = self.dir()?;
         let port = free_port()?;
@@ -835,7 +838,7 @@ impl Stack {
             Service::Redis => self.connections.redis_url.clone(),
             Service::Postgres => redact_url(&self.connections.postgres_url),
         };
-        let how = if cfg!(feature = "tansu") && service == Service::Kafka {
+        let how = if in_process {
             "started in this process"
         } else {
             "started as a child process"
@@ -847,18 +850,22 @@ impl Stack {
                 service.name(),
                 started.elapsed().as_secs_f64(),
                 match (&self.info.kafka_version, service) {
-                    (Some(v), Service::Kafka) if !cfg!(feature = "tansu") => {
+                    (Some(v), Service::Kafka) if !in_process => {
                         format!(" (Apache Kafka {v}, KRaft)")
                     }
                     _ => String::new(),
                 }
             ),
         );
-        Ok(())
+        Ok(if in_process {
+            Origin::InProcess
+        } else {
+            Origin::Child
+        })
     }
 
     #[cfg(not(feature = "docker"))]
-    async fn start_container(&mut self, service: Service) -> Result<(), StackError> {
+    async fn start_container(&mut self, service: Service) -> Result<Origin, StackError> {
         Err(StackError::Docker(format!(
             "cannot start {}: this build has no Docker support; build with the cargo feature `docker` (on by default)",
             service.name()
@@ -866,7 +873,7 @@ impl Stack {
     }
 
     #[cfg(feature = "docker")]
-    async fn start_container(&mut self, service: Service) -> Result<(), StackError> {
+    async fn start_container(&mut self, service: Service) -> Result<Origin, StackError> {
         use testcontainers_modules::testcontainers::ImageExt;
         use testcontainers_modules::testcontainers::runners::AsyncRunner;
         use testcontainers_modules::{kafka, postgres, redis};
@@ -936,7 +943,7 @@ impl Stack {
                 started.elapsed().as_secs_f64()
             ),
         );
-        Ok(())
+        Ok(Origin::Docker)
     }
 
     /// Stops the children (newest first: Kafka, then Postgres, then Redis), each with its quick
@@ -996,20 +1003,9 @@ fn redis_pings(port: u16) -> bool {
 
 /// A Kafka-protocol broker at `brokers` returns metadata naming at least one broker.
 pub async fn kafka_answers(brokers: &str) -> bool {
-    let brokers = brokers.to_string();
-    tokio::task::spawn_blocking(move || {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        let consumer: Result<BaseConsumer, _> = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("log_level", "0")
-            .create();
-        consumer.is_ok_and(|c| {
-            c.fetch_metadata(None, Duration::from_secs(2))
-                .is_ok_and(|m| !m.brokers().is_empty())
-        })
-    })
-    .await
-    .unwrap_or(false)
+    crate::kafka::Admin::connect(brokers, Duration::from_secs(2))
+        .await
+        .is_ok_and(|(_, cluster)| cluster.brokers > 0)
 }
 
 /// A KRaft cluster id: 16 random bytes in URL-safe base64 without padding, as Kafka's own

@@ -61,10 +61,7 @@ pub async fn search(
         return fail("--probes must be at least 2 and --duration-s positive");
     }
     let dir = args.out.clone().unwrap_or_else(|| {
-        let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-            .to_string()
-            .replace(['-', ':'], "");
-        PathBuf::from("reports/capacity").join(stamp.to_lowercase())
+        PathBuf::from("reports/capacity").join(crate::run::stamp(std::time::SystemTime::now()))
     });
     if dir.join("capacity.json").exists() {
         return Err(RunError::Config(format!(

@@ -792,10 +792,8 @@ pub async fn execute(
     use crate::cli::Candidate;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
     let dir = args.out.clone().unwrap_or_else(|| {
-        let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-            .to_string()
-            .replace(['-', ':'], "");
-        std::path::PathBuf::from("reports/conformance").join(stamp.to_lowercase())
+        std::path::PathBuf::from("reports/conformance")
+            .join(crate::run::stamp(std::time::SystemTime::now()))
     });
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let mut reports = Vec::new();

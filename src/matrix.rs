@@ -107,10 +107,7 @@ pub async fn run_matrix(
     cancel: CancellationToken,
 ) -> Result<MatrixOutcome, RunError> {
     let started = std::time::SystemTime::now();
-    let stamp = humantime::format_rfc3339_seconds(started)
-        .to_string()
-        .replace(['-', ':'], "")
-        .to_lowercase();
+    let stamp = crate::run::stamp(started);
     let dir = args
         .out
         .clone()

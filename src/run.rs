@@ -168,6 +168,14 @@ impl RunError {
     }
 }
 
+/// A UTC time as run ids and default output directories name it: `20261128t165232z`.
+pub fn stamp(at: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at)
+        .to_string()
+        .replace(['-', ':'], "")
+        .to_lowercase()
+}
+
 const SERVICES_HINT: &str = "start the local services with `scripts/services up` (or leave the address at its default: `--stack auto` then starts its own)";
 
 fn kafka_error(error: KafkaSetupError) -> RunError {
@@ -322,10 +330,7 @@ struct RunNames {
 
 impl RunNames {
     fn new(config: &RunConfig) -> RunNames {
-        let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-            .to_string()
-            .replace(['-', ':'], "")
-            .to_lowercase();
+        let stamp = stamp(std::time::SystemTime::now());
         let suffix: u16 = rand::random();
         let run_id = format!(
             "{stamp}-{}-{}-{suffix:04x}",
@@ -1285,4 +1290,13 @@ async fn admin_connection(
         .await
         .map_err(|_| connect_error(format!("no answer within {timeout:?}")))?
         .map_err(|e| connect_error(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_stamp_is_the_utc_second_without_separators() {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_971_152);
+        assert_eq!(super::stamp(at), "20261129t165232z");
+    }
 }

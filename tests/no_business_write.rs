@@ -5,13 +5,16 @@ mod common;
 
 use common::planned_duplicates;
 
-/// Without a strategy every extra copy applies again: the in-memory record must count each.
+/// Without a strategy every extra copy applies again: the in-memory record must count each,
+/// also when a copy lands in another partition (another shard of the record).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_in_memory_record_counts_every_application() {
     let args = [
         "--strategy",
         "none",
         "--no-business-write",
+        "--duplicate-partition",
+        "next",
         "--trades",
         "1000",
         "--rate",

@@ -3,6 +3,8 @@
 //! redis://127.0.0.1:6379; `scripts/services up` starts one):
 //!
 //! - `redis-only`: GET, SET NX PX (PROCESSING), SET PX (DONE) — three round trips a message;
+//! - `redis-only --redis-pipeline`: GET and SET NX PX in one pipeline, SET PX — three commands
+//!   in two round trips;
 //! - `redis-only-atomic`: SET NX PX GET, SET PX — two;
 //!
 //! each one message at a time and at 16 and 64 messages in flight (concurrent tasks on one
@@ -51,6 +53,21 @@ async fn two_step(redis: &dyn RedisOps, key: &str) {
         .expect("SET PX");
 }
 
+/// One message's commands, as redis-only sends them with `--redis-pipeline`.
+async fn pipelined(redis: &dyn RedisOps, key: &str) {
+    assert_eq!(
+        redis
+            .get_then_set_nx_px(key, KeyState::Processing, TTL)
+            .await
+            .expect("GET + SET NX"),
+        (None, true)
+    );
+    redis
+        .set_px(key, KeyState::Done, TTL)
+        .await
+        .expect("SET PX");
+}
+
 /// One message's commands, as redis-only-atomic sends them.
 async fn atomic(redis: &dyn RedisOps, key: &str) {
     assert_eq!(
@@ -74,7 +91,11 @@ fn clients(c: &mut Criterion) {
         .expect("runtime");
     let next = AtomicU64::new(0);
     let prefix = format!("idembench:bench:{}:", std::process::id());
-    for (sequence, name) in [(false, "redis-only"), (true, "redis-only-atomic")] {
+    for name in [
+        "redis-only",
+        "redis-only --redis-pipeline",
+        "redis-only-atomic",
+    ] {
         let mut group = c.benchmark_group(format!("{name} sequence"));
         group.measurement_time(Duration::from_secs(4));
         for kind in [RedisClientKind::RedisRs, RedisClientKind::Fred] {
@@ -96,10 +117,12 @@ fn clients(c: &mut Criterion) {
                                 let messages = keys.iter().map(|key| {
                                     let redis = redis.clone();
                                     async move {
-                                        if sequence {
-                                            atomic(redis.as_ref(), key).await
-                                        } else {
-                                            two_step(redis.as_ref(), key).await
+                                        match name {
+                                            "redis-only" => two_step(redis.as_ref(), key).await,
+                                            "redis-only-atomic" => {
+                                                atomic(redis.as_ref(), key).await
+                                            }
+                                            _ => pipelined(redis.as_ref(), key).await,
                                         }
                                     }
                                 });

@@ -340,6 +340,12 @@ pub struct CommonArgs {
     /// (the Redis peer comparison). Only for redis-only, redis-only-atomic and none, in-process.
     #[arg(long)]
     pub no_business_write: bool,
+    /// Send the claim's GET and SET NX PX together, in one pipelined round trip, where the
+    /// strategy claims in two steps (redis-only, dual-db-first, dual-redis-first). The decision
+    /// is the same: SET NX fails whenever GET finds a key. Off by default: the design note's
+    /// flow is two round trips.
+    #[arg(long)]
+    pub redis_pipeline: bool,
     /// Connections (redis-rs) or pool size (fred) to Redis.
     #[arg(long, default_value_t = 1)]
     pub redis_connections: usize,
@@ -514,6 +520,7 @@ impl CommonArgs {
             // In memory there is no constraint to catch a second application.
             unique_constraint: !self.no_unique_constraint && !self.no_business_write,
             no_business_write: self.no_business_write,
+            redis_pipeline: self.redis_pipeline,
             redis_connections: self.redis_connections,
             postgres_connections: self.postgres_connections.unwrap_or(workers as u32 + 2),
             linger_ms: self.linger_ms,

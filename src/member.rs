@@ -35,6 +35,9 @@ pub struct MemberSpec {
     pub done_ttl_ms: u64,
     pub key_prefix: String,
     pub on_in_progress: OnInProgress,
+    /// Pipeline a two-step claim's GET and SET NX PX (`--redis-pipeline`).
+    #[serde(default)]
+    pub redis_pipeline: bool,
     /// The run's Postgres schema (already migrated by the run).
     pub schema: String,
     pub redis_url: String,
@@ -68,6 +71,7 @@ impl MemberSpec {
             done_ttl: Duration::from_millis(self.done_ttl_ms),
             key_prefix: self.key_prefix.clone(),
             on_in_progress: self.on_in_progress,
+            redis_pipeline: self.redis_pipeline,
             retry: RetryPolicy {
                 attempts: 8,
                 first_backoff: Duration::from_millis(50),

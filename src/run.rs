@@ -116,6 +116,9 @@ pub struct RunConfig {
     /// [`crate::strategy::parts::MemoryEffects`]).
     #[serde(default)]
     pub no_business_write: bool,
+    /// `--redis-pipeline`: a two-step claim's GET and SET NX PX went in one round trip.
+    #[serde(default)]
+    pub redis_pipeline: bool,
     pub unique_constraint: bool,
     pub redis_connections: usize,
     pub postgres_connections: u32,
@@ -237,6 +240,11 @@ impl RunConfig {
                     "--no-business-write has no database transaction to cut or slow: drop --db-outage-at-ms / --slow-trades",
                 );
             }
+        }
+        if self.redis_pipeline && !self.strategy.claims_in_two_steps() {
+            return fail(
+                "--redis-pipeline pipelines the GET and SET NX PX of a two-step claim: use it with --strategy redis-only, dual-db-first or dual-redis-first (redis-only-atomic already claims in one command)",
+            );
         }
         if !(self.rate >= 0.0 && self.rate.is_finite()) {
             return fail(
@@ -520,6 +528,7 @@ async fn measure(
         done_ttl_ms: config.done_ttl_ms,
         key_prefix: names.key_prefix.clone(),
         on_in_progress: config.on_in_progress,
+        redis_pipeline: config.redis_pipeline,
         schema: names.schema.clone(),
         redis_url: config.connections.redis_url.clone(),
         postgres_url: config.connections.postgres_url.clone(),

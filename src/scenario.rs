@@ -130,6 +130,8 @@ settings! {
     done_ttl_ms: u64,
     unique_constraint: bool,
     drain_timeout_ms: u64,
+    redis_pipeline: bool,
+    redis_connections: usize,
 }
 
 macro_rules! apply {
@@ -175,6 +177,8 @@ impl Settings {
             processing_ttl_ms,
             done_ttl_ms,
             drain_timeout_ms,
+            redis_pipeline,
+            redis_connections,
         );
         if let Some(workers) = self.workers {
             args.workers = Some(workers);

@@ -74,6 +74,20 @@ async fn redis_only_loses_every_trade_crashed_after_claim() {
     );
 }
 
+/// The same rule with the claim's two commands pipelined: the decision, and so every count,
+/// is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_only_pipelined_loses_every_trade_crashed_after_claim() {
+    let result = crash_run("redis-only", "after-claim", &["--redis-pipeline"]).await;
+    assert_eq!(result.config["redis_pipeline"], true);
+    let c = &result.correctness;
+    assert_eq!(
+        (c.lost, c.double_applied, c.exactly_once),
+        (CRASHED.len() as u64, 0, 300 - CRASHED.len() as u64),
+        "{c:?}"
+    );
+}
+
 /// A crash between the DB commit and SET DONE, redelivered while PROCESSING still holds: the
 /// redelivery is skipped, and the effect that committed is the only one. Nothing lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,6 +78,7 @@ async fn db_offsets_seeks_to_the_stored_offset_on_assignment() {
         done_ttl: Duration::from_secs(600),
         key_prefix: String::new(),
         on_in_progress: OnInProgress::Skip,
+        redis_pipeline: false,
         retry: RetryPolicy {
             attempts: 3,
             first_backoff: Duration::from_millis(50),

@@ -98,6 +98,9 @@ known_answers! {
     redis_only_on_fred: "redis-only" on "fred";
     redis_only_waiting_on_redis_rs: "redis-only" on "redis-rs" with "--on-in-progress" "wait";
     redis_only_waiting_on_fred: "redis-only" on "fred" with "--on-in-progress" "wait";
+    redis_only_pipelined_on_redis_rs: "redis-only" on "redis-rs" with "--redis-pipeline";
+    redis_only_pipelined_on_fred: "redis-only" on "fred" with "--redis-pipeline";
+    dual_db_first_pipelined_on_fred: "dual-db-first" on "fred" with "--redis-pipeline";
     redis_only_atomic_on_redis_rs: "redis-only-atomic" on "redis-rs";
     redis_only_atomic_on_fred: "redis-only-atomic" on "fred";
     db_only: "db-only" on "redis-rs";
@@ -187,4 +190,22 @@ async fn batch_size_is_refused_where_it_means_nothing() {
         "{error}"
     );
     assert_eq!(error.exit_code(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_pipeline_is_refused_where_there_is_no_two_step_claim() {
+    for strategy in ["redis-only-atomic", "db-only"] {
+        let dir = tempfile::tempdir().unwrap();
+        let error = common::try_run(&["--strategy", strategy, "--redis-pipeline"], dir.path())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{strategy} --redis-pipeline must be refused"));
+        assert!(
+            error
+                .to_string()
+                .contains("use it with --strategy redis-only, dual-db-first or dual-redis-first"),
+            "{error}"
+        );
+        assert_eq!(error.exit_code(), 2);
+    }
 }

@@ -149,6 +149,40 @@ impl RedisOps for Fred {
         .boxed()
     }
 
+    fn get_then_set_nx_px<'a>(
+        &'a self,
+        key: &'a str,
+        value: KeyState,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(Option<KeyState>, bool), RedisError>> {
+        async move {
+            let command = "GET + SET NX PX";
+            let expiry = Expiration::PX(i64::try_from(ttl_ms(ttl)).unwrap_or(i64::MAX));
+            let pipeline = self.pool.next().pipeline();
+            // Each call only queues its command; `all` sends both in one write.
+            let queued: Result<(), _> = async {
+                let () = pipeline.get(key).await?;
+                pipeline
+                    .set(
+                        key,
+                        value.as_str(),
+                        Some(expiry),
+                        Some(SetOptions::NX),
+                        false,
+                    )
+                    .await
+            }
+            .await;
+            let replies: Result<(Option<Vec<u8>>, Option<String>), _> = match queued {
+                Ok(()) => pipeline.all().await,
+                Err(error) => Err(error),
+            };
+            let (state, created) = self.counted(replies.map_err(|e| self.classify(command, e)))?;
+            Ok((KeyState::from_reply(state)?, created.is_some()))
+        }
+        .boxed()
+    }
+
     fn set_px<'a>(
         &'a self,
         key: &'a str,

@@ -144,6 +144,15 @@ pub trait RedisOps: Send + Sync {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<KeyState>, RedisError>>;
 
+    /// `GET key` and `SET key value NX PX ttl` sent together in one pipeline (one round trip,
+    /// two commands): the state `GET` saw, and whether `SET NX` created the key.
+    fn get_then_set_nx_px<'a>(
+        &'a self,
+        key: &'a str,
+        value: KeyState,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(Option<KeyState>, bool), RedisError>>;
+
     /// `SET key value PX ttl`, unconditionally.
     fn set_px<'a>(
         &'a self,

@@ -66,31 +66,53 @@ impl RedisRs {
         cmd: redis::Cmd,
     ) -> Result<T, RedisError> {
         let mut connection = self.connection();
-        let result =
-            match tokio::time::timeout(self.command_timeout, cmd.query_async::<T>(&mut connection))
-                .await
-            {
-                Err(_) => Err(RedisError::Timeout {
-                    command,
-                    timeout: self.command_timeout,
-                }),
-                Ok(Err(e)) if e.is_timeout() => Err(RedisError::Timeout {
-                    command,
-                    timeout: self.command_timeout,
-                }),
-                Ok(Err(e)) if e.is_connection_dropped() || e.is_io_error() => {
-                    self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                    Err(RedisError::Command {
-                        command,
-                        cause: e.to_string(),
-                    })
-                }
-                Ok(Err(e)) => Err(RedisError::Command {
+        let reply =
+            tokio::time::timeout(self.command_timeout, cmd.query_async::<T>(&mut connection));
+        self.classified(command, reply.await)
+    }
+
+    /// Sends `pipeline`'s commands in one write and reads their replies.
+    async fn query_pipeline<T: redis::FromRedisValue>(
+        &self,
+        command: &'static str,
+        pipeline: redis::Pipeline,
+    ) -> Result<T, RedisError> {
+        let mut connection = self.connection();
+        let reply = tokio::time::timeout(
+            self.command_timeout,
+            pipeline.query_async::<T>(&mut connection),
+        );
+        self.classified(command, reply.await)
+    }
+
+    /// Turns a reply, or the timeout around it, into a counted [`RedisError`].
+    fn classified<T>(
+        &self,
+        command: &'static str,
+        reply: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, RedisError> {
+        let result = match reply {
+            Err(_) => Err(RedisError::Timeout {
+                command,
+                timeout: self.command_timeout,
+            }),
+            Ok(Err(e)) if e.is_timeout() => Err(RedisError::Timeout {
+                command,
+                timeout: self.command_timeout,
+            }),
+            Ok(Err(e)) if e.is_connection_dropped() || e.is_io_error() => {
+                self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                Err(RedisError::Command {
                     command,
                     cause: e.to_string(),
-                }),
-                Ok(Ok(value)) => Ok(value),
-            };
+                })
+            }
+            Ok(Err(e)) => Err(RedisError::Command {
+                command,
+                cause: e.to_string(),
+            }),
+            Ok(Ok(value)) => Ok(value),
+        };
         self.counters.count(&result);
         result
     }
@@ -148,6 +170,24 @@ impl RedisOps for RedisRs {
                 self.query("SET NX PX GET", set(key, value, ttl, true, true))
                     .await?,
             )
+        }
+        .boxed()
+    }
+
+    fn get_then_set_nx_px<'a>(
+        &'a self,
+        key: &'a str,
+        value: KeyState,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(Option<KeyState>, bool), RedisError>> {
+        async move {
+            let mut pipeline = redis::pipe();
+            pipeline
+                .add_command(redis::cmd("GET").arg(key).clone())
+                .add_command(set(key, value, ttl, true, false));
+            let (state, created): (Option<Vec<u8>>, Option<String>) =
+                self.query_pipeline("GET + SET NX PX", pipeline).await?;
+            Ok((KeyState::from_reply(state)?, created.is_some()))
         }
         .boxed()
     }

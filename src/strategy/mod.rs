@@ -176,6 +176,14 @@ impl StrategyKind {
         )
     }
 
+    /// Whether this strategy claims with GET, then SET NX PX: what `--redis-pipeline` changes.
+    pub fn claims_in_two_steps(self) -> bool {
+        matches!(
+            self,
+            StrategyKind::RedisOnly | StrategyKind::DualRedisFirst | StrategyKind::DualDbFirst
+        )
+    }
+
     pub fn uses_redis(self) -> bool {
         !matches!(
             self,
@@ -195,6 +203,8 @@ pub struct StrategySettings {
     pub key_prefix: String,
     /// What redis-only does on a PROCESSING key.
     pub on_in_progress: parts::OnInProgress,
+    /// Send a two-step claim's GET and SET NX PX in one pipeline (`--redis-pipeline`).
+    pub redis_pipeline: bool,
     pub retry: RetryPolicy,
     /// Crashes to inject at the strategy's own points (after-claim, after-db-commit, ...).
     #[serde(skip)]

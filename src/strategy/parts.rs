@@ -30,7 +30,8 @@ pub enum OnInProgress {
 /// How the key is checked and claimed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClaimStyle {
-    /// `GET`, then `SET NX PX`: the design note's two round trips.
+    /// `GET`, then `SET NX PX`: the design note's two round trips, or one pipelined round
+    /// trip with `--redis-pipeline` ([`StrategySettings::redis_pipeline`]).
     TwoStep,
     /// `SET NX PX GET`: one round trip, same guarantee.
     Atomic,
@@ -83,6 +84,25 @@ impl RedisKeys {
         let decision = loop {
             let step = async {
                 match style {
+                    // Both commands in one round trip. SET NX decides: it fails whenever GET
+                    // found a key (and when someone claimed in between), exactly as in two
+                    // steps; a key that expired between the two is claimed, as if GET had run
+                    // a moment later.
+                    ClaimStyle::TwoStep if self.settings.redis_pipeline => {
+                        let (state, created) = self
+                            .retry()
+                            .run(|| {
+                                self.redis
+                                    .get_then_set_nx_px(key, KeyState::Processing, ttl)
+                            })
+                            .await
+                            .map_err(redis_failed)?;
+                        Ok(if created {
+                            None
+                        } else {
+                            Some(state.unwrap_or(KeyState::Processing))
+                        })
+                    }
                     ClaimStyle::TwoStep => match self
                         .retry()
                         .run(|| self.redis.get(key))

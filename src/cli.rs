@@ -271,6 +271,12 @@ pub struct CommonArgs {
     /// db-offsets): a worker takes what is already waiting, up to this many.
     #[arg(long, default_value_t = 1)]
     pub batch_size: usize,
+    /// Messages (or batches) each worker processes at once. Never two of one Kafka key (one
+    /// account), so each key's messages keep their order; offsets are committed only past what
+    /// finished. 1 (the default) is the design note's one message at a time. Crash and kill
+    /// counts become bounds above 1, as with several workers. Not for db-offsets.
+    #[arg(long, default_value_t = 1)]
+    pub in_flight: usize,
     /// Crash at these points of the flow, comma-separated: after-receive, after-claim,
     /// after-db-commit, after-redis-done, before-offset-commit. A crash abandons everything not
     /// committed and restarts the processor after --restart-delay-ms.
@@ -497,6 +503,7 @@ impl CommonArgs {
             commit_interval_ms: self.commit_interval_ms,
             on_in_progress: self.on_in_progress,
             batch_size: self.batch_size,
+            in_flight: self.in_flight,
             crash_plan: CrashPlan {
                 points: self.crash_at,
                 rate: self.crash_rate,

@@ -104,6 +104,8 @@ pub struct RunConfig {
     pub commit_interval_ms: u64,
     pub on_in_progress: OnInProgress,
     pub batch_size: usize,
+    /// Units a worker runs at once, one per Kafka key (`--in-flight`).
+    pub in_flight: usize,
     /// Processor OS processes in the group (0: one processor inside this process).
     pub processes: usize,
     /// How long the group waits for a silent member (a killed process) before rebalancing.
@@ -117,7 +119,6 @@ pub struct RunConfig {
     #[serde(default)]
     pub no_business_write: bool,
     /// `--redis-pipeline`: a two-step claim's GET and SET NX PX went in one round trip.
-    #[serde(default)]
     pub redis_pipeline: bool,
     pub unique_constraint: bool,
     pub redis_connections: usize,
@@ -307,6 +308,14 @@ impl RunConfig {
                 self.batch_size,
                 self.strategy.name()
             )));
+        }
+        if self.in_flight == 0 {
+            return fail("--in-flight must be at least 1");
+        }
+        if self.in_flight > 1 && self.strategy == StrategyKind::DbOffsets {
+            return fail(
+                "--in-flight above 1 does not apply to db-offsets: it stores each partition's next offset in the business transaction, so its messages must finish in offset order",
+            );
         }
         if self.redis_connections == 0 || self.postgres_connections == 0 {
             return fail("--redis-connections and --postgres-connections must be at least 1");
@@ -520,6 +529,7 @@ async fn measure(
             commit_mode: config.commit_mode,
             commit_interval: Duration::from_millis(config.commit_interval_ms.max(1)),
             batch_size: config.batch_size,
+            in_flight: config.in_flight,
             queue_depth: 1024,
             close_timeout: Duration::from_secs(10),
             session_timeout: Duration::from_millis(config.session_timeout_ms),
@@ -984,7 +994,8 @@ async fn measure(
                     strategy: config.strategy,
                     unique_constraint: config.unique_constraint,
                     on_in_progress: config.on_in_progress,
-                    workers: config.workers,
+                    // What a crash or a kill can cut: every unit in flight on every worker.
+                    workers: config.workers * config.in_flight,
                     processing_ttl_ms: config.processing_ttl_ms,
                     done_ttl_ms: config.done_ttl_ms,
                     restart_delay_ms: config.crash_plan.restart_delay_ms,

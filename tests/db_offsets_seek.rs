@@ -101,6 +101,7 @@ async fn db_offsets_seeks_to_the_stored_offset_on_assignment() {
         commit_mode: CommitMode::Interval,
         commit_interval: Duration::from_millis(100),
         batch_size: 1,
+        in_flight: 1,
         queue_depth: 64,
         close_timeout: Duration::from_secs(10),
         session_timeout: Duration::from_secs(10),

@@ -114,6 +114,11 @@ known_answers! {
     db_only_batched: "db-only" on "redis-rs" with "--batch-size" "64";
     db_authority_redis_cache_batched: "db-authority-redis-cache" on "fred" with "--batch-size" "64";
     db_offsets_batched: "db-offsets" on "redis-rs" with "--batch-size" "64";
+    redis_only_eight_in_flight: "redis-only" on "redis-rs" with "--in-flight" "8";
+    redis_only_pipelined_eight_in_flight_on_fred: "redis-only" on "fred" with "--in-flight" "8" "--redis-pipeline";
+    db_only_eight_in_flight: "db-only" on "redis-rs" with "--in-flight" "8";
+    db_only_batched_four_in_flight: "db-only" on "redis-rs" with "--in-flight" "4" "--batch-size" "16";
+    dual_db_first_eight_in_flight: "dual-db-first" on "redis-rs" with "--in-flight" "8";
 }
 
 /// Batching changes the cost model, never the answer: the same seed gives the same counts.
@@ -208,4 +213,23 @@ async fn redis_pipeline_is_refused_where_there_is_no_two_step_claim() {
         );
         assert_eq!(error.exit_code(), 2);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_is_refused_for_db_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = common::try_run(
+        &["--strategy", "db-offsets", "--in-flight", "4"],
+        dir.path(),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        error
+            .to_string()
+            .contains("--in-flight above 1 does not apply to db-offsets"),
+        "{error}"
+    );
+    assert_eq!(error.exit_code(), 2);
 }

@@ -3,8 +3,10 @@
 //!
 //! One dispatcher task reads the consumer and hands each message to the worker that owns its
 //! partition (`partition % workers`), so per-partition order holds while partitions proceed in
-//! parallel. A worker processes its messages one at a time: decode, strategy, offset commit
-//! (`offset + 1`, only after the strategy returned), record latencies into its own histograms.
+//! parallel. A worker runs its messages through decode, strategy, offset commit, and records
+//! latencies into its own histograms: one at a time by default, or up to `in_flight` units at
+//! once, never two of one Kafka key, so each key's messages stay in order. An offset is
+//! committed only once it and every earlier offset of its partition finished ([`Watermarks`]).
 //! Offsets are committed explicitly (`enable.auto.commit=false`); malformed messages are
 //! counted, logged and committed past, so one bad record cannot stall a partition.
 
@@ -61,12 +63,20 @@ pub struct ProcessorSettings {
     pub commit_interval: Duration,
     /// Most messages a worker hands to the strategy at once (1 = one at a time).
     pub batch_size: usize,
+    /// Most units (messages, or batches) a worker runs at once, one per Kafka key, so a key's
+    /// messages stay in order (1 = one at a time).
+    #[serde(default = "one")]
+    pub in_flight: usize,
     /// Messages buffered per worker between the dispatcher and the worker.
     pub queue_depth: usize,
     /// Longest wait for the consumer to leave the group when the processor stops.
     pub close_timeout: Duration,
     /// The group forgets a member that sent no heartbeat for this long (a killed process).
     pub session_timeout: Duration,
+}
+
+fn one() -> usize {
+    1
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -422,6 +432,7 @@ impl Processor {
             senders.push(tx);
             let worker = Worker {
                 batch_size: settings.batch_size.max(1),
+                in_flight: settings.in_flight.max(1),
                 consumer: consumer.clone(),
                 strategy: strategy.clone(),
                 progress: progress.clone(),
@@ -593,6 +604,8 @@ async fn dispatch(
 
 struct Worker {
     batch_size: usize,
+    /// Most units (a message, or a batch) this worker runs at once; one per Kafka key.
+    in_flight: usize,
     consumer: Arc<GroupConsumer>,
     strategy: Arc<dyn Strategy>,
     progress: Arc<Progress>,
@@ -603,6 +616,92 @@ struct Worker {
     crashed: CancellationToken,
     faults: Arc<Faults>,
     flushed: Arc<std::sync::Mutex<WorkerMetrics>>,
+}
+
+/// Messages a worker hands to the strategy together: one, or a polled batch.
+struct Unit {
+    messages: Vec<OwnedMessage>,
+    /// Each message's trade; `None` for a malformed one (counted, and committed past).
+    trades: Vec<Option<Trade>>,
+}
+
+impl Unit {
+    /// The unit's Kafka keys. A message without one (none of loadgen's trades) has no order
+    /// to keep.
+    fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.messages.iter().filter_map(|message| message.key())
+    }
+}
+
+/// A unit back from the strategy.
+struct Finished {
+    unit: Unit,
+    processed: Result<Vec<crate::strategy::Outcome>, StrategyError>,
+    stages: StageTimes,
+}
+
+/// Whether the worker goes on after handling a finished unit.
+enum Flow {
+    Continue,
+    /// An injected crash: the processor stops, committing nothing more.
+    Crashed,
+}
+
+/// Which offsets of a worker's partitions may be committed while units finish out of order:
+/// a partition's next committable offset is its lowest offset still in flight, or one past the
+/// highest finished when none is. One unit in flight makes it `offset + 1` after each message.
+#[derive(Debug, Default)]
+struct Watermarks {
+    partitions: std::collections::BTreeMap<i32, Watermark>,
+}
+
+#[derive(Debug, Default)]
+struct Watermark {
+    in_flight: std::collections::BTreeSet<i64>,
+    highest_finished: Option<i64>,
+}
+
+impl Watermarks {
+    fn started(&mut self, partition: i32, offset: i64) {
+        self.partitions
+            .entry(partition)
+            .or_default()
+            .in_flight
+            .insert(offset);
+    }
+
+    /// Marks `offset` finished; returns the partition's next committable offset.
+    fn finished(&mut self, partition: i32, offset: i64) -> i64 {
+        let mark = self.partitions.entry(partition).or_default();
+        mark.in_flight.remove(&offset);
+        let highest = mark.highest_finished.map_or(offset, |h| h.max(offset));
+        mark.highest_finished = Some(highest);
+        match mark.in_flight.first() {
+            Some(lowest) => *lowest,
+            None => highest + 1,
+        }
+    }
+}
+
+/// Removes and returns the first waiting unit that may start: none of its keys is in flight
+/// (`busy`) or in a unit waiting before it, so each key's messages start in offset order.
+fn take_startable(
+    waiting: &mut std::collections::VecDeque<Unit>,
+    busy: &std::collections::HashSet<Vec<u8>>,
+) -> Option<Unit> {
+    let mut ahead: std::collections::HashSet<&[u8]> = Default::default();
+    let mut startable = None;
+    for (i, unit) in waiting.iter().enumerate() {
+        let blocked = unit
+            .keys()
+            .any(|key| ahead.contains(key) || busy.contains(key));
+        if !blocked {
+            startable = Some(i);
+            break;
+        }
+        ahead.extend(unit.keys());
+    }
+    waiting.remove(startable?)
 }
 
 impl Worker {
@@ -616,15 +715,167 @@ impl Worker {
         self.crashed.cancel();
     }
 
+    /// Takes `first` and whatever is already queued, up to the batch size, never waiting for
+    /// more.
+    fn take_unit(
+        &self,
+        first: OwnedMessage,
+        inbox: &mut mpsc::Receiver<OwnedMessage>,
+        metrics: &mut WorkerMetrics,
+    ) -> Unit {
+        let mut messages = vec![first];
+        while messages.len() < self.batch_size {
+            match inbox.try_recv() {
+                Ok(message) => messages.push(message),
+                Err(_) => break,
+            }
+        }
+        metrics.counts.messages += messages.len() as u64;
+        let trades = messages
+            .iter()
+            .map(|message| match Trade::decode(message.payload().unwrap_or_default()) {
+                Ok(trade) => Some(trade),
+                Err(error) => {
+                    metrics.counts.malformed += 1;
+                    tracing::warn!(partition = message.partition(), offset = message.offset(), %error, "skipping a malformed message");
+                    None
+                }
+            })
+            .collect();
+        Unit { messages, trades }
+    }
+
+    /// Runs a unit through the strategy, owning everything it needs, so several can be in
+    /// flight at once.
+    fn start(&self, unit: Unit) -> futures::future::BoxFuture<'static, Finished> {
+        let (strategy, topic) = (self.strategy.clone(), self.topic.clone());
+        Box::pin(async move {
+            let mut stages = StageTimes::default();
+            let processed = {
+                let incoming: Vec<Incoming<'_>> = unit
+                    .messages
+                    .iter()
+                    .zip(&unit.trades)
+                    .filter_map(|(message, trade)| {
+                        trade.as_ref().map(|trade| Incoming {
+                            trade,
+                            topic: &topic,
+                            partition: message.partition(),
+                            offset: message.offset(),
+                        })
+                    })
+                    .collect();
+                match incoming.as_slice() {
+                    [] => Ok(vec![]),
+                    [single] => strategy
+                        .process(single, &mut stages)
+                        .await
+                        .map(|outcome| vec![outcome]),
+                    many => strategy.process_batch(many, &mut stages).await,
+                }
+            };
+            Finished {
+                unit,
+                processed,
+                stages,
+            }
+        })
+    }
+
+    /// Counts a finished unit, commits past its messages and releases their keys.
+    fn finish(
+        &self,
+        finished: Finished,
+        metrics: &mut WorkerMetrics,
+        commit_errors: &mut u64,
+        watermarks: &mut Watermarks,
+        busy: &mut std::collections::HashSet<Vec<u8>>,
+    ) -> Result<Flow, StrategyError> {
+        let Finished {
+            unit,
+            processed,
+            stages,
+        } = finished;
+        match processed {
+            Ok(outcomes) => {
+                for outcome in outcomes {
+                    metrics.record_outcome(outcome);
+                }
+                if unit.trades.iter().any(Option::is_some) {
+                    metrics.record_stages(&stages);
+                }
+            }
+            Err(StrategyError::Crash(crash)) => {
+                self.crash(&crash);
+                return Ok(Flow::Crashed);
+            }
+            Err(error) => {
+                let trade_id = unit.trades.iter().flatten().next().map(|t| t.trade_id);
+                tracing::error!(%error, ?trade_id, "giving up; stopping the processor");
+                self.failed.cancel();
+                return Err(error);
+            }
+        }
+        for trade in unit.trades.iter().flatten() {
+            if let Err(crash) = self
+                .faults
+                .at(CrashPoint::BeforeOffsetCommit, trade.trade_id)
+            {
+                self.crash(&crash);
+                return Ok(Flow::Crashed);
+            }
+        }
+        if self.in_flight > 1 {
+            for key in unit.keys() {
+                busy.remove(key);
+            }
+        }
+        for (message, trade) in unit.messages.iter().zip(&unit.trades) {
+            let next_offset = watermarks.finished(message.partition(), message.offset());
+            let commit_started = Instant::now();
+            if let Err(error) = self.commit(message.partition(), next_offset) {
+                *commit_errors += 1;
+                tracing::warn!(%error, partition = message.partition(), "offset commit failed");
+            }
+            let commit_us = commit_started.elapsed().as_micros() as u64;
+            if let Some(trade) = trade {
+                let warm_up =
+                    trade.intended_send_us < self.progress.warm_up_until_us.load(Ordering::Relaxed);
+                metrics.record_completion(
+                    warm_up,
+                    trade.intended_send_us,
+                    trade.sent_us,
+                    now_us(),
+                    commit_us,
+                );
+            }
+            if let Some(next) = usize::try_from(message.partition())
+                .ok()
+                .and_then(|p| self.progress.next_offsets.get(p))
+            {
+                next.fetch_max(next_offset, Ordering::AcqRel);
+            }
+            self.progress.completed.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Flow::Continue)
+    }
+
     async fn run(
         self,
         mut inbox: mpsc::Receiver<OwnedMessage>,
     ) -> Result<(WorkerMetrics, u64), StrategyError> {
         let mut metrics = WorkerMetrics::default();
         let mut commit_errors = 0u64;
-        let mut batch: Vec<OwnedMessage> = Vec::with_capacity(self.batch_size);
         let mut last_flush = Instant::now();
-        'messages: loop {
+        let mut running = futures::stream::FuturesUnordered::new();
+        let mut watermarks = Watermarks::default();
+        // Units received but not started: each waits until no unit in flight, and no unit
+        // before it, shares one of its Kafka keys. Running and waiting together stay within
+        // `in_flight`, so one at a time receives the next message only once the last finished.
+        let mut waiting: std::collections::VecDeque<Unit> = Default::default();
+        let mut busy: std::collections::HashSet<Vec<u8>> = Default::default();
+        let mut stopping = false;
+        loop {
             if last_flush.elapsed() >= FLUSH_PERIOD {
                 self.flushed
                     .lock()
@@ -632,131 +883,67 @@ impl Worker {
                     .merge(&std::mem::take(&mut metrics));
                 last_flush = Instant::now();
             }
+            if !stopping {
+                while running.len() < self.in_flight {
+                    // One at a time there is nothing to order against.
+                    let next = if self.in_flight == 1 {
+                        waiting.pop_front()
+                    } else {
+                        take_startable(&mut waiting, &busy)
+                    };
+                    let Some(unit) = next else { break };
+                    if self.in_flight > 1 {
+                        busy.extend(unit.keys().map(<[u8]>::to_vec));
+                    }
+                    running.push(self.start(unit));
+                }
+            }
+            if stopping && running.is_empty() {
+                break;
+            }
+            let room = running.len() + waiting.len() < self.in_flight && !stopping;
             let first = tokio::select! {
                 biased;
-                _ = self.stop.cancelled() => break,
-                _ = self.failed.cancelled() => break,
+                // A crash cuts the units in flight at their next await, as the death of the
+                // process would: a dropped transaction rolls back, a Redis command already sent
+                // stays done.
                 _ = self.crashed.cancelled() => break,
-                message = inbox.recv() => match message { Some(m) => m, None => break },
+                _ = self.failed.cancelled() => break,
+                Some(finished) = futures::StreamExt::next(&mut running), if !running.is_empty() => {
+                    match self.finish(finished, &mut metrics, &mut commit_errors, &mut watermarks, &mut busy)? {
+                        Flow::Continue => continue,
+                        Flow::Crashed => break,
+                    }
+                }
+                // Stopping: what is in flight finishes, nothing new starts.
+                _ = self.stop.cancelled(), if !stopping => {
+                    stopping = true;
+                    continue;
+                }
+                message = inbox.recv(), if room => match message {
+                    Some(message) => message,
+                    None => {
+                        stopping = true;
+                        continue;
+                    }
+                },
                 // Idle: flush anyway, so a snapshot misses nothing already measured.
                 _ = tokio::time::sleep_until((last_flush + FLUSH_PERIOD).into()) => continue,
             };
-            // A polled batch: whatever is already waiting, up to the batch size; never wait
-            // for more.
-            batch.clear();
-            batch.push(first);
-            while batch.len() < self.batch_size {
-                match inbox.try_recv() {
-                    Ok(message) => batch.push(message),
-                    Err(_) => break,
-                }
+            let unit = self.take_unit(first, &mut inbox, &mut metrics);
+            let crash = unit.trades.iter().flatten().find_map(|trade| {
+                self.faults
+                    .at(CrashPoint::AfterReceive, trade.trade_id)
+                    .err()
+            });
+            if let Some(crash) = crash {
+                self.crash(&crash);
+                break;
             }
-            metrics.counts.messages += batch.len() as u64;
-            let decoded: Vec<Option<Trade>> = batch
-                .iter()
-                .map(|message| match Trade::decode(message.payload().unwrap_or_default()) {
-                    Ok(trade) => Some(trade),
-                    Err(error) => {
-                        metrics.counts.malformed += 1;
-                        tracing::warn!(partition = message.partition(), offset = message.offset(), %error, "skipping a malformed message");
-                        None
-                    }
-                })
-                .collect();
-            let incoming: Vec<Incoming<'_>> = batch
-                .iter()
-                .zip(&decoded)
-                .filter_map(|(message, trade)| {
-                    trade.as_ref().map(|trade| Incoming {
-                        trade,
-                        topic: &self.topic,
-                        partition: message.partition(),
-                        offset: message.offset(),
-                    })
-                })
-                .collect();
-            for message in &incoming {
-                if let Err(crash) = self
-                    .faults
-                    .at(CrashPoint::AfterReceive, message.trade.trade_id)
-                {
-                    self.crash(&crash);
-                    break 'messages;
-                }
+            for message in &unit.messages {
+                watermarks.started(message.partition(), message.offset());
             }
-            if !incoming.is_empty() {
-                let mut stages = StageTimes::default();
-                let work = async {
-                    match incoming.as_slice() {
-                        [single] => self
-                            .strategy
-                            .process(single, &mut stages)
-                            .await
-                            .map(|outcome| vec![outcome]),
-                        many => self.strategy.process_batch(many, &mut stages).await,
-                    }
-                };
-                // A crash elsewhere in the process cuts this work at its next await, as the
-                // death of the process would: a dropped transaction rolls back, a Redis command
-                // already sent stays done.
-                let processed = tokio::select! {
-                    biased;
-                    _ = self.crashed.cancelled() => break 'messages,
-                    processed = work => processed,
-                };
-                match processed {
-                    Ok(outcomes) => {
-                        for outcome in outcomes {
-                            metrics.record_outcome(outcome);
-                        }
-                        metrics.record_stages(&stages);
-                    }
-                    Err(StrategyError::Crash(crash)) => {
-                        self.crash(&crash);
-                        break 'messages;
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, trade_id = incoming[0].trade.trade_id, "giving up; stopping the processor");
-                        self.failed.cancel();
-                        return Err(error);
-                    }
-                }
-            }
-            for message in &incoming {
-                if let Err(crash) = self
-                    .faults
-                    .at(CrashPoint::BeforeOffsetCommit, message.trade.trade_id)
-                {
-                    self.crash(&crash);
-                    break 'messages;
-                }
-            }
-            for (message, trade) in batch.iter().zip(&decoded) {
-                let commit_started = Instant::now();
-                if let Err(error) = self.commit(message.partition(), message.offset() + 1) {
-                    commit_errors += 1;
-                    tracing::warn!(%error, partition = message.partition(), "offset commit failed");
-                }
-                let commit_us = commit_started.elapsed().as_micros() as u64;
-                if let Some(trade) = trade {
-                    let warm_up = trade.intended_send_us
-                        < self.progress.warm_up_until_us.load(Ordering::Relaxed);
-                    metrics.record_completion(
-                        warm_up,
-                        trade.intended_send_us,
-                        trade.sent_us,
-                        now_us(),
-                        commit_us,
-                    );
-                }
-                if let Some(next) = usize::try_from(message.partition())
-                    .ok()
-                    .and_then(|p| self.progress.next_offsets.get(p))
-                {
-                    next.fetch_max(message.offset() + 1, Ordering::AcqRel);
-                }
-                self.progress.completed.fetch_add(1, Ordering::Relaxed);
-            }
+            waiting.push_back(unit);
         }
         Ok((metrics, commit_errors))
     }
@@ -871,5 +1058,80 @@ impl Committer {
                 1
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Unit, Watermarks, take_startable};
+    use rdkafka::message::{Message, OwnedMessage, Timestamp};
+
+    fn unit(offset: i64, key: &str) -> Unit {
+        let message = OwnedMessage::new(
+            None,
+            Some(key.as_bytes().to_vec()),
+            "t".into(),
+            Timestamp::NotAvailable,
+            0,
+            offset,
+            None,
+        );
+        Unit {
+            messages: vec![message],
+            trades: vec![None],
+        }
+    }
+
+    fn offsets(units: &std::collections::VecDeque<Unit>) -> Vec<i64> {
+        units.iter().map(|u| u.messages[0].offset()).collect()
+    }
+
+    #[test]
+    fn a_key_in_flight_or_waiting_ahead_holds_its_units_back_and_no_others() {
+        let mut waiting: std::collections::VecDeque<Unit> =
+            [unit(1, "a"), unit(2, "b"), unit(3, "a"), unit(4, "c")].into();
+        let busy = ["a".as_bytes().to_vec()].into();
+        let next = take_startable(&mut waiting, &busy).unwrap();
+        assert_eq!(next.messages[0].offset(), 2, "b passes the a in flight");
+        let busy = ["a".as_bytes().to_vec(), "b".as_bytes().to_vec()].into();
+        let next = take_startable(&mut waiting, &busy).unwrap();
+        assert_eq!(next.messages[0].offset(), 4, "3 waits behind its key");
+        assert!(take_startable(&mut waiting, &busy).is_none());
+        assert_eq!(offsets(&waiting), [1, 3]);
+        // a is free: 1 starts, and 3 still waits behind 1, not beside it.
+        let next = take_startable(&mut waiting, &Default::default()).unwrap();
+        assert_eq!(next.messages[0].offset(), 1);
+        assert_eq!(offsets(&waiting), [3]);
+    }
+
+    #[test]
+    fn one_in_flight_commits_one_past_each_message() {
+        let mut marks = Watermarks::default();
+        for offset in 0..3 {
+            marks.started(0, offset);
+            assert_eq!(marks.finished(0, offset), offset + 1);
+        }
+    }
+
+    #[test]
+    fn an_unfinished_offset_holds_its_partition_back() {
+        let mut marks = Watermarks::default();
+        for offset in 10..14 {
+            marks.started(0, offset);
+        }
+        marks.started(1, 5);
+        // 11 and 12 finish first: 10 is still running, so nothing past it may be committed.
+        assert_eq!(marks.finished(0, 11), 10);
+        assert_eq!(marks.finished(0, 12), 10);
+        // Another partition is not held back by this one.
+        assert_eq!(marks.finished(1, 5), 6);
+        // 10 finishes: 13 is the lowest still running.
+        assert_eq!(marks.finished(0, 10), 13);
+        assert_eq!(marks.finished(0, 13), 14);
+        // Nothing in flight: one past the highest finished, whatever order they came in.
+        marks.started(0, 15);
+        marks.started(0, 14);
+        assert_eq!(marks.finished(0, 15), 14);
+        assert_eq!(marks.finished(0, 14), 16);
     }
 }

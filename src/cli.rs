@@ -355,7 +355,7 @@ pub struct CommonArgs {
     /// Connections (redis-rs) or pool size (fred) to Redis.
     #[arg(long, default_value_t = 1)]
     pub redis_connections: usize,
-    /// Postgres pool size. Default: workers + 2.
+    /// Postgres pool size. Default: workers × in-flight + 2.
     #[arg(long)]
     pub postgres_connections: Option<u32>,
     /// Producer linger.ms (batching delay).
@@ -529,7 +529,9 @@ impl CommonArgs {
             no_business_write: self.no_business_write,
             redis_pipeline: self.redis_pipeline,
             redis_connections: self.redis_connections,
-            postgres_connections: self.postgres_connections.unwrap_or(workers as u32 + 2),
+            postgres_connections: self
+                .postgres_connections
+                .unwrap_or((workers * self.in_flight.max(1)) as u32 + 2),
             linger_ms: self.linger_ms,
             connect_timeout_ms: self.connect_timeout_ms,
             drain_timeout_ms: self.drain_timeout_ms,

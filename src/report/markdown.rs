@@ -61,11 +61,22 @@ pub fn render(runs: &[RunView], command: Option<&str>) -> String {
     }
     let mismatches: u64 = runs.iter().map(|r| r.oracle.mismatches).sum();
     let identity = runs.iter().all(|r| r.correctness.identity_holds);
+    let in_memory = runs.iter().any(|r| {
+        r.config
+            .pointer("/no_business_write")
+            .and_then(serde_json::Value::as_bool)
+            == Some(true)
+    });
     let _ = writeln!(
         out,
-        "\nEvery count below is exact: the audit reads every trade's rows back from Postgres and \
+        "\nEvery count below is exact: the audit reads every trade's effects back from {} and \
          checks `exactly_once + lost + double_applied = produced` ({}). Each run's oracle \
          predicted its counts from the fault log by the strategy's own rule: {}.\n",
+        if in_memory {
+            "Postgres, or from the in-memory record a `--no-business-write` run keeps,"
+        } else {
+            "Postgres"
+        },
         if identity {
             "held in every run"
         } else {

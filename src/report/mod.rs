@@ -440,8 +440,21 @@ pub(crate) fn setup_lines(runs: &[RunView]) -> Vec<String> {
             _ => "as fast as the producer goes".into(),
         },
     ));
+    let mut knobs = String::new();
+    if let Some(n) = first.config_u64("in_flight").filter(|n| *n > 1) {
+        knobs.push_str(&format!(", {n} messages in flight per worker"));
+    }
+    if let Some(n) = first.config_u64("batch_size").filter(|n| *n > 1) {
+        knobs.push_str(&format!(", transactions of up to {n} messages"));
+    }
+    if c.pointer("/redis_pipeline").and_then(Value::as_bool) == Some(true) {
+        knobs.push_str(", GET and SET NX PX pipelined");
+    }
+    if c.pointer("/no_business_write").and_then(Value::as_bool) == Some(true) {
+        knobs.push_str(", business write replaced by an in-memory record (--no-business-write)");
+    }
     lines.push(format!(
-        "Processor: {} partitions, {} worker(s){}, commits {} every {} ms, PROCESSING TTL {}, DONE TTL {}, unique constraint {}",
+        "Processor: {} partitions, {} worker(s){}{knobs}, commits {} every {} ms, PROCESSING TTL {}, DONE TTL {}, unique constraint {}",
         text(c, "/partitions"),
         text(c, "/workers"),
         match first.config_u64("processes") {

@@ -178,58 +178,42 @@ async fn db_offsets_does_not_deduplicate_published_copies() {
     );
 }
 
+/// `idembench run ARGS` is refused as a usage error (exit 2) whose message contains `expected`.
+async fn refused(args: &[&str], expected: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let error = common::try_run(args, dir.path())
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("idembench run {} must be refused", args.join(" ")));
+    assert!(error.to_string().contains(expected), "{error}");
+    assert_eq!(error.exit_code(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_size_is_refused_where_it_means_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let error = common::try_run(
+    refused(
         &["--strategy", "redis-only", "--batch-size", "8"],
-        dir.path(),
+        "--batch-size 8 does not apply to redis-only",
     )
-    .await
-    .err()
-    .unwrap();
-    assert!(
-        error
-            .to_string()
-            .contains("--batch-size 8 does not apply to redis-only"),
-        "{error}"
-    );
-    assert_eq!(error.exit_code(), 2);
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_pipeline_is_refused_where_there_is_no_two_step_claim() {
     for strategy in ["redis-only-atomic", "db-only"] {
-        let dir = tempfile::tempdir().unwrap();
-        let error = common::try_run(&["--strategy", strategy, "--redis-pipeline"], dir.path())
-            .await
-            .err()
-            .unwrap_or_else(|| panic!("{strategy} --redis-pipeline must be refused"));
-        assert!(
-            error
-                .to_string()
-                .contains("use it with --strategy redis-only, dual-db-first or dual-redis-first"),
-            "{error}"
-        );
-        assert_eq!(error.exit_code(), 2);
+        refused(
+            &["--strategy", strategy, "--redis-pipeline"],
+            "use it with --strategy redis-only, dual-db-first or dual-redis-first",
+        )
+        .await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_is_refused_for_db_offsets() {
-    let dir = tempfile::tempdir().unwrap();
-    let error = common::try_run(
+    refused(
         &["--strategy", "db-offsets", "--in-flight", "4"],
-        dir.path(),
+        "--in-flight above 1 does not apply to db-offsets",
     )
-    .await
-    .err()
-    .unwrap();
-    assert!(
-        error
-            .to_string()
-            .contains("--in-flight above 1 does not apply to db-offsets"),
-        "{error}"
-    );
-    assert_eq!(error.exit_code(), 2);
+    .await;
 }

@@ -825,10 +825,8 @@ impl Worker {
                 return Ok(Flow::Crashed);
             }
         }
-        if self.in_flight > 1 {
-            for key in unit.keys() {
-                busy.remove(key);
-            }
+        for key in unit.keys() {
+            busy.remove(key);
         }
         for (message, trade) in unit.messages.iter().zip(&unit.trades) {
             let next_offset = watermarks.finished(message.partition(), message.offset());
@@ -885,16 +883,10 @@ impl Worker {
             }
             if !stopping {
                 while running.len() < self.in_flight {
-                    // One at a time there is nothing to order against.
-                    let next = if self.in_flight == 1 {
-                        waiting.pop_front()
-                    } else {
-                        take_startable(&mut waiting, &busy)
+                    let Some(unit) = take_startable(&mut waiting, &busy) else {
+                        break;
                     };
-                    let Some(unit) = next else { break };
-                    if self.in_flight > 1 {
-                        busy.extend(unit.keys().map(<[u8]>::to_vec));
-                    }
+                    busy.extend(unit.keys().map(<[u8]>::to_vec));
                     running.push(self.start(unit));
                 }
             }

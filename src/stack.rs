@@ -206,8 +206,11 @@ pub async fn provision(
     for (service, origin, programs) in plan {
         let origin = match (origin, programs) {
             (Origin::Child, Some(programs)) => stack.start_child(service, programs).await?,
+            (Origin::Child, None) => {
+                unreachable!("decide() picks a child only where its programs exist")
+            }
             (Origin::Docker, _) => stack.start_container(service).await?,
-            (origin, _) => origin,
+            (origin @ (Origin::External | Origin::InProcess), _) => origin,
         };
         match service {
             Service::Kafka => stack.info.kafka = origin,

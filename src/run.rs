@@ -349,11 +349,16 @@ impl RunNames {
     fn new(config: &RunConfig) -> RunNames {
         let stamp = stamp(std::time::SystemTime::now());
         let suffix: u16 = rand::random();
-        let run_id = format!(
-            "{stamp}-{}-{}-{suffix:04x}",
-            config.strategy.name(),
-            config.redis_client.name()
-        );
+        // The Redis client is part of the name only where the strategy uses Redis.
+        let run_id = if config.strategy.uses_redis() {
+            format!(
+                "{stamp}-{}-{}-{suffix:04x}",
+                config.strategy.name(),
+                config.redis_client.name()
+            )
+        } else {
+            format!("{stamp}-{}-{suffix:04x}", config.strategy.name())
+        };
         let snake = run_id.replace('-', "_");
         RunNames {
             topic: format!("idembench.{run_id}"),
@@ -1314,6 +1319,23 @@ async fn admin_connection(
 
 #[cfg(test)]
 mod tests {
+    fn run_id(flags: &[&str]) -> String {
+        use clap::Parser;
+        let args = ["idembench", "run"].iter().chain(flags);
+        let crate::cli::Command::Run(run) = crate::cli::Cli::parse_from(args).command else {
+            unreachable!("parsed a run")
+        };
+        super::RunNames::new(&run.into_config(String::new())).run_id
+    }
+
+    #[test]
+    fn a_run_id_names_the_redis_client_only_where_the_strategy_uses_redis() {
+        let id = run_id(&["--strategy", "redis-only", "--redis-client", "fred"]);
+        assert!(id.contains("-redis-only-fred-"), "{id}");
+        let id = run_id(&["--strategy", "db-only", "--redis-client", "fred"]);
+        assert!(id.contains("-db-only-") && !id.contains("fred"), "{id}");
+    }
+
     #[test]
     fn a_stamp_is_the_utc_second_without_separators() {
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_971_152);

@@ -3,48 +3,45 @@
 //!
 //! # Layout
 //! The flow is loadgen → Kafka → processor → strategy (Redis and/or Postgres) → business
-//! write → audit → result. One module per stage:
-//! - `idembench_loadgen` (the `loadgen/` crate): trade model, seeded stream, open-loop producer, ledger.
-//! - [`kafka`]: cluster reachability and the run's topic.
-//! - [`processor`]: the consumer group member, per-partition workers, offset commits, metrics.
-//! - [`strategy`]: the idempotency seam — one trait, one file per strategy.
-//! - [`redis`]: the Redis seam — one trait, one file per client library.
-//! - [`db`]: Postgres — per-run schema, migrations, the business transaction.
-//! - [`audit`]: the ledger against Postgres, into exact correctness counts.
-//! - [`hgrm`]: histograms as `*.hgrm` files and as encodings in `result.json`.
-//! - [`result`]: `result.json` and the human summary; [`compare`]: results against a baseline.
-//! - [`run`]: one run, start to finish; [`matrix`]: every strategy × client pair, one table;
-//!   [`cli`]: the command line.
-//! - [`faults`]: crashes at named points of the flow, and their log.
-//! - [`oracle`]: each strategy's rule applied to the fault log, against the audit.
-//! - [`scenario`]: scenario files — a situation, the claim it tests, the strategies to run.
-//! - [`redact`]: passwords never leave the process.
+//! write → audit → result → report. A folder per stage; imports only go down this list (each
+//! module uses only those below it), and only [`cli`] names clap:
+//! - [`cli`]: the command line — flags and scenario files resolved into plain configuration,
+//!   and one function per command.
+//! - [`sweep`]: many runs — the strategy × client matrix and the capacity search.
+//! - [`conformance`]: the Kafka broker conformance suite.
+//! - [`run`]: one run as named phases — prepare, start, supervise, assemble.
+//! - [`report`]: `summary.md` and `report.html`, rendered from results only.
+//! - [`results`]: the one typed `result.json`, merge, compare, environment.
+//! - [`check`]: the audit (exact counts) and the oracle (each strategy's rule).
+//! - [`stack`]: where the services come from — used as they are, or started as children.
+//! - [`config`]: plain configuration — a run's settings, their validation, names, scenarios.
+//! - [`processor`]: the consumer group member, its workers and commits; the fleet of
+//!   processor processes.
+//! - [`strategy`]: the idempotency seam — one trait, one file per strategy, one table of
+//!   capabilities.
+//! - [`faults`]: the fault plan, fault kinds and log; crash points, timed faults, kills.
+//! - [`redis`], [`db`], [`kafka`]: the stores — one trait and a file per Redis client; Postgres
+//!   (and the in-memory business store); the run's topic and producer.
+//! - [`hgrm`], [`redact`], [`versions`]: histograms as `*.hgrm` files and encodings; passwords
+//!   never leave the process; the linked versions.
+//! - `idembench_loadgen` (the `loadgen/` crate): trade model, seeded stream, open-loop producer,
+//!   ledger.
 
-pub mod audit;
-pub mod capacity;
+pub mod check;
 pub mod cli;
-pub mod compare;
+pub mod config;
 pub mod conformance;
 pub mod db;
-#[cfg(feature = "tansu")]
-pub mod embedded;
-pub mod environment;
 pub mod faults;
-pub mod fleet;
 pub mod hgrm;
 pub mod kafka;
-pub mod matrix;
-pub mod member;
-pub mod merge;
-pub mod oracle;
-pub mod outage;
 pub mod processor;
 pub mod redact;
 pub mod redis;
 pub mod report;
-pub mod result;
+pub mod results;
 pub mod run;
-pub mod scenario;
 pub mod stack;
 pub mod strategy;
+pub mod sweep;
 pub mod versions;

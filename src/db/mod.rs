@@ -5,6 +5,11 @@
 //! the audit unless `--keep-state` asks to keep it for inspection.
 
 pub mod business;
+pub mod memory;
+pub mod observed;
+
+pub use memory::MemoryEffects;
+pub use observed::{Observed, observe};
 
 use std::time::Duration;
 

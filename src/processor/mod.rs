@@ -10,6 +10,8 @@
 //! Offsets are committed explicitly (`enable.auto.commit=false`); malformed messages are
 //! counted, logged and committed past, so one bad record cannot stall a partition.
 
+pub mod fleet;
+pub mod member;
 pub mod metrics;
 
 use std::sync::Arc;
@@ -38,7 +40,20 @@ use crate::strategy::{Incoming, StageTimes, Strategy, StrategyError};
 
 /// When offsets are committed. Every mode commits an offset only after its message (and every
 /// earlier one of its partition) has been processed, so all of them are at-least-once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    strum::EnumMessage,
+    Serialize,
+    serde::Deserialize,
+)]
+#[strum(serialize_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum CommitMode {
     /// A committer task commits each partition's latest processed offset every

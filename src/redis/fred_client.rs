@@ -194,8 +194,8 @@ impl RedisOps for Fred {
 
     fn info(&self) -> ClientInfo {
         ClientInfo {
-            name: "fred",
-            version: crate::versions::FRED,
+            name: "fred".into(),
+            version: crate::versions::FRED.into(),
             connections: self.pool.size(),
         }
     }

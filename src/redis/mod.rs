@@ -5,6 +5,7 @@
 //! boxed so the client can be chosen at run time; one allocation per command is noise next to a
 //! network round trip.
 
+pub mod admin;
 pub mod fred_client;
 pub mod redis_rs;
 
@@ -67,10 +68,10 @@ pub enum RedisError {
 }
 
 /// Which client serves the strategies, for `result.json`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct ClientInfo {
-    pub name: &'static str,
-    pub version: &'static str,
+    pub name: String,
+    pub version: String,
     pub connections: usize,
 }
 
@@ -167,12 +168,23 @@ pub trait RedisOps: Send + Sync {
 }
 
 /// The client libraries a run can use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    strum::EnumMessage,
+    Serialize,
+    serde::Deserialize,
+)]
+#[strum(serialize_all = "kebab-case")]
 pub enum RedisClientKind {
-    #[value(name = "redis-rs")]
     #[serde(rename = "redis-rs")]
     RedisRs,
-    #[value(name = "fred")]
     #[serde(rename = "fred")]
     Fred,
 }

@@ -207,8 +207,8 @@ impl RedisOps for RedisRs {
 
     fn info(&self) -> ClientInfo {
         ClientInfo {
-            name: "redis-rs",
-            version: crate::versions::REDIS_RS,
+            name: "redis-rs".into(),
+            version: crate::versions::REDIS_RS.into(),
             connections: self.connections.len(),
         }
     }

@@ -5,9 +5,7 @@
 use std::fmt::Write;
 
 use super::svg::{self, Series, escape};
-use super::{
-    COLUMNS, MEASUREMENT_NOTES, Mark, RunView, answers, by_scenario, commands, row, setup_lines,
-};
+use super::{COLUMNS, MEASUREMENT_NOTES, Mark, answers, by_scenario, commands, row, setup_lines};
 
 const STYLE: &str = "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}\
 table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}\
@@ -15,7 +13,7 @@ th{background:#f4f4f4}td.l,th.l{text-align:left}.bad{color:#b00;font-weight:bold
 pre{background:#f6f6f6;padding:.6em;overflow-x:auto}section{margin-top:2.5em}figure{margin:1em 0}\
 figcaption{font-size:12px;color:#555}";
 
-pub fn render(runs: &[RunView], command: Option<&str>) -> String {
+pub fn render(runs: &[crate::results::RunResult], command: Option<&str>) -> String {
     let mut charts = 0usize;
     let mut body = String::new();
     let _ = write!(
@@ -24,7 +22,10 @@ pub fn render(runs: &[RunView], command: Option<&str>) -> String {
          strategy applies every trade exactly once — under the faults below — and what does it cost \
          in throughput and latency?</p>"
     );
-    let partial = runs.iter().filter(|r| r.status != "complete").count();
+    let partial = runs
+        .iter()
+        .filter(|r| r.status != crate::results::Status::Complete)
+        .count();
     if partial > 0 {
         let _ = write!(
             body,
@@ -163,7 +164,7 @@ pub fn render(runs: &[RunView], command: Option<&str>) -> String {
     )
 }
 
-fn table(out: &mut String, runs: &[&RunView]) {
+fn table(out: &mut String, runs: &[&crate::results::RunResult]) {
     out.push_str("<table><tr>");
     for (i, column) in COLUMNS.iter().enumerate() {
         let class = if i < 2 { " class=\"l\"" } else { "" };

@@ -3,11 +3,9 @@
 
 use std::fmt::Write;
 
-use super::{
-    COLUMNS, MEASUREMENT_NOTES, Mark, RunView, answers, by_scenario, commands, row, setup_lines,
-};
+use super::{COLUMNS, MEASUREMENT_NOTES, Mark, answers, by_scenario, commands, row, setup_lines};
 
-pub fn render(runs: &[RunView], command: Option<&str>) -> String {
+pub fn render(runs: &[crate::results::RunResult], command: Option<&str>) -> String {
     let mut out = String::new();
     let scenarios = by_scenario(runs);
     let title = if scenarios.iter().any(|(s, _)| s.is_some()) {
@@ -23,7 +21,10 @@ pub fn render(runs: &[RunView], command: Option<&str>) -> String {
         "**Question.** Kafka delivers at least once. Which idempotency strategy applies every trade \
          exactly once — under the faults below — and what does it cost in throughput and latency?\n"
     );
-    let partial = runs.iter().filter(|r| r.status != "complete").count();
+    let partial = runs
+        .iter()
+        .filter(|r| r.status != crate::results::Status::Complete)
+        .count();
     if partial > 0 {
         let _ = writeln!(
             out,
@@ -61,12 +62,7 @@ pub fn render(runs: &[RunView], command: Option<&str>) -> String {
     }
     let mismatches: u64 = runs.iter().map(|r| r.oracle.mismatches).sum();
     let identity = runs.iter().all(|r| r.correctness.identity_holds);
-    let in_memory = runs.iter().any(|r| {
-        r.config
-            .pointer("/no_business_write")
-            .and_then(serde_json::Value::as_bool)
-            == Some(true)
-    });
+    let in_memory = runs.iter().any(|r| r.config.no_business_write);
     let _ = writeln!(
         out,
         "\nEvery count below is exact: the audit reads every trade's effects back from {} and \

@@ -7,158 +7,17 @@ pub mod html;
 pub mod markdown;
 mod svg;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use serde_json::Value;
 
-use crate::audit::Correctness;
-use crate::oracle::Bounds;
-use crate::result::Percentiles;
+use crate::results::RunResult;
 
-/// What a report reads from one `result.json`. Fields added in later versions are optional,
-/// so older results still render.
-#[derive(Clone, Debug, Deserialize)]
-pub struct RunView {
-    pub run_id: String,
-    pub status: String,
-    #[serde(default)]
-    pub partial_reason: Option<String>,
-    pub strategy: String,
-    pub redis_client: String,
-    pub started_at: String,
-    pub command: String,
-    pub config: Value,
-    #[serde(default)]
-    pub environment: Option<Value>,
-    pub services: Value,
-    #[serde(default)]
-    pub clients: Value,
-    pub throughput: ThroughputView,
-    pub latency_us: LatencyView,
-    pub correctness: Correctness,
-    pub oracle: OracleView,
-    pub faults: FaultsView,
-    pub processor: ProcessorView,
-    #[serde(default)]
-    pub resources: Option<Value>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct ThroughputView {
-    pub messages_produced: u64,
-    pub messages_processed: u64,
-    pub processed_per_second: f64,
-    pub produced_per_second: f64,
-    pub offered_rate: f64,
-    #[serde(default)]
-    pub series: Vec<crate::result::SeriesPoint>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct LatencyView {
-    pub end_to_end_from_intended: Percentiles,
-    pub end_to_end_from_sent: Percentiles,
-    pub stages: BTreeMap<String, Percentiles>,
-    #[serde(default)]
-    pub histograms: BTreeMap<String, String>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct OracleView {
-    pub predicted: PredictionView,
-    pub mismatches: u64,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct PredictionView {
-    pub lost: Bounds,
-    pub double_applied: Bounds,
-    #[serde(default)]
-    pub rules: Vec<String>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct FaultsView {
-    #[serde(default)]
-    pub by_point: BTreeMap<String, u64>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct ProcessorView {
-    #[serde(default)]
-    pub stalled_us: u64,
-    #[serde(default)]
-    pub restarts: u64,
-    #[serde(default)]
-    pub redeliveries: u64,
-    #[serde(default)]
-    pub processes: u64,
-    #[serde(default)]
-    pub process_kills: u64,
-}
-
-impl RunView {
-    pub fn scenario(&self) -> Option<&str> {
-        self.config.get("scenario").and_then(Value::as_str)
-    }
-
-    pub fn claim(&self) -> Option<&str> {
-        self.config.get("claim").and_then(Value::as_str)
-    }
-
-    /// `strategy on client` (or just the strategy, when it uses no Redis).
-    pub fn label(&self) -> String {
-        if self.redis_client == "none" {
-            self.strategy.clone()
-        } else {
-            format!("{} on {}", self.strategy, self.redis_client)
-        }
-    }
-
-    pub fn faults_injected(&self) -> u64 {
-        self.faults.by_point.values().sum()
-    }
-
-    pub fn claim_held(&self) -> bool {
-        self.correctness.lost == 0 && self.correctness.double_applied == 0
-    }
-
-    fn config_u64(&self, key: &str) -> Option<u64> {
-        self.config.get(key).and_then(Value::as_u64)
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct ReportError {
-    pub path: String,
-    pub message: String,
-}
+pub use crate::results::ReadError as ReportError;
 
 /// Every `result.json` at or beneath `path`, in path order.
-pub fn load(path: &Path) -> Result<Vec<(PathBuf, RunView)>, ReportError> {
-    let error = |path: &Path, message: String| ReportError {
-        path: path.display().to_string(),
-        message,
-    };
-    let files = crate::compare::result_files(path).map_err(|e| error(path, e.to_string()))?;
-    if files.is_empty() {
-        return Err(error(
-            path,
-            "holds no result.json (give a run directory or a directory of runs)".into(),
-        ));
-    }
-    files
-        .into_iter()
-        .map(|file| {
-            let text = std::fs::read_to_string(&file).map_err(|e| error(&file, e.to_string()))?;
-            let view: RunView = serde_json::from_str(&text)
-                .map_err(|e| error(&file, format!("not an idembench result.json: {e}")))?;
-            Ok((file, view))
-        })
-        .collect()
+pub fn load(path: &Path) -> Result<Vec<(PathBuf, RunResult)>, ReportError> {
+    crate::results::load(path)
 }
 
 /// `idembench report DIR`: renders `summary.md` and `report.html` into `dir` from every
@@ -198,7 +57,7 @@ pub fn rerender(dir: &Path) -> Result<usize, ReportError> {
                 .unwrap_or(usize::MAX)
         });
     }
-    let views: Vec<RunView> = runs.into_iter().map(|(_, view)| view).collect();
+    let views: Vec<RunResult> = runs.into_iter().map(|(_, view)| view).collect();
     write(dir, &views, command.as_deref()).map_err(|e| ReportError {
         path: dir.display().to_string(),
         message: format!("cannot write the reports: {e}"),
@@ -208,15 +67,15 @@ pub fn rerender(dir: &Path) -> Result<usize, ReportError> {
 
 /// Writes `summary.md` and `report.html` into `dir` for `runs`. `command` is what produced
 /// them (a matrix's command line); without it, each run's own command is shown.
-pub fn write(dir: &Path, runs: &[RunView], command: Option<&str>) -> std::io::Result<()> {
+pub fn write(dir: &Path, runs: &[RunResult], command: Option<&str>) -> std::io::Result<()> {
     std::fs::write(dir.join("summary.md"), markdown::render(runs, command))?;
     std::fs::write(dir.join("report.html"), html::render(runs, command))?;
     Ok(())
 }
 
 /// Runs grouped by scenario, in first-seen order (runs without a scenario form one group).
-pub(crate) fn by_scenario(runs: &[RunView]) -> Vec<(Option<&str>, Vec<&RunView>)> {
-    let mut groups: Vec<(Option<&str>, Vec<&RunView>)> = Vec::new();
+pub(crate) fn by_scenario(runs: &[RunResult]) -> Vec<(Option<&str>, Vec<&RunResult>)> {
+    let mut groups: Vec<(Option<&str>, Vec<&RunResult>)> = Vec::new();
     for run in runs {
         match groups.iter_mut().find(|(s, _)| *s == run.scenario()) {
             Some((_, members)) => members.push(run),
@@ -235,7 +94,7 @@ pub(crate) struct Answer {
     pub refuted: Vec<(String, u64, u64)>,
 }
 
-pub(crate) fn answers(runs: &[RunView]) -> Vec<Answer> {
+pub(crate) fn answers(runs: &[RunResult]) -> Vec<Answer> {
     by_scenario(runs)
         .into_iter()
         .map(|(scenario, members)| Answer {
@@ -285,7 +144,7 @@ pub(crate) const COLUMNS: [&str; 17] = [
 ];
 
 /// One run's row of the results table, cell by cell, in [`COLUMNS`] order.
-pub(crate) fn row(r: &RunView) -> Vec<(String, Mark)> {
+pub(crate) fn row(r: &RunResult) -> Vec<(String, Mark)> {
     let e2e = &r.latency_us.end_to_end_from_intended;
     let c = &r.correctness;
     let plain = |text: String| (text, Mark::Plain);
@@ -303,7 +162,7 @@ pub(crate) fn row(r: &RunView) -> Vec<(String, Mark)> {
         anomaly(c.double_applied),
         plain(c.caught_by_constraint.to_string()),
         plain(c.duplicates_suppressed.to_string()),
-        plain(ms(r.processor.stalled_us)),
+        plain(ms(r.processor.counts.stalled_us)),
         plain(r.processor.redeliveries.to_string()),
         plain(r.faults_injected().to_string()),
         if r.claim_held() {
@@ -329,7 +188,7 @@ pub(crate) const MEASUREMENT_NOTES: [&str; 5] = [
 ];
 
 /// The commands that reproduce `runs`, without repeats.
-pub(crate) fn commands<'a>(runs: &'a [RunView], command: Option<&'a str>) -> Vec<&'a str> {
+pub(crate) fn commands<'a>(runs: &'a [RunResult], command: Option<&'a str>) -> Vec<&'a str> {
     match command {
         Some(command) => vec![command],
         None => {
@@ -344,144 +203,134 @@ pub(crate) fn commands<'a>(runs: &'a [RunView], command: Option<&'a str>) -> Vec
     }
 }
 
-/// Microseconds as a short human figure.
-pub(crate) fn ms(us: u64) -> String {
-    let ms = us as f64 / 1000.0;
-    if ms >= 100.0 {
-        format!("{ms:.0} ms")
-    } else if ms >= 10.0 {
-        format!("{ms:.1} ms")
-    } else {
-        format!("{ms:.2} ms")
-    }
-}
+pub(crate) use crate::results::ms;
 
 /// One line per distinct machine/setup fact, from the first run (a report covers one setup).
-pub(crate) fn setup_lines(runs: &[RunView]) -> Vec<String> {
+pub(crate) fn setup_lines(runs: &[RunResult]) -> Vec<String> {
     let Some(first) = runs.first() else {
         return Vec::new();
     };
-    let text = |value: &Value, pointer: &str| {
-        value
-            .pointer(pointer)
-            .map(|v| match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .unwrap_or_else(|| "unknown".into())
-    };
-    let mut lines = Vec::new();
-    if let Some(env) = &first.environment {
-        lines.push(format!(
-            "Machine: {} × {} CPUs, {} GiB memory, {} (kernel {}); idembench {} at commit {}",
-            text(env, "/cpu_model"),
-            text(env, "/cpus"),
-            text(env, "/memory_gib"),
-            text(env, "/os"),
-            text(env, "/kernel"),
-            text(env, "/idembench_version"),
-            text(env, "/git_commit"),
-        ));
-    }
+    let env = &first.environment;
+    let mut lines = vec![format!(
+        "Machine: {} × {} CPUs, {} GiB memory, {} (kernel {}); idembench {} at commit {}",
+        env.cpu_model,
+        env.cpus,
+        env.memory_gib,
+        env.os,
+        env.kernel,
+        env.idembench_version,
+        env.git_commit,
+    )];
     let services = &first.services;
     lines.push(format!(
         "Services: Kafka at {} ({} broker(s)), Redis {}, PostgreSQL {}",
-        text(services, "/kafka/brokers"),
-        text(services, "/kafka/broker_count"),
+        services.kafka.brokers,
+        services.kafka.broker_count,
         runs.iter()
-            .find_map(|r| r.services.pointer("/redis/version").and_then(Value::as_str))
+            .find_map(|r| r
+                .services
+                .redis
+                .as_ref()
+                .map(|redis| redis.version.as_str()))
             .unwrap_or("not used"),
-        text(services, "/postgres/version"),
+        services.postgres.version,
     ));
-    if let Some(stack) = first.environment.as_ref().and_then(|e| e.get("stack")) {
-        let started: Vec<String> = ["kafka", "redis", "postgres"]
-            .iter()
-            .filter_map(|name| match stack.get(*name).and_then(Value::as_str) {
-                Some("child") => Some(format!("{name} as a child process")),
-                Some("docker") => Some(format!("{name} as a Docker container")),
-                Some("in-process") => Some(format!(
-                    "{name} as the tansu broker inside its own process (not Apache Kafka)"
-                )),
-                _ => None,
-            })
-            .collect();
-        lines.push(format!(
-            "Stack (--stack {}): {}",
-            text(stack, "/mode"),
-            if started.is_empty() {
-                "services that were already running".to_string()
-            } else {
-                format!(
-                    "the run started {} on loopback, fresh and empty, and stopped them after",
-                    started.join(", ")
-                )
-            }
-        ));
+    if let Some(stack) = &env.stack {
+        lines.push(stack_line(stack));
     }
+    let clients = &first.clients;
     lines.push(format!(
         "Clients: rdkafka {} (librdkafka {}), redis-rs {}, fred {}, sqlx {}",
-        text(&first.clients, "/rdkafka"),
-        text(&first.clients, "/librdkafka"),
-        text(&first.clients, "/redis_rs"),
-        text(&first.clients, "/fred"),
-        text(&first.clients, "/sqlx"),
+        clients.rdkafka, clients.librdkafka, clients.redis_rs, clients.fred, clients.sqlx,
     ));
     let c = &first.config;
+    let stream = &c.stream;
     lines.push(format!(
         "Stream: {} trades, {} of them duplicated ({} late by {} ms), {} B messages, seed {}, offered {}",
-        text(c, "/stream/trades"),
-        percent(c.pointer("/stream/duplicate_rate")),
-        percent(c.pointer("/stream/late_duplicate_share")),
-        text(c, "/stream/late_duplicate_delay_ms"),
-        text(c, "/stream/payload_bytes"),
-        text(c, "/stream/seed"),
-        match c.pointer("/rate").and_then(Value::as_f64) {
-            Some(rate) if rate > 0.0 => format!("{rate} msg/s (open loop)"),
-            _ => "as fast as the producer goes".into(),
-        },
-    ));
-    let mut knobs = String::new();
-    if let Some(n) = first.config_u64("in_flight").filter(|n| *n > 1) {
-        knobs.push_str(&format!(", {n} messages in flight per worker"));
-    }
-    if let Some(n) = first.config_u64("batch_size").filter(|n| *n > 1) {
-        knobs.push_str(&format!(", transactions of up to {n} messages"));
-    }
-    if c.pointer("/redis_pipeline").and_then(Value::as_bool) == Some(true) {
-        knobs.push_str(", GET and SET NX PX pipelined");
-    }
-    if c.pointer("/no_business_write").and_then(Value::as_bool) == Some(true) {
-        knobs.push_str(", business write replaced by an in-memory record (--no-business-write)");
-    }
-    lines.push(format!(
-        "Processor: {} partitions, {} worker(s){}{knobs}, commits {} every {} ms, PROCESSING TTL {}, DONE TTL {}, unique constraint {}",
-        text(c, "/partitions"),
-        text(c, "/workers"),
-        match first.config_u64("processes") {
-            Some(n) if n > 0 => format!(" in each of {n} processes"),
-            _ => String::new(),
-        },
-        text(c, "/commit_mode"),
-        text(c, "/commit_interval_ms"),
-        duration(c.pointer("/processing_ttl_ms")),
-        duration(c.pointer("/done_ttl_ms")),
-        if c.pointer("/unique_constraint").and_then(Value::as_bool) == Some(false) {
-            "off"
+        stream.trades,
+        percent(stream.duplicate_rate),
+        percent(stream.late_duplicate_share),
+        stream.late_duplicate_delay_ms,
+        stream.payload_bytes,
+        stream.seed,
+        if c.rate > 0.0 {
+            format!("{} msg/s (open loop)", c.rate)
         } else {
-            "on"
+            "as fast as the producer goes".into()
         },
     ));
+    lines.push(processor_line(c));
     lines
 }
 
-fn duration(ms: Option<&Value>) -> String {
-    ms.and_then(Value::as_u64).map_or("?".into(), |ms| {
-        humantime::format_duration(std::time::Duration::from_millis(ms)).to_string()
+fn stack_line(stack: &crate::config::StackInfo) -> String {
+    use crate::config::Origin;
+    let started: Vec<String> = [
+        ("kafka", stack.kafka),
+        ("redis", stack.redis),
+        ("postgres", stack.postgres),
+    ]
+    .iter()
+    .filter_map(|(name, origin)| match origin {
+        Origin::Child => Some(format!("{name} as a child process")),
+        Origin::Docker => Some(format!("{name} as a Docker container")),
+        Origin::InProcess => Some(format!(
+            "{name} as the tansu broker inside its own process (not Apache Kafka)"
+        )),
+        Origin::External => None,
     })
+    .collect();
+    let mode: &str = stack.mode.into();
+    format!(
+        "Stack (--stack {mode}): {}",
+        if started.is_empty() {
+            "services that were already running".to_string()
+        } else {
+            format!(
+                "the run started {} on loopback, fresh and empty, and stopped them after",
+                started.join(", ")
+            )
+        }
+    )
 }
 
-fn percent(value: Option<&Value>) -> String {
-    value
-        .and_then(Value::as_f64)
-        .map_or("?".into(), |v| format!("{:.0} %", v * 100.0))
+fn processor_line(c: &crate::config::RunConfig) -> String {
+    let mut knobs = String::new();
+    if c.in_flight > 1 {
+        knobs.push_str(&format!(", {} messages in flight per worker", c.in_flight));
+    }
+    if c.batch_size > 1 {
+        knobs.push_str(&format!(
+            ", transactions of up to {} messages",
+            c.batch_size
+        ));
+    }
+    if c.redis_pipeline {
+        knobs.push_str(", GET and SET NX PX pipelined");
+    }
+    if c.no_business_write {
+        knobs.push_str(", business write replaced by an in-memory record (--no-business-write)");
+    }
+    let commit_mode: &str = c.commit_mode.into();
+    format!(
+        "Processor: {} partitions, {} worker(s){}{knobs}, commits {commit_mode} every {} ms, PROCESSING TTL {}, DONE TTL {}, unique constraint {}",
+        c.partitions,
+        c.workers,
+        match c.processes {
+            0 => String::new(),
+            n => format!(" in each of {n} processes"),
+        },
+        c.commit_interval_ms,
+        duration(c.processing_ttl_ms),
+        duration(c.done_ttl_ms),
+        if c.unique_constraint { "on" } else { "off" },
+    )
+}
+
+fn duration(ms: u64) -> String {
+    humantime::format_duration(std::time::Duration::from_millis(ms)).to_string()
+}
+
+fn percent(value: f64) -> String {
+    format!("{:.0} %", value * 100.0)
 }

@@ -121,7 +121,20 @@ pub trait Strategy: Send + Sync {
 }
 
 /// The strategies a run can use. Names are a contract (`--strategy`, `result.json`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    strum::EnumMessage,
+    Serialize,
+    serde::Deserialize,
+)]
+#[strum(serialize_all = "kebab-case")]
 #[serde(rename_all = "kebab-case")]
 pub enum StrategyKind {
     /// Apply every copy: the baseline that shows what duplicates cost.
@@ -168,28 +181,83 @@ impl StrategyKind {
         }
     }
 
-    /// Whether `--batch-size` changes how this strategy writes.
-    pub fn batches(self) -> bool {
-        matches!(
-            self,
-            StrategyKind::DbOnly | StrategyKind::DbAuthorityRedisCache | StrategyKind::DbOffsets
-        )
+    /// What this strategy is and can do: the one place validation, the oracle, run names and
+    /// reports ask.
+    pub fn capabilities(self) -> Capabilities {
+        let none = Capabilities::default();
+        match self {
+            StrategyKind::None => Capabilities {
+                knows_messages_only: true,
+                business_write_optional: true,
+                ..none
+            },
+            StrategyKind::RedisOnly => Capabilities {
+                uses_redis: true,
+                claims: true,
+                claims_in_two_steps: true,
+                redis_decides: true,
+                business_write_optional: true,
+                ..none
+            },
+            StrategyKind::RedisOnlyAtomic => Capabilities {
+                uses_redis: true,
+                claims: true,
+                redis_decides: true,
+                business_write_optional: true,
+                ..none
+            },
+            StrategyKind::DbOnly => Capabilities {
+                database_decides: true,
+                batches: true,
+                ..none
+            },
+            StrategyKind::DualRedisFirst | StrategyKind::DualDbFirst => Capabilities {
+                uses_redis: true,
+                claims: true,
+                claims_in_two_steps: true,
+                ..none
+            },
+            StrategyKind::DbAuthorityRedisCache => Capabilities {
+                uses_redis: true,
+                database_decides: true,
+                batches: true,
+                ..none
+            },
+            StrategyKind::DbOffsets => Capabilities {
+                database_decides: true,
+                knows_messages_only: true,
+                batches: true,
+                stores_offsets: true,
+                ..none
+            },
+        }
     }
+}
 
-    /// Whether this strategy claims with GET, then SET NX PX: what `--redis-pipeline` changes.
-    pub fn claims_in_two_steps(self) -> bool {
-        matches!(
-            self,
-            StrategyKind::RedisOnly | StrategyKind::DualRedisFirst | StrategyKind::DualDbFirst
-        )
-    }
-
-    pub fn uses_redis(self) -> bool {
-        !matches!(
-            self,
-            StrategyKind::None | StrategyKind::DbOnly | StrategyKind::DbOffsets
-        )
-    }
+/// What a strategy is and can do, asked instead of matching on [`StrategyKind`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// Talks to Redis (so a run connects a client and names it).
+    pub uses_redis: bool,
+    /// Decides by a Redis PROCESSING claim, which a crash can strand.
+    pub claims: bool,
+    /// Claims with GET, then SET NX PX: what `--redis-pipeline` changes.
+    pub claims_in_two_steps: bool,
+    /// Redis alone decides: nothing in the database transaction checks, so a lost or expired
+    /// DONE mark lets a copy apply again.
+    pub redis_decides: bool,
+    /// The database decides (inbox row or stored offsets) inside the business transaction.
+    pub database_decides: bool,
+    /// Knows Kafka messages, not trades: a trade published twice applies twice without the
+    /// unique constraint.
+    pub knows_messages_only: bool,
+    /// `--batch-size` changes how it writes (one transaction per polled batch).
+    pub batches: bool,
+    /// Stores each partition's next offset in the business transaction and resumes from it,
+    /// so its messages must finish in offset order (no `--in-flight` above 1).
+    pub stores_offsets: bool,
+    /// `--no-business-write` applies: its idempotency is not the database write.
+    pub business_write_optional: bool,
 }
 
 /// Settings shared by the strategies that use them.
@@ -279,7 +347,7 @@ pub fn build(
     settings: StrategySettings,
     db: Db,
     redis: Option<Arc<dyn RedisOps>>,
-    memory: Option<Arc<parts::MemoryEffects>>,
+    memory: Option<Arc<crate::db::MemoryEffects>>,
 ) -> Arc<dyn Strategy> {
     let tx = parts::DbTx::new(db, settings.retry, settings.faults.clone()).with_memory(memory);
     let keys = || {

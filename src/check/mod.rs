@@ -1,0 +1,5 @@
+//! Checking a run: the audit counts what happened to every trade, the oracle predicts from the
+//! fault log what must have happened, and the run fails when the two disagree.
+
+pub mod audit;
+pub mod oracle;

@@ -1,0 +1,561 @@
+//! The oracle: from the fault log and each strategy's own rule, predict what the audit must
+//! find — `lost` and `double_applied` — and count disagreements as `mismatches`.
+//!
+//! A rule predicts an exact number where the run makes it exact and bounds where it does not:
+//! with several workers, a crash also cuts other workers' in-flight messages at unknown steps,
+//! and a replay after a crash re-runs an unknown window of uncommitted messages. Bounds are
+//! honest about that; `max: null` means unbounded. A mismatch is never silent: it is counted
+//! in `result.json` and printed in the summary.
+
+use serde::{Deserialize, Serialize};
+
+use crate::faults::{CrashPoint, FaultEvent, FaultKind};
+use crate::strategy::parts::OnInProgress;
+use crate::strategy::{Capabilities, StrategyKind};
+
+/// An inclusive range; `max: None` is unbounded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bounds {
+    pub min: u64,
+    pub max: Option<u64>,
+}
+
+impl Bounds {
+    pub const ZERO: Bounds = Bounds {
+        min: 0,
+        max: Some(0),
+    };
+
+    pub fn exactly(n: u64) -> Bounds {
+        Bounds {
+            min: n,
+            max: Some(n),
+        }
+    }
+
+    fn at_least(n: u64) -> Bounds {
+        Bounds { min: n, max: None }
+    }
+
+    fn up_to(n: u64) -> Bounds {
+        Bounds {
+            min: 0,
+            max: Some(n),
+        }
+    }
+
+    pub fn contains(self, n: u64) -> bool {
+        n >= self.min && self.max.is_none_or(|max| n <= max)
+    }
+
+    fn plus(self, other: Bounds) -> Bounds {
+        Bounds {
+            min: self.min + other.min,
+            max: self.max.zip(other.max).map(|(a, b)| a + b),
+        }
+    }
+}
+
+/// What the oracle needs to know about a run besides the fault log.
+#[derive(Clone, Copy, Debug)]
+pub struct RunShape {
+    pub strategy: StrategyKind,
+    pub unique_constraint: bool,
+    pub on_in_progress: OnInProgress,
+    pub workers: usize,
+    pub processing_ttl_ms: u64,
+    pub done_ttl_ms: u64,
+    pub restart_delay_ms: u64,
+    /// Logical trades the ledger says were sent more than once.
+    pub duplicated_trades: u64,
+    /// Of those, how many had their extra copy sent late, and how late.
+    pub late_duplicated_trades: u64,
+    pub late_delay_ms: u64,
+    /// How long the group waits before it moves a killed process's partitions.
+    pub session_timeout_ms: u64,
+    /// How much slower the slow trades' business transactions are (0: none are).
+    pub slow_ms: u64,
+    /// Slow trades whose extra copy is sent late / right after the original.
+    pub slow_late_copies: u64,
+    pub slow_immediate_copies: u64,
+    /// Copies of one trade reach different consumers (`--duplicate-partition next`).
+    pub copies_elsewhere: bool,
+    /// ...and each partition has a worker of its own, so they run at the same time for sure.
+    pub copies_concurrent: bool,
+    /// Processor processes (0: in-process); each has `workers` workers.
+    pub processes: usize,
+    /// Messages produced but never processed (a run abandoned or undrained): each may be a
+    /// trade that was never applied.
+    pub unprocessed: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Prediction {
+    pub lost: Bounds,
+    pub double_applied: Bounds,
+    /// The rules that contributed, in words, each once with how often it applied.
+    pub rules: Vec<Rule>,
+}
+
+/// One rule of the oracle and how many times it applied in the run (once per crash, kill...).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(from = "RuleRecord")]
+pub struct Rule {
+    pub rule: String,
+    pub count: u64,
+}
+
+/// Results written before rules carried counts list each application as a plain string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RuleRecord {
+    Counted { rule: String, count: u64 },
+    Text(String),
+}
+
+impl From<RuleRecord> for Rule {
+    fn from(record: RuleRecord) -> Rule {
+        match record {
+            RuleRecord::Counted { rule, count } => Rule { rule, count },
+            RuleRecord::Text(rule) => Rule { rule, count: 1 },
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OracleReport {
+    pub predicted: Prediction,
+    pub observed_lost: u64,
+    pub observed_double_applied: u64,
+    /// Predictions the audit contradicts (0 when every observed count lies in its bounds).
+    pub mismatches: u64,
+}
+
+impl OracleReport {
+    pub fn compare(predicted: Prediction, lost: u64, double_applied: u64) -> OracleReport {
+        let mismatches = u64::from(!predicted.lost.contains(lost))
+            + u64::from(!predicted.double_applied.contains(double_applied));
+        OracleReport {
+            predicted,
+            observed_lost: lost,
+            observed_double_applied: double_applied,
+            mismatches,
+        }
+    }
+}
+
+/// The prediction as the rules build it up.
+struct Tally {
+    lost: Bounds,
+    double: Bounds,
+    rules: Vec<Rule>,
+}
+
+impl Tally {
+    fn rule(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        match self.rules.iter_mut().find(|rule| rule.rule == text) {
+            Some(rule) => rule.count += 1,
+            None => self.rules.push(Rule {
+                rule: text,
+                count: 1,
+            }),
+        }
+    }
+}
+
+/// What the fault log says, counted once.
+struct Facts {
+    crashes: Vec<CrashPoint>,
+    wiped: bool,
+    kills: u64,
+    outages: u64,
+    can: Capabilities,
+}
+
+pub fn predict(shape: &RunShape, log: &[FaultEvent]) -> Prediction {
+    let count = |kind| log.iter().filter(|event| event.kind == kind).count() as u64;
+    let facts = Facts {
+        crashes: log.iter().filter_map(|event| event.point).collect(),
+        wiped: count(FaultKind::RedisWipe) > 0,
+        kills: count(FaultKind::ProcessKill),
+        outages: count(FaultKind::DbOutage),
+        can: shape.strategy.capabilities(),
+    };
+    let mut tally = Tally {
+        lost: Bounds::ZERO,
+        double: Bounds::ZERO,
+        rules: Vec::new(),
+    };
+    stream_duplicates(shape, &facts, &mut tally);
+    late_copies(shape, &facts, &mut tally);
+    for point in &facts.crashes {
+        crash(shape, &facts, *point, &mut tally);
+    }
+    crashes_cut_other_workers(shape, &facts, &mut tally);
+    slow_trades(shape, &facts, &mut tally);
+    kills(shape, &facts, &mut tally);
+    outages(shape, &facts, &mut tally);
+    if shape.unprocessed > 0 {
+        tally.lost = tally.lost.plus(Bounds::up_to(shape.unprocessed));
+        tally.rule(format!(
+            "the run stopped with {} messages unprocessed: up to that many trades were never applied",
+            shape.unprocessed
+        ));
+    }
+    if facts.can.database_decides && !facts.can.stores_offsets {
+        tally.rule(format!(
+            "{}: the database decides, nothing lost or doubled",
+            shape.strategy.name()
+        ));
+    }
+    Prediction {
+        lost: tally.lost,
+        double_applied: tally.double,
+        rules: tally.rules,
+    }
+}
+
+/// Duplicates in the stream itself, for a strategy that knows messages, not trades.
+fn stream_duplicates(shape: &RunShape, facts: &Facts, tally: &mut Tally) {
+    if facts.can.knows_messages_only && !shape.unique_constraint {
+        tally.double = tally.double.plus(Bounds::exactly(shape.duplicated_trades));
+        tally.rule(format!(
+            "{}: every trade sent twice applies twice without the unique constraint",
+            shape.strategy.name()
+        ));
+    }
+}
+
+/// Late copies, and copies after a Redis wipe, where only a DONE mark stands in their way.
+fn late_copies(shape: &RunShape, facts: &Facts, tally: &mut Tally) {
+    if !facts.can.redis_decides || shape.unique_constraint {
+        return;
+    }
+    if shape.late_duplicated_trades > 0 {
+        if shape.late_delay_ms > shape.done_ttl_ms + 1_000 {
+            tally.double = tally
+                .double
+                .plus(Bounds::exactly(shape.late_duplicated_trades));
+            tally.rule("late copies arrive after DONE expired: each applies again");
+        } else if shape.late_delay_ms + 1_000 > shape.done_ttl_ms || facts.wiped {
+            tally.double = tally
+                .double
+                .plus(Bounds::up_to(shape.late_duplicated_trades));
+            tally.rule("late copies near done_ttl or after a Redis wipe may apply again");
+        }
+    } else if facts.wiped {
+        tally.double = tally.double.plus(Bounds::up_to(shape.duplicated_trades));
+        tally.rule("a Redis wipe forgets DONE: copies after it may apply again");
+    }
+}
+
+/// One crash, by the strategy's rule at its point.
+fn crash(shape: &RunShape, facts: &Facts, point: CrashPoint, tally: &mut Tally) {
+    let strategy = shape.strategy;
+    let ttl_outlives_restart = shape.restart_delay_ms + 1_000 < shape.processing_ttl_ms;
+    let ttl_expires_before_restart = shape.restart_delay_ms > shape.processing_ttl_ms + 200;
+    match point {
+        CrashPoint::AfterRedisDone if strategy == StrategyKind::DualRedisFirst => {
+            tally.lost = tally.lost.plus(Bounds::exactly(1));
+            tally.rule("dual-redis-first after-redis-done: DONE without a commit loses the trade");
+        }
+        CrashPoint::AfterClaim
+            if facts.can.claims && shape.on_in_progress == OnInProgress::Skip =>
+        {
+            if ttl_outlives_restart {
+                tally.lost = tally.lost.plus(Bounds::exactly(1));
+                tally.rule(format!(
+                    "{} after-claim: the redelivery finds PROCESSING and skips: lost",
+                    strategy.name()
+                ));
+            } else if !ttl_expires_before_restart {
+                tally.lost = tally.lost.plus(Bounds::up_to(1));
+            }
+        }
+        CrashPoint::AfterDbCommit if facts.can.redis_decides && !shape.unique_constraint => {
+            if ttl_expires_before_restart {
+                tally.double = tally.double.plus(Bounds::exactly(1));
+                tally.rule("redis-only after-db-commit past the TTL: the redelivery applies again");
+            } else if !ttl_outlives_restart {
+                tally.double = tally.double.plus(Bounds::up_to(1));
+            }
+        }
+        CrashPoint::AfterDbCommit | CrashPoint::BeforeOffsetCommit
+            if strategy == StrategyKind::None && !shape.unique_constraint =>
+        {
+            // The crashed trade applies again, and so may the rest of the replayed window.
+            let at_least = u64::from(point == CrashPoint::AfterDbCommit);
+            tally.double = tally.double.plus(Bounds::at_least(at_least));
+            tally.rule("none: a replay re-applies every uncommitted message");
+        }
+        _ => {}
+    }
+}
+
+/// Other workers' in-flight messages, cut at unknown steps by each crash.
+fn crashes_cut_other_workers(shape: &RunShape, facts: &Facts, tally: &mut Tally) {
+    if facts.crashes.is_empty() || shape.workers <= 1 || facts.can.database_decides {
+        return;
+    }
+    if facts.can.claims {
+        tally.lost = Bounds::at_least(tally.lost.min);
+        if !shape.unique_constraint {
+            tally.double = Bounds::at_least(tally.double.min);
+        }
+    }
+    if shape.strategy == StrategyKind::None && !shape.unique_constraint {
+        tally.double = Bounds::at_least(tally.double.min);
+    }
+    tally.rule("several workers: each crash also cuts their in-flight work, so counts are bounds");
+}
+
+/// A slow business step outlives its PROCESSING claim; a copy on another consumer that
+/// arrives after the claim expired, while the owner still works, claims and applies again.
+fn slow_trades(shape: &RunShape, facts: &Facts, tally: &mut Tally) {
+    if shape.slow_ms == 0
+        || !shape.copies_elsewhere
+        || !facts.can.redis_decides
+        || shape.unique_constraint
+    {
+        return;
+    }
+    let ttl = shape.processing_ttl_ms;
+    let (late, slow) = (shape.late_delay_ms, shape.slow_ms);
+    let margin = 300;
+    let in_window = ttl + margin < late && late + margin < slow;
+    let near_window = late + margin > ttl && late < slow + margin;
+    if shape.on_in_progress == OnInProgress::Skip {
+        if in_window && shape.copies_concurrent {
+            tally.double = tally.double.plus(Bounds::exactly(shape.slow_late_copies));
+            tally.rule("slow trades: each late copy arrives after the claim expired, while the owner still works: applied twice");
+        } else if in_window || near_window {
+            tally.double = tally.double.plus(Bounds::up_to(shape.slow_late_copies));
+            tally.rule("slow trades: late copies near the claim's expiry may apply twice");
+        }
+        if ttl < 200 {
+            tally.double = tally
+                .double
+                .plus(Bounds::up_to(shape.slow_immediate_copies));
+        }
+    } else if ttl < slow {
+        // `wait` outwaits the claim, not the owner: once it expires the copy claims.
+        tally.double = tally.double.plus(Bounds::up_to(
+            shape.slow_late_copies + shape.slow_immediate_copies,
+        ));
+        tally.rule("slow trades under wait: a waiting copy claims once the claim expires");
+    }
+}
+
+/// SIGKILLed processes: each dies with at most one message per worker between its steps.
+fn kills(shape: &RunShape, facts: &Facts, tally: &mut Tally) {
+    if facts.kills == 0 || facts.can.database_decides {
+        return;
+    }
+    let in_flight = facts.kills * shape.workers as u64;
+    // The killed process's partitions move after about the session timeout.
+    let claim_outlives_move = shape.processing_ttl_ms > shape.session_timeout_ms + 30_000;
+    let claim_expires_first = shape.processing_ttl_ms * 2 < shape.session_timeout_ms;
+    if facts.can.claims && shape.on_in_progress == OnInProgress::Skip && !claim_expires_first {
+        tally.lost = tally.lost.plus(Bounds::up_to(in_flight));
+        tally.rule(format!(
+            "{}: a kill strands at most one PROCESSING claim per worker ({in_flight}): the redelivery skips it, lost",
+            shape.strategy.name()
+        ));
+    }
+    if facts.can.redis_decides && !shape.unique_constraint && !claim_outlives_move {
+        tally.double = tally.double.plus(Bounds::up_to(in_flight));
+        tally.rule(
+            "a claim that expires before the partition moves lets a committed trade apply again",
+        );
+    }
+    if shape.strategy == StrategyKind::None && !shape.unique_constraint {
+        tally.double = Bounds::at_least(tally.double.min);
+        tally.rule("none: the new owner replays everything uncommitted");
+    }
+}
+
+/// A Postgres outage: every transaction fails and is retried in place. A COMMIT cut while in
+/// flight may have committed; only a check inside the transaction (inbox, offsets,
+/// constraint) makes its retry harmless.
+fn outages(shape: &RunShape, facts: &Facts, tally: &mut Tally) {
+    let unchecked = facts.can.redis_decides || shape.strategy == StrategyKind::None;
+    if facts.outages == 0 || !unchecked || shape.unique_constraint {
+        return;
+    }
+    let in_flight = facts.outages * (shape.workers * shape.processes.max(1)) as u64;
+    tally.double = tally.double.plus(Bounds::up_to(in_flight));
+    tally.rule(format!(
+        "a Postgres outage may cut up to {in_flight} COMMIT(s) in flight; a retry of one that had committed applies again"
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(strategy: StrategyKind) -> RunShape {
+        RunShape {
+            strategy,
+            unique_constraint: true,
+            on_in_progress: OnInProgress::Skip,
+            workers: 1,
+            processing_ttl_ms: 300_000,
+            done_ttl_ms: 604_800_000,
+            restart_delay_ms: 500,
+            duplicated_trades: 40,
+            late_duplicated_trades: 0,
+            late_delay_ms: 1_000,
+            session_timeout_ms: 10_000,
+            slow_ms: 0,
+            slow_late_copies: 0,
+            slow_immediate_copies: 0,
+            copies_elsewhere: false,
+            copies_concurrent: false,
+            processes: 0,
+            unprocessed: 0,
+        }
+    }
+
+    fn crashes(point: CrashPoint, n: u64) -> Vec<FaultEvent> {
+        (1..=n)
+            .map(|trade_id| FaultEvent {
+                kind: FaultKind::Crash,
+                point: Some(point),
+                trade_id,
+                at_us: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn exact_rules() {
+        let p = predict(
+            &shape(StrategyKind::DualRedisFirst),
+            &crashes(CrashPoint::AfterRedisDone, 3),
+        );
+        assert_eq!(
+            (p.lost, p.double_applied),
+            (Bounds::exactly(3), Bounds::ZERO)
+        );
+        let p = predict(
+            &shape(StrategyKind::RedisOnly),
+            &crashes(CrashPoint::AfterClaim, 2),
+        );
+        assert_eq!(p.lost, Bounds::exactly(2));
+        let past_ttl = RunShape {
+            unique_constraint: false,
+            processing_ttl_ms: 300,
+            restart_delay_ms: 1_000,
+            ..shape(StrategyKind::RedisOnly)
+        };
+        let p = predict(&past_ttl, &crashes(CrashPoint::AfterDbCommit, 5));
+        assert_eq!(
+            (p.lost, p.double_applied),
+            (Bounds::ZERO, Bounds::exactly(5))
+        );
+        let p = predict(
+            &RunShape {
+                unique_constraint: false,
+                ..shape(StrategyKind::DbOffsets)
+            },
+            &[],
+        );
+        assert_eq!(p.double_applied, Bounds::exactly(40));
+        let p = predict(
+            &RunShape {
+                workers: 4,
+                ..shape(StrategyKind::DbOnly)
+            },
+            &crashes(CrashPoint::AfterDbCommit, 9),
+        );
+        assert_eq!((p.lost, p.double_applied), (Bounds::ZERO, Bounds::ZERO));
+    }
+
+    #[test]
+    fn several_workers_make_claim_strategies_bounds() {
+        let p = predict(
+            &RunShape {
+                workers: 4,
+                ..shape(StrategyKind::RedisOnly)
+            },
+            &crashes(CrashPoint::AfterClaim, 2),
+        );
+        assert_eq!(p.lost, Bounds { min: 2, max: None });
+        assert!(p.lost.contains(7) && !p.lost.contains(1));
+    }
+
+    #[test]
+    fn kills_bound_claims_by_workers_and_leave_the_database_exact() {
+        let kill = |n: usize| -> Vec<FaultEvent> {
+            (0..n)
+                .map(|_| FaultEvent {
+                    kind: FaultKind::ProcessKill,
+                    point: None,
+                    trade_id: 0,
+                    at_us: 0,
+                })
+                .collect()
+        };
+        let two_workers = |strategy| RunShape {
+            workers: 2,
+            unique_constraint: false,
+            ..shape(strategy)
+        };
+        let p = predict(&two_workers(StrategyKind::RedisOnly), &kill(3));
+        assert_eq!((p.lost, p.double_applied), (Bounds::up_to(6), Bounds::ZERO));
+        let short_ttl = RunShape {
+            processing_ttl_ms: 1_000,
+            ..two_workers(StrategyKind::RedisOnly)
+        };
+        let p = predict(&short_ttl, &kill(1));
+        assert_eq!((p.lost, p.double_applied), (Bounds::ZERO, Bounds::up_to(2)));
+        let p = predict(&two_workers(StrategyKind::DbOnly), &kill(5));
+        assert_eq!((p.lost, p.double_applied), (Bounds::ZERO, Bounds::ZERO));
+        let p = predict(&two_workers(StrategyKind::None), &kill(1));
+        assert_eq!(p.double_applied.max, None);
+    }
+
+    #[test]
+    fn slow_trades_double_only_where_the_claim_expires_under_a_working_owner() {
+        let slow = RunShape {
+            unique_constraint: false,
+            processing_ttl_ms: 500,
+            late_delay_ms: 1_200,
+            slow_ms: 2_500,
+            slow_late_copies: 3,
+            copies_elsewhere: true,
+            copies_concurrent: true,
+            ..shape(StrategyKind::RedisOnly)
+        };
+        assert_eq!(predict(&slow, &[]).double_applied, Bounds::exactly(3));
+        let with_constraint = RunShape {
+            unique_constraint: true,
+            ..slow
+        };
+        assert_eq!(predict(&with_constraint, &[]).double_applied, Bounds::ZERO);
+        let same_partition = RunShape {
+            copies_elsewhere: false,
+            ..slow
+        };
+        assert_eq!(predict(&same_partition, &[]).double_applied, Bounds::ZERO);
+        let claim_outlives = RunShape {
+            processing_ttl_ms: 300_000,
+            ..slow
+        };
+        assert_eq!(predict(&claim_outlives, &[]).double_applied, Bounds::ZERO);
+        let db_only = RunShape {
+            strategy: StrategyKind::DbOnly,
+            ..slow
+        };
+        assert_eq!(predict(&db_only, &[]).double_applied, Bounds::ZERO);
+    }
+
+    #[test]
+    fn a_mismatch_is_counted() {
+        let report = OracleReport::compare(predict(&shape(StrategyKind::DbOnly), &[]), 1, 0);
+        assert_eq!(report.mismatches, 1);
+        let report = OracleReport::compare(predict(&shape(StrategyKind::DbOnly), &[]), 0, 0);
+        assert_eq!(report.mismatches, 0);
+    }
+}

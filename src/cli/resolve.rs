@@ -1,0 +1,508 @@
+//! Flags and scenario files into plain configuration: a [`RunConfig`] per run, a
+//! [`MatrixPlan`], a [`CapacitySearch`]. Every configuration is validated here, before any
+//! service is probed or started; a bad scenario value names its file and line.
+
+use std::path::{Path, PathBuf};
+
+use idembench_loadgen::StreamSpec;
+
+use super::{CapacityArgs, CommonArgs, ConformanceArgs, ConnectionArgs, MatrixArgs, RunArgs};
+use crate::config::scenario::{Scenario, ScenarioFile, Settings};
+use crate::config::{ConfigError, Connections, RunConfig};
+use crate::conformance::ConformanceSettings;
+use crate::faults::FaultPlan;
+use crate::redis::RedisClientKind;
+use crate::strategy::StrategyKind;
+use crate::sweep::capacity::CapacitySearch;
+use crate::sweep::matrix::{MatrixPlan, pairs};
+
+/// Settings that cannot be run, said with where they came from.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ResolveError(pub String);
+
+impl RunArgs {
+    /// The run's configuration, with the scenario's settings applied when one is named.
+    pub fn resolve(self, command: String) -> Result<RunConfig, ResolveError> {
+        let Some(path) = &self.scenario else {
+            let config =
+                self.common
+                    .into_config(self.strategy, self.redis_client, self.out, command);
+            config.validate().map_err(|e| ResolveError(e.message))?;
+            return Ok(config);
+        };
+        let file = load(path)?;
+        let names: Vec<&str> = file.scenarios.iter().map(|s| s.name.as_str()).collect();
+        let error = |message: String| ResolveError(format!("{}: {message}", path.display()));
+        let scenario = match &self.scenario_name {
+            Some(name) => file
+                .scenarios
+                .iter()
+                .find(|s| &s.name == name)
+                .ok_or_else(|| {
+                    error(format!(
+                        "no scenario named {name:?}; the file has {}",
+                        names.join(", ")
+                    ))
+                })?,
+            None if file.scenarios.len() == 1 => &file.scenarios[0],
+            None => {
+                return Err(error(format!(
+                    "holds {} scenarios; choose one with --scenario-name ({})",
+                    names.len(),
+                    names.join(", ")
+                )));
+            }
+        };
+        // A scenario that names exactly one strategy (or client) decides it.
+        let strategy = match scenario.strategies.as_slice() {
+            [only] => *only,
+            _ => self.strategy,
+        };
+        let client = match scenario.redis_clients.as_slice() {
+            [only] => *only,
+            _ => self.redis_client,
+        };
+        scenario_config(
+            path,
+            &file,
+            scenario,
+            &self.common,
+            (strategy, client),
+            self.out,
+            command,
+        )
+    }
+}
+
+impl MatrixArgs {
+    /// Every run of the matrix: each scenario × its pairs, or the flags' pairs.
+    pub fn resolve(self, command: String) -> Result<MatrixPlan, ResolveError> {
+        let mut runs = Vec::new();
+        match &self.scenario {
+            Some(path) => {
+                let file = load(path)?;
+                for scenario in &file.scenarios {
+                    let clients = if scenario.redis_clients.is_empty() {
+                        vec![RedisClientKind::RedisRs]
+                    } else {
+                        scenario.redis_clients.clone()
+                    };
+                    for (strategy, client) in pairs(&scenario.strategies, &clients) {
+                        let client = client.unwrap_or(RedisClientKind::RedisRs);
+                        runs.push(scenario_config(
+                            path,
+                            &file,
+                            scenario,
+                            &self.common,
+                            (strategy, client),
+                            None,
+                            command.clone(),
+                        )?);
+                    }
+                }
+            }
+            None => {
+                for (strategy, client) in pairs(&self.strategies, &self.redis_clients) {
+                    let client = client.unwrap_or(RedisClientKind::RedisRs);
+                    let config =
+                        self.common
+                            .clone()
+                            .into_config(strategy, client, None, command.clone());
+                    config.validate().map_err(|e| ResolveError(e.message))?;
+                    runs.push(config);
+                }
+            }
+        }
+        let plan = MatrixPlan {
+            runs,
+            out: self.out,
+            command,
+            quiet: self.common.quiet,
+        };
+        plan.validate().map_err(|e| ResolveError(e.to_string()))?;
+        Ok(plan)
+    }
+}
+
+impl CapacityArgs {
+    pub fn resolve(self, command: String) -> Result<CapacitySearch, ResolveError> {
+        let search = CapacitySearch {
+            base: self
+                .common
+                .into_config(self.strategy, self.redis_client, None, command.clone()),
+            p99_ms: self.p99_ms,
+            min_rate: self.min_rate,
+            max_rate: self.max_rate,
+            probes: self.probes,
+            duration_s: self.duration_s,
+            out: self.out,
+            command,
+        };
+        search.validate().map_err(|e| ResolveError(e.to_string()))?;
+        Ok(search)
+    }
+}
+
+impl ConformanceArgs {
+    pub fn resolve(self) -> ConformanceSettings {
+        ConformanceSettings {
+            candidates: self.candidates,
+            records: self.records,
+            out: self.out,
+            kafka_brokers: self.kafka_brokers,
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<ScenarioFile, ResolveError> {
+    ScenarioFile::load(path).map_err(|e| ResolveError(e.to_string()))
+}
+
+/// One run of `scenario`: the command line, then `[defaults]`, then the scenario; validated,
+/// with a broken rule traced to the line of the file that set one of its settings.
+fn scenario_config(
+    path: &Path,
+    file: &ScenarioFile,
+    scenario: &Scenario,
+    command_line: &CommonArgs,
+    (strategy, client): (StrategyKind, RedisClientKind),
+    out: Option<PathBuf>,
+    command: String,
+) -> Result<RunConfig, ResolveError> {
+    let mut args = command_line.clone();
+    apply(&file.defaults, &mut args);
+    apply(&scenario.settings, &mut args);
+    let mut config = args.into_config(strategy, client, out, command);
+    config.scenario = Some(scenario.name.clone());
+    config.claim = Some(scenario.claim.clone());
+    config
+        .validate()
+        .map_err(|error| scenario_error(path, file, scenario, &error))?;
+    Ok(config)
+}
+
+fn scenario_error(
+    path: &Path,
+    file: &ScenarioFile,
+    scenario: &Scenario,
+    error: &ConfigError,
+) -> ResolveError {
+    let line = error
+        .settings
+        .iter()
+        .find_map(|key| file.line_of(&scenario.name, key));
+    let at = match line {
+        Some(line) => format!("{}:{line}", path.display()),
+        None => path.display().to_string(),
+    };
+    ResolveError(format!(
+        "{at}: scenario {:?}: {} (scenario keys: {})",
+        scenario.name,
+        error.message,
+        error.settings.join(", ")
+    ))
+}
+
+macro_rules! apply {
+    ($settings:expr, $args:expr, $($field:ident),+ $(,)?) => {
+        $(if let Some(value) = $settings.$field.clone() { $args.$field = value.into(); })+
+    };
+}
+
+/// Overrides the fields of `args` that `settings` fix.
+fn apply(settings: &Settings, args: &mut CommonArgs) {
+    apply!(
+        settings,
+        args,
+        trades,
+        rate,
+        warm_up_ms,
+        duplicate_rate,
+        late_duplicate_share,
+        late_duplicate_delay_ms,
+        key_skew,
+        accounts,
+        instruments,
+        payload_bytes,
+        malformed_rate,
+        seed,
+        partitions,
+        commit_mode,
+        commit_interval_ms,
+        batch_size,
+        in_flight,
+        crash_at,
+        crash_rate,
+        crash_trades,
+        restart_delay_ms,
+        duplicate_partition,
+        slow_trades,
+        slow_ms,
+        db_outage_ms,
+        processes,
+        kill_at_ms,
+        session_timeout_ms,
+        on_in_progress,
+        processing_ttl_ms,
+        done_ttl_ms,
+        drain_timeout_ms,
+        redis_pipeline,
+        redis_connections,
+    );
+    if let Some(workers) = settings.workers {
+        args.workers = Some(workers);
+    }
+    if let Some(max) = settings.max_crashes {
+        args.max_crashes = Some(max);
+    }
+    if let Some(at) = settings.redis_wipe_at_ms {
+        args.redis_wipe_at_ms = Some(at);
+    }
+    if let Some(at) = settings.db_outage_at_ms {
+        args.db_outage_at_ms = Some(at);
+    }
+    if let Some(every) = settings.kill_every_ms {
+        args.kill_every_ms = Some(every);
+    }
+    if let Some(on) = settings.unique_constraint {
+        args.no_unique_constraint = !on;
+    }
+}
+
+impl ConnectionArgs {
+    pub fn resolve(&self) -> Connections {
+        Connections {
+            kafka_brokers: self.kafka_brokers.clone(),
+            redis_url: self.redis_url.clone(),
+            postgres_url: self.postgres_url.clone(),
+        }
+    }
+}
+
+impl CommonArgs {
+    /// Where the flags (or their environment variables) say the services are.
+    pub fn connections(&self) -> Connections {
+        self.connections.resolve()
+    }
+
+    pub fn into_config(
+        self,
+        strategy: StrategyKind,
+        redis_client: RedisClientKind,
+        out: Option<PathBuf>,
+        command: String,
+    ) -> RunConfig {
+        let workers = self.workers.unwrap_or(self.partitions).max(1);
+        RunConfig {
+            scenario: None,
+            claim: None,
+            strategy,
+            redis_client,
+            stream: StreamSpec {
+                trades: self.trades,
+                accounts: self.accounts,
+                instruments: self.instruments,
+                duplicate_rate: self.duplicate_rate,
+                late_duplicate_share: self.late_duplicate_share,
+                late_duplicate_delay_ms: self.late_duplicate_delay_ms,
+                key_skew: self.key_skew,
+                payload_bytes: self.payload_bytes,
+                seed: self.seed,
+                malformed_rate: self.malformed_rate,
+            },
+            rate: self.rate,
+            warm_up_ms: self.warm_up_ms,
+            partitions: self.partitions,
+            replication_factor: self.replication_factor,
+            workers,
+            commit_mode: self.commit_mode,
+            commit_interval_ms: self.commit_interval_ms,
+            on_in_progress: self.on_in_progress,
+            batch_size: self.batch_size,
+            in_flight: self.in_flight,
+            crash_plan: FaultPlan {
+                points: self.crash_at.clone(),
+                rate: self.crash_rate,
+                trade_ids: self.crash_trades.clone(),
+                max_crashes: self.max_crashes,
+                restart_delay_ms: self.restart_delay_ms,
+                seed: self.seed,
+                redis_wipe_at_ms: self.redis_wipe_at_ms,
+                kill_at_ms: self.kill_at_ms.clone(),
+                kill_every_ms: self.kill_every_ms,
+                slow_trades: self.slow_trades.clone(),
+                slow_ms: self.slow_ms,
+                db_outage_at_ms: self.db_outage_at_ms,
+                db_outage_ms: self.db_outage_ms,
+            },
+            duplicate_partition: self.duplicate_partition,
+            processes: self.processes,
+            session_timeout_ms: self.session_timeout_ms,
+            processing_ttl_ms: self.processing_ttl_ms,
+            done_ttl_ms: self.done_ttl_ms,
+            // In memory there is no constraint to catch a second application.
+            unique_constraint: !self.no_unique_constraint && !self.no_business_write,
+            no_business_write: self.no_business_write,
+            redis_pipeline: self.redis_pipeline,
+            redis_connections: self.redis_connections,
+            postgres_connections: self
+                .postgres_connections
+                .unwrap_or((workers * self.in_flight.max(1)) as u32 + 2),
+            linger_ms: self.linger_ms,
+            connect_timeout_ms: self.connect_timeout_ms,
+            drain_timeout_ms: self.drain_timeout_ms,
+            on_interrupt: self.on_interrupt,
+            keep_state: self.keep_state,
+            quiet: self.quiet,
+            connections: self.connections(),
+            out,
+            command,
+            processor_exe: None,
+            stack: None,
+        }
+    }
+}
+
+/// Which connection settings of the command the user gave (flag or environment variable)
+/// rather than left at their default: `--stack auto` never replaces those.
+pub fn explicit(matches: &clap::ArgMatches) -> crate::stack::Explicit {
+    let Some((_, sub)) = matches.subcommand() else {
+        return crate::stack::Explicit::default();
+    };
+    let given = |id: &str| {
+        sub.try_get_raw(id).is_ok_and(|v| v.is_some())
+            && !matches!(
+                sub.value_source(id),
+                Some(clap::parser::ValueSource::DefaultValue) | None
+            )
+    };
+    crate::stack::Explicit {
+        kafka: given("kafka_brokers"),
+        redis: given("redis_url"),
+        postgres: given("postgres_url"),
+    }
+}
+
+/// The command line as typed, with URLs passed as flags redacted, for the report. The program
+/// is named `idembench` whatever path started it (`scripts/idembench` runs a build under
+/// `~/.cache`), so the reproduce line reads the same on every machine.
+pub fn redacted_command_line(args: impl IntoIterator<Item = String>) -> String {
+    args.into_iter()
+        .enumerate()
+        .map(|(i, arg)| if i == 0 { "idembench".to_string() } else { arg })
+        .map(|arg| {
+            if arg.contains("://") {
+                crate::redact::redact_url(&arg)
+            } else {
+                arg
+            }
+        })
+        .map(|arg| match arg.split_once("=") {
+            Some((flag, value)) if flag.starts_with("--") && value.contains("://") => {
+                format!("{flag}={}", crate::redact::redact_url(value))
+            }
+            _ => arg,
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn run_args(flags: &[&str]) -> RunArgs {
+        let args = ["idembench", "run"].iter().chain(flags);
+        let super::super::Command::Run(run) = super::super::Cli::parse_from(args).command else {
+            unreachable!("parsed a run")
+        };
+        *run
+    }
+
+    #[test]
+    fn the_recorded_command_names_idembench_and_hides_passwords() {
+        let line = redacted_command_line(
+            [
+                "/root/.cache/idembench/target/release/idembench",
+                "run",
+                "--postgres-url=postgres://u:secret@db:5432/x",
+                "--redis-url",
+                "redis://:hunter2@cache:6379",
+            ]
+            .map(String::from),
+        );
+        assert!(line.starts_with("idembench run "), "{line}");
+        assert!(
+            !line.contains("secret") && !line.contains("hunter2"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_run_id_names_the_redis_client_only_where_the_strategy_uses_redis() {
+        let id = |flags: &[&str]| {
+            let config = run_args(flags).resolve(String::new()).unwrap();
+            crate::config::RunNames::new(&config).run_id
+        };
+        let redis = id(&["--strategy", "redis-only", "--redis-client", "fred"]);
+        assert!(redis.contains("-redis-only-fred-"), "{redis}");
+        let db = id(&["--strategy", "db-only", "--redis-client", "fred"]);
+        assert!(db.contains("-db-only-") && !db.contains("fred"), "{db}");
+    }
+
+    #[test]
+    fn unlimited_crashes_are_null_in_the_plan() {
+        let config = run_args(&[]).resolve(String::new()).unwrap();
+        let plan = serde_json::to_value(&config.crash_plan).unwrap();
+        assert!(plan["max_crashes"].is_null(), "{plan}");
+    }
+
+    #[test]
+    fn scenario_settings_override_defaults_which_override_the_command_line() {
+        let run = run_args(&["--trades", "7", "--seed", "3", "--rate", "9"]);
+        let file = ScenarioFile::parse(
+            "[defaults]\ntrades = 100\nrate = 0\n[[scenario]]\nname = \"a\"\nclaim = \"c\"\ntrades = 50\nunique_constraint = false\n",
+        )
+        .unwrap();
+        let mut args = run.common.clone();
+        apply(&file.defaults, &mut args);
+        apply(&file.scenarios[0].settings, &mut args);
+        assert_eq!(
+            (args.trades, args.rate, args.seed, args.no_unique_constraint),
+            (50, 0.0, 3, true)
+        );
+    }
+
+    #[test]
+    fn a_bad_scenario_value_names_its_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(
+            &path,
+            "[defaults]\ntrades = 10\n\n[[scenario]]\nname = \"fine\"\nclaim = \"c\"\n\n[[scenario]]\nname = \"slow\"\nclaim = \"c\"\nstrategies = [\"redis-only\"]\nslow_trades = [3]\n",
+        )
+        .unwrap();
+        let mut run = run_args(&[]);
+        run.scenario = Some(path.clone());
+        run.scenario_name = Some("slow".into());
+        let common = run.common.clone();
+        let error = run.resolve(String::new()).unwrap_err().to_string();
+        assert!(
+            error.contains("bad.toml:12")
+                && error.contains("--slow-ms")
+                && error.contains("slow_trades"),
+            "{error}"
+        );
+        let matrix = MatrixArgs {
+            strategies: vec![],
+            redis_clients: vec![],
+            out: None,
+            scenario: Some(path),
+            common,
+        };
+        let error = matrix.resolve(String::new()).unwrap_err().to_string();
+        assert!(error.contains("bad.toml:12"), "{error}");
+    }
+}

@@ -1,0 +1,209 @@
+//! [`RunConfig::validate`]: every rule a run's settings must meet, checked before any service
+//! is probed or started. Each error names the settings it concerns, so a scenario file's error
+//! can point at the line that set one of them.
+
+use super::RunConfig;
+use crate::strategy::StrategyKind;
+
+/// A setting (or a combination) a run cannot carry out.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigError {
+    pub message: String,
+    /// The settings concerned, as scenario keys (the flags' names with underscores).
+    pub settings: Vec<&'static str>,
+}
+
+fn fail(settings: &[&'static str], message: impl Into<String>) -> Result<(), ConfigError> {
+    Err(ConfigError {
+        message: message.into(),
+        settings: settings.to_vec(),
+    })
+}
+
+impl RunConfig {
+    /// Checks every rule; the first broken one is the error.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_stream()?;
+        self.validate_strategy()?;
+        self.validate_processor()?;
+        self.validate_faults()?;
+        if let Some(out) = &self.out
+            && out.join("result.json").exists()
+        {
+            return fail(
+                &[],
+                format!(
+                    "{} already holds a result.json; runs never overwrite each other — pass another --out",
+                    out.display()
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_stream(&self) -> Result<(), ConfigError> {
+        if let Err(error) = self.stream.validate() {
+            use idembench_loadgen::stream::SpecError;
+            let settings: &[&'static str] = match &error {
+                SpecError::NoTrades => &["trades"],
+                SpecError::NoKeys => &["accounts", "instruments"],
+                SpecError::NotAFraction { name, .. } => match *name {
+                    "duplicate-rate" => &["duplicate_rate"],
+                    "late-duplicate-share" => &["late_duplicate_share"],
+                    _ => &["malformed_rate"],
+                },
+                SpecError::BadSkew(_) => &["key_skew"],
+            };
+            return fail(settings, error.to_string());
+        }
+        if !(self.rate >= 0.0 && self.rate.is_finite()) {
+            return fail(
+                &["rate"],
+                "--rate must be 0 (unthrottled) or a positive number of messages per second",
+            );
+        }
+        if self.warm_up_ms > 0 && self.rate == 0.0 {
+            return fail(
+                &["warm_up_ms", "rate"],
+                "--warm-up-ms needs an offered --rate: without a schedule there is no intended send time to cut at",
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_strategy(&self) -> Result<(), ConfigError> {
+        let can = self.strategy.capabilities();
+        if self.no_business_write {
+            if !can.business_write_optional {
+                return fail(
+                    &["no_business_write", "strategies"],
+                    "--no-business-write isolates Redis's idempotency cost: use it with --strategy redis-only, redis-only-atomic or none (the other strategies' idempotency is the database write)",
+                );
+            }
+            if self.processes > 0 {
+                return fail(
+                    &["no_business_write", "processes"],
+                    "--no-business-write keeps the effects in this process's memory: it cannot be combined with --processes",
+                );
+            }
+            if self.crash_plan.db_outage_at_ms.is_some() || !self.crash_plan.slow_trades.is_empty()
+            {
+                return fail(
+                    &["no_business_write", "db_outage_at_ms", "slow_trades"],
+                    "--no-business-write has no database transaction to cut or slow: drop --db-outage-at-ms / --slow-trades",
+                );
+            }
+        }
+        if self.redis_pipeline && !can.claims_in_two_steps {
+            return fail(
+                &["redis_pipeline", "strategies"],
+                "--redis-pipeline pipelines the GET and SET NX PX of a two-step claim: use it with --strategy redis-only, dual-db-first or dual-redis-first (redis-only-atomic already claims in one command)",
+            );
+        }
+        if self.batch_size == 0 {
+            return fail(&["batch_size"], "--batch-size must be at least 1");
+        }
+        if self.batch_size > 1 && !can.batches {
+            return fail(
+                &["batch_size", "strategies"],
+                format!(
+                    "--batch-size {} does not apply to {}: only {} batch their transactions",
+                    self.batch_size,
+                    self.strategy.name(),
+                    names(|kind| kind.capabilities().batches)
+                ),
+            );
+        }
+        if self.in_flight == 0 {
+            return fail(&["in_flight"], "--in-flight must be at least 1");
+        }
+        if self.in_flight > 1 && can.stores_offsets {
+            return fail(
+                &["in_flight", "strategies"],
+                format!(
+                    "--in-flight above 1 does not apply to {}: it stores each partition's next offset in the business transaction, so its messages must finish in offset order",
+                    self.strategy.name()
+                ),
+            );
+        }
+        if self.processing_ttl_ms == 0 || self.done_ttl_ms == 0 {
+            return fail(
+                &["processing_ttl_ms", "done_ttl_ms"],
+                "--processing-ttl-ms and --done-ttl-ms must be positive",
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_processor(&self) -> Result<(), ConfigError> {
+        if self.partitions == 0 || self.partitions > 10_000 {
+            return fail(&["partitions"], "--partitions must be between 1 and 10000");
+        }
+        if self.workers == 0 {
+            return fail(&["workers"], "--workers must be at least 1");
+        }
+        if self.session_timeout_ms < 1_000 {
+            return fail(
+                &["session_timeout_ms"],
+                "--session-timeout-ms must be at least 1000 (brokers refuse less than group.min.session.timeout.ms, 6000 by default)",
+            );
+        }
+        if self.redis_connections == 0 || self.postgres_connections == 0 {
+            return fail(
+                &["redis_connections"],
+                "--redis-connections and --postgres-connections must be at least 1",
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_faults(&self) -> Result<(), ConfigError> {
+        let plan = &self.crash_plan;
+        if !(0.0..=1.0).contains(&plan.rate) {
+            return fail(&["crash_rate"], "--crash-rate must be between 0.0 and 1.0");
+        }
+        if plan.points.is_empty() && (plan.rate > 0.0 || !plan.trade_ids.is_empty()) {
+            return fail(
+                &["crash_rate", "crash_trades", "crash_at"],
+                format!(
+                    "--crash-rate and --crash-trades need --crash-at POINT[,POINT] ({})",
+                    crate::faults::CrashPoint::ALL.map(|p| p.name()).join(", ")
+                ),
+            );
+        }
+        let kills = !plan.kill_at_ms.is_empty() || plan.kill_every_ms.is_some();
+        if self.processes == 0 && kills {
+            return fail(
+                &["kill_at_ms", "kill_every_ms", "processes"],
+                "--kill-at-ms and --kill-every-ms kill processor processes: add --processes N (N ≥ 1; 2 or more for a rebalance onto survivors)",
+            );
+        }
+        if self.processes > 0 && !plan.points.is_empty() {
+            return fail(
+                &["crash_at", "processes"],
+                "--crash-at crashes a processor inside this process; with --processes use --kill-at-ms or --kill-every-ms (SIGKILL)",
+            );
+        }
+        if plan.slow_trades.is_empty() != (plan.slow_ms == 0) {
+            return fail(
+                &["slow_trades", "slow_ms"],
+                "--slow-trades and --slow-ms go together: which trades, and how much slower (ms)",
+            );
+        }
+        if plan.kill_every_ms == Some(0) {
+            return fail(&["kill_every_ms"], "--kill-every-ms must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// The strategies that have a capability, as a list for an error message.
+fn names(has: impl Fn(StrategyKind) -> bool) -> String {
+    let names: Vec<&str> = StrategyKind::ALL
+        .into_iter()
+        .filter(|kind| has(*kind))
+        .map(StrategyKind::name)
+        .collect();
+    names.join(", ")
+}

@@ -1,0 +1,406 @@
+//! Fault injection: one typed plan ([`FaultPlan`]), one enum of fault kinds ([`FaultKind`]),
+//! and one log ([`Faults::log`]) that the oracle predicts from.
+//!
+//! - crashes at named points of the flow ([`CrashPoint`], decided here by [`Faults::at`]);
+//! - slow business transactions ([`Faults::slow_business`]);
+//! - timed faults from outside the flow: a Redis wipe and a Postgres outage ([`timers`],
+//!   through the loopback relay of [`outage`]), and SIGKILLs of processor processes on the
+//!   [`schedule::KillSchedule`] (carried out by `processor::fleet`).
+//!
+//! A crash abandons the worker's in-flight work and everything not yet committed, exactly as a
+//! killed process would: the processor instance stops without its final offset commit, Redis
+//! and Postgres keep what the crash left, and the run starts a fresh consumer in the same group
+//! after `restart_delay`, which resumes from the committed offsets. Each (trade, point) crashes
+//! at most once, so the redelivered copy gets through.
+//!
+//! Which trades crash is a pure function of the seed and the trade id (a hash, not a shared
+//! RNG), so the same plan crashes the same trades whatever the timing. Every crash is logged
+//! with its kind, point, trade id and time; the log is what the oracle predicts from.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+pub mod outage;
+pub mod schedule;
+pub mod timers;
+
+/// Named points of the flow where a crash can be injected.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    strum::EnumMessage,
+    Serialize,
+    serde::Deserialize,
+)]
+#[strum(serialize_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
+pub enum CrashPoint {
+    /// The message was received and decoded; nothing was written.
+    AfterReceive,
+    /// The PROCESSING claim is set in Redis; the business transaction has not run.
+    AfterClaim,
+    /// The business transaction committed; DONE is not set (where the strategy sets it after).
+    AfterDbCommit,
+    /// DONE is set in Redis; the business transaction has not committed (dual-redis-first).
+    AfterRedisDone,
+    /// The strategy finished; the offset is not committed.
+    BeforeOffsetCommit,
+}
+
+impl CrashPoint {
+    pub const ALL: [CrashPoint; 5] = [
+        CrashPoint::AfterReceive,
+        CrashPoint::AfterClaim,
+        CrashPoint::AfterDbCommit,
+        CrashPoint::AfterRedisDone,
+        CrashPoint::BeforeOffsetCommit,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CrashPoint::AfterReceive => "after-receive",
+            CrashPoint::AfterClaim => "after-claim",
+            CrashPoint::AfterDbCommit => "after-db-commit",
+            CrashPoint::AfterRedisDone => "after-redis-done",
+            CrashPoint::BeforeOffsetCommit => "before-offset-commit",
+        }
+    }
+}
+
+/// Every kind of fault a run can inject; `result.json` names them in kebab-case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// The processor stops at a [`CrashPoint`], as if it died there.
+    Crash,
+    /// A trade's business transaction is held open for `slow_ms`.
+    Slow,
+    /// Every Redis key of the run is deleted, as a restart without persistence would.
+    RedisWipe,
+    /// A processor process is SIGKILLed.
+    ProcessKill,
+    /// The processor's Postgres connections are cut and refused for a while.
+    DbOutage,
+}
+
+impl FaultKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Crash => "crash",
+            FaultKind::Slow => "slow",
+            FaultKind::RedisWipe => "redis-wipe",
+            FaultKind::ProcessKill => "process-kill",
+            FaultKind::DbOutage => "db-outage",
+        }
+    }
+}
+
+/// What to inject. Serialized into `result.json` under `faults.plan`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FaultPlan {
+    /// Points where crashes are injected (none: no crashes).
+    pub points: Vec<CrashPoint>,
+    /// Probability that a trade crashes at each listed point, 0.0–1.0.
+    pub rate: f64,
+    /// Trades that crash at every listed point regardless of `rate`.
+    pub trade_ids: Vec<u64>,
+    /// Stop injecting after this many crashes (`None`: no limit).
+    pub max_crashes: Option<u64>,
+    /// Pause before the crashed processor's replacement starts.
+    pub restart_delay_ms: u64,
+    pub seed: u64,
+    /// Delete every idempotency key of the run this long after production starts, as a Redis
+    /// restart without persistence would (only this run's keys: Redis may be shared).
+    pub redis_wipe_at_ms: Option<u64>,
+    /// SIGKILL a processor process at these times after production starts (`--processes`).
+    pub kill_at_ms: Vec<u64>,
+    /// SIGKILL a processor process this often while production runs (`--processes`).
+    pub kill_every_ms: Option<u64>,
+    /// Trades whose business transaction takes `slow_ms` longer (every copy of them), so a
+    /// PROCESSING claim shorter than that expires while its owner still works.
+    pub slow_trades: Vec<u64>,
+    pub slow_ms: u64,
+    /// Cut the processor's Postgres connections at this time after production starts, and
+    /// refuse new ones for `db_outage_ms`.
+    pub db_outage_at_ms: Option<u64>,
+    pub db_outage_ms: u64,
+}
+
+impl FaultPlan {
+    pub fn restart_delay(&self) -> Duration {
+        Duration::from_millis(self.restart_delay_ms)
+    }
+}
+
+/// One injected fault, as logged.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FaultEvent {
+    pub kind: FaultKind,
+    /// Where a crash hit (absent for faults that are not crashes).
+    pub point: Option<CrashPoint>,
+    /// The trade a crash hit (0 for faults that hit no one trade).
+    pub trade_id: u64,
+    /// µs since the Unix epoch.
+    pub at_us: u64,
+}
+
+/// Decides crashes and logs them. Shared by every worker of every processor incarnation.
+#[derive(Debug, Default)]
+pub struct Faults {
+    plan: FaultPlan,
+    threshold: u64,
+    crashes: AtomicU64,
+    /// Touched only when a crash is due — rare by construction — so this lock is not on the
+    /// hot path.
+    fired: Mutex<Fired>,
+}
+
+#[derive(Debug)]
+struct Fired {
+    /// (trade, point) pairs that crashed already.
+    pairs: HashSet<(u64, CrashPoint)>,
+    /// Trades already slowed once (logged once each).
+    slowed: HashSet<u64>,
+    log: Vec<FaultEvent>,
+    /// A process dies at its first crash: once one fired, no other may until the next
+    /// incarnation re-arms (two workers reaching crash points at once would otherwise log two
+    /// crashes for one death, and the second trade would never meet its point again).
+    armed: bool,
+}
+
+impl Default for Fired {
+    fn default() -> Self {
+        Fired {
+            pairs: HashSet::new(),
+            slowed: HashSet::new(),
+            log: Vec::new(),
+            armed: true,
+        }
+    }
+}
+
+/// The strategy or processor must stop here, as if the process died.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("injected crash {point:?} at trade {trade_id}")]
+pub struct Crash {
+    pub point: CrashPoint,
+    pub trade_id: u64,
+}
+
+impl Faults {
+    pub fn new(plan: FaultPlan) -> Faults {
+        let threshold = (plan.rate.clamp(0.0, 1.0) * u64::MAX as f64) as u64;
+        Faults {
+            plan,
+            threshold,
+            ..Faults::default()
+        }
+    }
+
+    pub fn none() -> Faults {
+        Faults::default()
+    }
+
+    pub fn plan(&self) -> &FaultPlan {
+        &self.plan
+    }
+
+    /// `Err(Crash)` when a crash is due at `point` for `trade_id`; logs it.
+    pub fn at(&self, point: CrashPoint, trade_id: u64) -> Result<(), Crash> {
+        if !self.plan.points.contains(&point) || !self.due(point, trade_id) {
+            return Ok(());
+        }
+        let mut fired = self.fired.lock().expect("fault log lock");
+        if !fired.armed
+            || self
+                .plan
+                .max_crashes
+                .is_some_and(|max| self.crashes.load(Ordering::Relaxed) >= max)
+            || !fired.pairs.insert((trade_id, point))
+        {
+            return Ok(());
+        }
+        fired.armed = false;
+        self.crashes.fetch_add(1, Ordering::Relaxed);
+        fired.log.push(FaultEvent {
+            kind: FaultKind::Crash,
+            point: Some(point),
+            trade_id,
+            at_us: now_us(),
+        });
+        Err(Crash { point, trade_id })
+    }
+
+    /// Sleeps inside the business transaction when the plan makes this trade slow. Logs the
+    /// first slow attempt of each trade.
+    pub async fn slow_business(&self, trade_id: u64) {
+        if self.plan.slow_ms == 0 || !self.plan.slow_trades.contains(&trade_id) {
+            return;
+        }
+        {
+            let mut fired = self.fired.lock().expect("fault log lock");
+            if fired.slowed.insert(trade_id) {
+                fired.log.push(FaultEvent {
+                    kind: FaultKind::Slow,
+                    point: None,
+                    trade_id,
+                    at_us: now_us(),
+                });
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(self.plan.slow_ms)).await;
+    }
+
+    /// A new processor incarnation runs: crashes may fire again.
+    pub fn arm(&self) {
+        self.fired.lock().expect("fault log lock").armed = true;
+    }
+
+    /// Logs a fault injected from outside the flow (a Redis wipe, a kill, an outage).
+    pub fn record(&self, kind: FaultKind) {
+        let event = FaultEvent {
+            kind,
+            point: None,
+            trade_id: 0,
+            at_us: now_us(),
+        };
+        self.fired.lock().expect("fault log lock").log.push(event);
+    }
+
+    fn due(&self, point: CrashPoint, trade_id: u64) -> bool {
+        self.plan.trade_ids.contains(&trade_id)
+            || (self.threshold > 0 && mix(self.plan.seed, trade_id, point as u64) < self.threshold)
+    }
+
+    pub fn log(&self) -> Vec<FaultEvent> {
+        self.fired.lock().expect("fault log lock").log.clone()
+    }
+
+    pub fn crashes(&self) -> u64 {
+        self.crashes.load(Ordering::Relaxed)
+    }
+
+    /// How many faults of `kind` the log holds.
+    pub fn count(&self, kind: FaultKind) -> u64 {
+        let fired = self.fired.lock().expect("fault log lock");
+        fired.log.iter().filter(|event| event.kind == kind).count() as u64
+    }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// SplitMix64 over (seed, trade, point): a deterministic, well-spread per-trade coin.
+fn mix(seed: u64, trade_id: u64, point: u64) -> u64 {
+    let mut z = seed
+        ^ trade_id.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ point.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(rate: f64) -> FaultPlan {
+        FaultPlan {
+            points: vec![CrashPoint::AfterClaim],
+            rate,
+            trade_ids: vec![],
+            max_crashes: None,
+            restart_delay_ms: 0,
+            seed: 7,
+            redis_wipe_at_ms: None,
+            kill_at_ms: vec![],
+            kill_every_ms: None,
+            slow_trades: vec![],
+            slow_ms: 0,
+            db_outage_at_ms: None,
+            db_outage_ms: 0,
+        }
+    }
+
+    #[test]
+    fn one_crash_per_incarnation_and_the_second_trade_crashes_after_the_restart() {
+        let faults = Faults::new(plan(1.0));
+        assert!(faults.at(CrashPoint::AfterClaim, 5).is_err());
+        assert!(
+            faults.at(CrashPoint::AfterClaim, 6).is_ok(),
+            "the process is already dead"
+        );
+        faults.arm();
+        assert!(
+            faults.at(CrashPoint::AfterClaim, 6).is_err(),
+            "6 meets its point again after the restart"
+        );
+        assert_eq!(faults.crashes(), 2);
+    }
+
+    #[test]
+    fn each_trade_crashes_once_per_point_and_only_at_listed_points() {
+        let faults = Faults::new(plan(1.0));
+        assert!(faults.at(CrashPoint::AfterClaim, 5).is_err());
+        faults.arm();
+        assert!(
+            faults.at(CrashPoint::AfterClaim, 5).is_ok(),
+            "the redelivery gets through"
+        );
+        assert!(
+            faults.at(CrashPoint::AfterDbCommit, 5).is_ok(),
+            "not a listed point"
+        );
+        assert_eq!(faults.log().len(), 1);
+        assert_eq!(faults.log()[0].point, Some(CrashPoint::AfterClaim));
+    }
+
+    #[test]
+    fn the_rate_picks_a_stable_share_of_trades() {
+        let decide = |seed| {
+            let faults = Faults::new(FaultPlan { seed, ..plan(0.05) });
+            (1..=20_000u64)
+                .filter(|id| {
+                    faults.arm();
+                    faults.at(CrashPoint::AfterClaim, *id).is_err()
+                })
+                .collect::<Vec<_>>()
+        };
+        let first = decide(7);
+        assert!((800..=1_200).contains(&first.len()), "{}", first.len());
+        assert_eq!(first, decide(7), "same seed, same trades");
+        assert_ne!(first, decide(8));
+    }
+
+    #[test]
+    fn named_trades_crash_and_the_cap_holds() {
+        let faults = Faults::new(FaultPlan {
+            trade_ids: vec![3, 4, 5],
+            max_crashes: Some(2),
+            ..plan(0.0)
+        });
+        let crashed: Vec<u64> = (1..=10)
+            .filter(|id| {
+                faults.arm();
+                faults.at(CrashPoint::AfterClaim, *id).is_err()
+            })
+            .collect();
+        assert_eq!(crashed, vec![3, 4]);
+    }
+}

@@ -1,0 +1,123 @@
+//! The short human summary printed at the end of a run: a pure function of the result.
+
+use super::{RunResult, Status};
+
+impl RunResult {
+    /// The short human summary printed at the end of a run.
+    pub fn summary(&self) -> String {
+        let c = &self.correctness;
+        let t = &self.throughput;
+        let e2e = &self.latency_us.end_to_end_from_intended;
+        let sent = &self.latency_us.end_to_end_from_sent;
+        let status = match self.status {
+            Status::Complete => String::new(),
+            Status::Partial => format!(
+                "  PARTIAL RUN: {}\n",
+                self.partial_reason.as_deref().unwrap_or("stopped early")
+            ),
+        };
+        let identity = if c.identity_holds {
+            "holds"
+        } else {
+            "VIOLATED"
+        };
+        format!(
+            "idembench {run} — strategy {strategy} on {client}\n{status}\
+             \x20 stream       {unique} trades, {copies} copies sent ({extra} duplicates), {partitions} partitions\n\
+             \x20 throughput   produced {produced:.0} msg/s, processed {processed:.0} msg/s (offered {offered})\n\
+             \x20 end-to-end   from intended send: p50 {p50}  p99 {p99}  p99.9 {p999}  max {max}\n\
+             \x20              from actual send:   p50 {sp50}  p99 {sp99}  p99.9 {sp999}  max {smax}\n\
+             \x20 correctness  exactly_once {once}  lost {lost}  double_applied {double} (extra_effects {extra_effects})\n\
+             \x20              caught_by_constraint {caught}  duplicates_suppressed {suppressed}  malformed {malformed}\n\
+             \x20              positions {positions} checked, {mismatched} differ from the ledger\n\
+             {faults}\
+             \x20 audit        exactly_once + lost + double_applied = {sum} of produced_unique {unique}: {identity}\n\
+             \x20 oracle       predicted lost {plost}, double_applied {pdouble}: {mismatches}\n",
+            run = self.run_id,
+            strategy = self.strategy,
+            client = if self.clients.redis.is_some() {
+                self.redis_client.as_str()
+            } else {
+                "no Redis"
+            },
+            unique = c.produced_unique,
+            copies = c.copies_sent,
+            extra = c.copies_sent.saturating_sub(c.produced_unique),
+            partitions = self.services.kafka.partitions,
+            produced = t.produced_per_second,
+            processed = t.processed_per_second,
+            offered = if t.offered_rate > 0.0 {
+                format!("{:.0} msg/s", t.offered_rate)
+            } else {
+                "unthrottled".into()
+            },
+            p50 = ms(e2e.p50),
+            p99 = ms(e2e.p99),
+            p999 = ms(e2e.p999),
+            max = ms(e2e.max),
+            sp50 = ms(sent.p50),
+            sp99 = ms(sent.p99),
+            sp999 = ms(sent.p999),
+            smax = ms(sent.max),
+            once = c.exactly_once,
+            lost = c.lost,
+            double = c.double_applied,
+            extra_effects = c.extra_effects,
+            caught = c.caught_by_constraint,
+            suppressed = c.duplicates_suppressed,
+            malformed = self.processor.counts.malformed,
+            positions = c.positions_checked,
+            mismatched = c.positions_mismatched,
+            sum = c.exactly_once + c.lost + c.double_applied,
+            plost = bounds(self.oracle.predicted.lost),
+            pdouble = bounds(self.oracle.predicted.double_applied),
+            mismatches = match self.oracle.mismatches {
+                0 => "agrees with the audit".to_string(),
+                n => format!("{n} MISMATCH(ES) with the audit"),
+            },
+            faults = if !self.faults.log.is_empty() {
+                let points: Vec<String> = self
+                    .faults
+                    .by_point
+                    .iter()
+                    .map(|(p, n)| format!("{n} {p}"))
+                    .collect();
+                let missing = match self.processor.killed_measurement_windows {
+                    0 => String::new(),
+                    n => format!(
+                        "\n               latencies and processor counts miss up to 1 s before each of {n} kill(s); the audit misses nothing"
+                    ),
+                };
+                format!(
+                    "  faults       {} injected ({}), {} restarts, {} redeliveries{missing}\n",
+                    self.faults.log.len(),
+                    points.join(", "),
+                    self.processor.restarts,
+                    self.processor.redeliveries
+                )
+            } else {
+                String::new()
+            },
+        )
+    }
+}
+
+fn bounds(b: crate::check::oracle::Bounds) -> String {
+    match b.max {
+        Some(max) if max == b.min => b.min.to_string(),
+        Some(max) => format!("{}..={max}", b.min),
+        None => format!(">= {}", b.min),
+    }
+}
+
+/// Microseconds shown as milliseconds with sensible precision.
+pub fn ms(micros: u64) -> String {
+    let millis = micros as f64 / 1000.0;
+    if millis < 10.0 {
+        format!("{millis:.2} ms")
+    } else if millis < 100.0 {
+        format!("{millis:.1} ms")
+    } else {
+        format!("{millis:.0} ms")
+    }
+}

@@ -1,0 +1,278 @@
+//! Phase 4: stop the processors, audit the ledger against the store, let the oracle predict
+//! from the fault log, and build the [`RunResult`] — a section at a time.
+
+use hdrhistogram::Histogram;
+
+use super::RunError;
+use super::consumers::{Consumers, Stopped};
+use super::prepare::Reached;
+use super::start::Started;
+use super::supervise::Supervised;
+use crate::check::audit::{self, Correctness, ProcessorCounts};
+use crate::check::oracle::{self, OracleReport, RunShape};
+use crate::config::{DuplicatePartition, RunConfig, RunNames};
+use crate::faults::FaultKind;
+use crate::processor::ProcessorReport;
+use crate::results::environment::{Environment, Usage};
+use crate::results::{
+    Clients, FaultsReport, KafkaService, Latencies, Percentiles, ProcessorStats, Resources,
+    RunResult, SCHEMA_VERSION, SeriesPoint, ServiceVersion, Services, Stages, Status, Throughput,
+};
+
+/// An audited result and the histograms behind its percentiles.
+pub(super) struct Measured {
+    pub result: RunResult,
+    pub histograms: Vec<(&'static str, Histogram<u64>)>,
+}
+
+pub(super) async fn assemble(
+    config: &RunConfig,
+    names: &RunNames,
+    reached: &Reached,
+    started: Started,
+    (mut supervised, consumers): (Supervised, Consumers),
+    usage_at_start: (Usage, Usage),
+) -> Result<Measured, RunError> {
+    let stopped = consumers.stop().await;
+    let mut report = std::mem::take(&mut supervised.earlier);
+    let Stopped {
+        report: last,
+        processes,
+        killed_measurement_windows,
+    } = stopped;
+    report.add(last?);
+    let observed = match &started.memory {
+        Some(memory) => memory.observed(),
+        None => crate::db::observe(&reached.db).await?,
+    };
+    let counts = report.metrics.counts;
+    let correctness = audit::reconcile(
+        &supervised.produced.ledger,
+        &observed,
+        ProcessorCounts {
+            caught_by_constraint: counts.caught_by_constraint,
+            duplicates_suppressed: counts.duplicates_suppressed(),
+        },
+    );
+    let mut histograms: Vec<(&'static str, Histogram<u64>)> = report
+        .metrics
+        .histograms()
+        .into_iter()
+        .map(|(name, h)| (name, h.clone()))
+        .collect();
+    histograms.push(("send_ack", supervised.produced.send_ack_us.clone()));
+    histograms.push(("schedule_lag", supervised.produced.schedule_lag_us.clone()));
+    let fleet = (processes, killed_measurement_windows);
+    let result = RunResult {
+        schema_version: SCHEMA_VERSION,
+        idembench_version: crate::versions::IDEMBENCH.into(),
+        run_id: names.run_id.clone(),
+        status: if supervised.partial_reason.is_some() {
+            Status::Partial
+        } else {
+            Status::Complete
+        },
+        partial_reason: supervised.partial_reason.clone(),
+        strategy: config.strategy.name().into(),
+        redis_client: if reached.redis.is_some() {
+            config.redis_client.name().into()
+        } else {
+            "none".into()
+        },
+        started_at: humantime::format_rfc3339_seconds(supervised.produced.started_at).to_string(),
+        command: config.command.clone(),
+        config: config.clone(),
+        // Filled in by the caller, which holds the connections.
+        services: placeholder_services(),
+        clients: clients(reached),
+        throughput: throughput(config, &supervised, counts.messages),
+        latency_us: latencies(&report, &supervised, &histograms),
+        oracle: oracle(config, &started, &supervised, &correctness),
+        correctness,
+        faults: FaultsReport::new(&started.faults),
+        processor: processor_stats(config, &started, &supervised, &report, reached, fleet),
+        environment: Environment::read().with_stack(config.stack.clone()),
+        resources: Resources {
+            this_process: Usage::this_process().since(usage_at_start.0),
+            processor_processes: (processes > 0).then(|| Usage::children().since(usage_at_start.1)),
+        },
+        merged_from: Vec::new(),
+    };
+    Ok(Measured { result, histograms })
+}
+
+fn placeholder_services() -> Services {
+    Services {
+        kafka: KafkaService {
+            brokers: String::new(),
+            broker_count: 0,
+            topic: String::new(),
+            partitions: 0,
+        },
+        redis: None,
+        postgres: ServiceVersion {
+            url: String::new(),
+            version: String::new(),
+        },
+    }
+}
+
+fn clients(reached: &Reached) -> Clients {
+    Clients {
+        redis: reached.redis.as_ref().map(|r| r.info()),
+        redis_rs: crate::versions::REDIS_RS.into(),
+        fred: crate::versions::FRED.into(),
+        rdkafka: crate::versions::RDKAFKA.into(),
+        // Filled in by the caller, from the cluster it reached.
+        librdkafka: String::new(),
+        sqlx: crate::versions::SQLX.into(),
+        hdrhistogram: crate::versions::HDRHISTOGRAM.into(),
+    }
+}
+
+fn throughput(config: &RunConfig, supervised: &Supervised, processed: u64) -> Throughput {
+    let produced = &supervised.produced;
+    let messages_produced = produced.ledger.copies_sent();
+    let produce_seconds = produced.elapsed.as_secs_f64();
+    Throughput {
+        messages_produced,
+        messages_processed: processed,
+        produce_seconds,
+        process_seconds: supervised.process_seconds,
+        produced_per_second: per_second(messages_produced, produce_seconds),
+        processed_per_second: per_second(processed, supervised.process_seconds),
+        offered_rate: config.rate,
+        after_warm_up_per_second: after_warm_up(&supervised.series, config.warm_up_ms),
+        series: supervised.series.clone(),
+    }
+}
+
+fn latencies(
+    report: &ProcessorReport,
+    supervised: &Supervised,
+    histograms: &[(&'static str, Histogram<u64>)],
+) -> Latencies {
+    let metrics = &report.metrics;
+    let produced = &supervised.produced;
+    Latencies {
+        end_to_end_from_intended: Percentiles::of(&metrics.end_to_end_from_intended_us),
+        end_to_end_from_sent: Percentiles::of(&metrics.end_to_end_from_sent_us),
+        stages: Stages {
+            claim: Percentiles::of(&metrics.claim_us),
+            business: Percentiles::of(&metrics.business_us),
+            mark_done: Percentiles::of(&metrics.mark_done_us),
+            offset_commit: Percentiles::of(&metrics.offset_commit_us),
+        },
+        warm_up: Percentiles::of(&metrics.warm_up_us),
+        send_ack: Percentiles::of(&produced.send_ack_us),
+        schedule_lag: Percentiles::of(&produced.schedule_lag_us),
+        histograms: histograms
+            .iter()
+            .map(|(name, h)| (name.to_string(), crate::hgrm::encode(h)))
+            .collect(),
+    }
+}
+
+/// The oracle's prediction from the run's shape and fault log, against the audit.
+fn oracle(
+    config: &RunConfig,
+    started: &Started,
+    supervised: &Supervised,
+    correctness: &Correctness,
+) -> OracleReport {
+    let copies_elsewhere =
+        config.duplicate_partition == DuplicatePartition::Next && config.partitions > 1;
+    let shape = RunShape {
+        strategy: config.strategy,
+        unique_constraint: config.unique_constraint,
+        on_in_progress: config.on_in_progress,
+        // What a crash or a kill can cut: every unit in flight on every worker.
+        workers: config.workers * config.in_flight,
+        processing_ttl_ms: config.processing_ttl_ms,
+        done_ttl_ms: config.done_ttl_ms,
+        restart_delay_ms: config.crash_plan.restart_delay_ms,
+        duplicated_trades: supervised.produced.ledger.trades_with_extra_copies(),
+        late_duplicated_trades: supervised.late_duplicated,
+        late_delay_ms: config.stream.late_duplicate_delay_ms,
+        session_timeout_ms: config.session_timeout_ms,
+        slow_ms: config.crash_plan.slow_ms,
+        slow_late_copies: supervised.slow_copies.0,
+        slow_immediate_copies: supervised.slow_copies.1,
+        copies_elsewhere,
+        copies_concurrent: copies_elsewhere
+            && config.processes == 0
+            && config.workers >= config.partitions,
+        processes: config.processes,
+        unprocessed: supervised.lag_at_stop.max(0) as u64,
+    };
+    OracleReport::compare(
+        oracle::predict(&shape, &started.faults.log()),
+        correctness.lost,
+        correctness.double_applied,
+    )
+}
+
+fn processor_stats(
+    config: &RunConfig,
+    started: &Started,
+    supervised: &Supervised,
+    report: &ProcessorReport,
+    reached: &Reached,
+    (processes, killed_measurement_windows): (u64, u64),
+) -> ProcessorStats {
+    let mut redis_counts = report.redis;
+    if let Some(redis) = &reached.redis {
+        redis_counts.add(redis.counters().values());
+    }
+    let counts = report.metrics.counts;
+    let ledger = &supervised.produced.ledger;
+    ProcessorStats {
+        counts,
+        redis_errors: redis_counts.errors,
+        redis_timeouts: redis_counts.timeouts,
+        redis_reconnects: redis_counts.reconnects,
+        consumer_errors: report.consumer_errors,
+        commit_errors: report.commit_errors,
+        rebalances: report.rebalances,
+        close_timed_out: report.close_timed_out,
+        lag_at_stop: supervised.lag_at_stop,
+        restarts: if processes > 0 {
+            processes.saturating_sub(config.processes as u64)
+        } else {
+            report.incarnations.saturating_sub(1)
+        },
+        processes,
+        process_kills: started.faults.count(FaultKind::ProcessKill),
+        killed_measurement_windows,
+        stalled_ms: counts.stalled_us / 1000,
+        redeliveries: counts
+            .messages
+            .saturating_sub(ledger.copies_sent() + ledger.malformed_acked),
+    }
+}
+
+/// Committed messages per second from the end of the warm-up to the end of the run, from the
+/// once-a-second series; `None` without a warm-up (or a run too short to have one).
+fn after_warm_up(series: &[SeriesPoint], warm_up_ms: u64) -> Option<f64> {
+    if warm_up_ms == 0 {
+        return None;
+    }
+    let from = series
+        .iter()
+        .find(|p| p.t_s * 1000.0 >= warm_up_ms as f64)?;
+    let to = series.last()?;
+    (to.t_s > from.t_s).then(|| {
+        per_second(
+            to.committed.saturating_sub(from.committed),
+            to.t_s - from.t_s,
+        )
+    })
+}
+
+fn per_second(count: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        (count as f64 / seconds * 10.0).round() / 10.0
+    } else {
+        0.0
+    }
+}

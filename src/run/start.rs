@@ -1,0 +1,176 @@
+//! Phase 2: build the strategy over its stores, connect the producer (which, being idempotent,
+//! obtains its producer id) and start the processor, and wait until the group has assigned it
+//! its partitions — before the first message is sent, so neither start-up cost is charged to
+//! the first messages' latency.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::consumers::Consumers;
+use super::prepare::Reached;
+use super::{RunError, db_error, kafka_error};
+use crate::config::{RunConfig, RunNames};
+use crate::db::{Db, MemoryEffects};
+use crate::faults::Faults;
+use crate::faults::outage::Relay;
+use crate::kafka::{self, LoadProducer};
+use crate::processor::fleet::Fleet;
+use crate::processor::member::MemberSpec;
+use crate::processor::{Processor, ProcessorSettings, Progress};
+use crate::strategy::{self, Strategy};
+
+/// What a started run holds while it is supervised.
+pub(super) struct Started {
+    pub spec: MemberSpec,
+    pub strategy: Arc<dyn Strategy>,
+    pub faults: Arc<Faults>,
+    pub progress: Arc<Progress>,
+    /// The `--no-business-write` record the audit reads in place of Postgres.
+    pub memory: Option<Arc<MemoryEffects>>,
+    /// The loopback relay a Postgres outage cuts, when the plan has one.
+    pub relay: Option<Arc<Relay>>,
+    pub producer: LoadProducer,
+}
+
+pub(super) async fn start(
+    config: &RunConfig,
+    names: &RunNames,
+    reached: &Reached,
+) -> Result<(Started, Consumers), RunError> {
+    let timeout = config.connect_timeout();
+    let faults = Arc::new(Faults::new(config.crash_plan.clone()));
+    let mut spec = member_spec(config, names);
+    // A Postgres outage needs the processor's connections to run through a relay it can cut;
+    // the audit keeps its direct connection.
+    let relay = match config.crash_plan.db_outage_at_ms {
+        None => None,
+        Some(_) => Some(Arc::new(relay_for(config, &mut spec).await?)),
+    };
+    let processor_db = match relay {
+        Some(_) => Db::connect(&spec.db_settings(), &names.schema)
+            .await
+            .map_err(db_error)?,
+        None => reached.db.clone(),
+    };
+    let memory = config
+        .no_business_write
+        .then(|| Arc::new(MemoryEffects::default()));
+    let strategy = strategy::build(
+        config.strategy,
+        spec.strategy_settings(faults.clone()),
+        processor_db,
+        reached.redis.clone(),
+        memory.clone(),
+    );
+    let producer = kafka::producer(&config.connections.kafka_brokers, config.linger_ms, timeout)
+        .map_err(kafka_error)?;
+    let warm_up = kafka::warm_up(&producer, &names.topic, timeout);
+    let progress = Arc::new(Progress::new(config.partitions));
+    let mut consumers = start_consumers(config, &spec, &strategy, &progress, &faults).await?;
+    warm_up.await.map_err(kafka_error)?;
+    let assigned = match &mut consumers {
+        Consumers::InProcess(processor) => {
+            processor.wait_for_assignment(Duration::from_secs(30)).await
+        }
+        Consumers::Processes(fleet) => fleet
+            .wait_for_assignment(Duration::from_secs(30))
+            .await
+            .map_err(RunError::Processes)?,
+    };
+    if !assigned {
+        consumers.stop().await;
+        return Err(RunError::Service {
+            error: format!(
+                "the consumer group {} got no partitions within 30 s",
+                names.group
+            ),
+            hint: "check the broker's log; a group coordinator must be available".into(),
+        });
+    }
+    let started = Started {
+        spec,
+        strategy,
+        faults,
+        progress,
+        memory,
+        relay,
+        producer,
+    };
+    Ok((started, consumers))
+}
+
+/// What a processor is built from, in this process or in a processor process of its own.
+fn member_spec(config: &RunConfig, names: &RunNames) -> MemberSpec {
+    MemberSpec {
+        strategy: config.strategy,
+        redis_client: config.redis_client,
+        processor: ProcessorSettings {
+            brokers: config.connections.kafka_brokers.clone(),
+            topic: names.topic.clone(),
+            group_id: names.group.clone(),
+            partitions: config.partitions,
+            workers: config.workers,
+            commit_mode: config.commit_mode,
+            commit_interval: Duration::from_millis(config.commit_interval_ms.max(1)),
+            batch_size: config.batch_size,
+            in_flight: config.in_flight,
+            queue_depth: 1024,
+            close_timeout: Duration::from_secs(10),
+            session_timeout: Duration::from_millis(config.session_timeout_ms),
+        },
+        processing_ttl_ms: config.processing_ttl_ms,
+        done_ttl_ms: config.done_ttl_ms,
+        key_prefix: names.key_prefix.clone(),
+        on_in_progress: config.on_in_progress,
+        redis_pipeline: config.redis_pipeline,
+        schema: names.schema.clone(),
+        redis_url: config.connections.redis_url.clone(),
+        postgres_url: config.connections.postgres_url.clone(),
+        redis_connections: config.redis_connections,
+        postgres_connections: config.postgres_connections,
+        connect_timeout_ms: config.connect_timeout_ms,
+        slow_trades: config.crash_plan.slow_trades.clone(),
+        slow_ms: config.crash_plan.slow_ms,
+    }
+}
+
+/// Starts the outage relay and points the processor's Postgres URL at it.
+async fn relay_for(config: &RunConfig, spec: &mut MemberSpec) -> Result<Relay, RunError> {
+    let url = &config.connections.postgres_url;
+    let upstream = crate::faults::outage::address_of(url).map_err(RunError::Config)?;
+    let relay = Relay::start(upstream)
+        .await
+        .map_err(|e| RunError::Processes(format!("cannot start the outage relay: {e}")))?;
+    spec.postgres_url =
+        crate::faults::outage::reroute(url, relay.local_addr()).map_err(RunError::Config)?;
+    Ok(relay)
+}
+
+/// The first processor: in this process, or `--processes` processor processes.
+pub(super) async fn start_consumers(
+    config: &RunConfig,
+    spec: &MemberSpec,
+    strategy: &Arc<dyn Strategy>,
+    progress: &Arc<Progress>,
+    faults: &Arc<Faults>,
+) -> Result<Consumers, RunError> {
+    if config.processes == 0 {
+        return Ok(Consumers::InProcess(Processor::start(
+            &spec.processor,
+            strategy.clone(),
+            progress.clone(),
+            faults.clone(),
+        )?));
+    }
+    let exe = match &config.processor_exe {
+        Some(exe) => exe.clone(),
+        None => std::env::current_exe().map_err(|e| {
+            RunError::Processes(format!("cannot find the idembench executable: {e}"))
+        })?,
+    };
+    Ok(Consumers::Processes(Box::new(
+        Fleet::start(exe, spec, config.processes)
+            .await
+            .map_err(RunError::Processes)?,
+    )))
+}

@@ -1,0 +1,383 @@
+//! Phase 3: produce in the background while the processors consume; inject the timed faults;
+//! replace a crashed processor (or a killed process) after the restart delay; stop when every
+//! produced offset is processed and committed (a crash replays what was not), or on Ctrl-C, or
+//! when the drain times out.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use idembench_loadgen::{CopyRouting, ExtraCopy, ProduceReport, SendSettings};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::consumers::Consumers;
+use super::start::Started;
+use super::ticker::{Ticker, offered};
+use super::{RunError, abandon_token, say};
+use crate::config::{DuplicatePartition, OnInterrupt, RunConfig};
+use crate::faults::schedule::KillSchedule;
+use crate::faults::{FaultKind, timers};
+use crate::processor::{Processor, ProcessorReport};
+use crate::results::SeriesPoint;
+
+/// What supervision leaves for the audit.
+pub(super) struct Supervised {
+    pub produced: ProduceReport,
+    pub partial_reason: Option<String>,
+    /// The reports of processor incarnations that crashed and were replaced.
+    pub earlier: ProcessorReport,
+    pub series: Vec<SeriesPoint>,
+    /// From the start of production to the end of the drain.
+    pub process_seconds: f64,
+    /// Messages produced but not processed when supervision ended.
+    pub lag_at_stop: i64,
+    /// Trades whose extra copy was sent late.
+    pub late_duplicated: u64,
+    /// Slow trades with a late / an immediate extra copy.
+    pub slow_copies: (u64, u64),
+}
+
+pub(super) async fn supervise(
+    config: &RunConfig,
+    started: &Started,
+    consumers: Consumers,
+    cancel: CancellationToken,
+) -> Result<(Supervised, Consumers), RunError> {
+    let plan = config
+        .stream
+        .plan()
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    let planned = plan.planned_messages();
+    let late_duplicated = plan.extra.iter().filter(|c| **c == ExtraCopy::Late).count() as u64;
+    let slow_copies = config
+        .crash_plan
+        .slow_trades
+        .iter()
+        .filter_map(|id| plan.extra.get(usize::try_from(*id).ok()?.checked_sub(1)?))
+        .fold((0, 0), |(late, immediate), copy| match copy {
+            ExtraCopy::Late => (late + 1, immediate),
+            ExtraCopy::Immediate => (late, immediate + 1),
+            ExtraCopy::None => (late, immediate),
+        });
+    let acked = Arc::new(AtomicU64::new(0));
+    let series = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let p99_us = Arc::new(AtomicU64::new(0));
+    let ticker = Ticker {
+        quiet: config.quiet,
+        progress: started.progress.clone(),
+        acked: acked.clone(),
+        series: series.clone(),
+        faults: started.faults.clone(),
+        p99_us: p99_us.clone(),
+        planned,
+        rate: config.rate,
+    }
+    .spawn();
+    let run_started = Instant::now();
+    let timed = timed_faults(config, started);
+    let mut loop_state = Supervisor {
+        config,
+        started,
+        consumers: Some(consumers),
+        cancel: cancel.clone(),
+        produce_cancel: cancel.child_token(),
+        production: None,
+        produced: None,
+        partial_reason: None,
+        drain_deadline: None,
+        earlier: ProcessorReport::default(),
+        kills: KillSchedule::new(started.faults.plan(), run_started),
+        respawns: Vec::new(),
+        offsets_read: Instant::now(),
+        p99_read: Instant::now(),
+        p99_us,
+    };
+    loop_state.set_warm_up().await;
+    loop_state.production = Some(tokio::spawn({
+        let send = send_settings(config, started, acked.clone());
+        let producer = started.producer.producer.clone();
+        let (spec, cancel) = (config.stream.clone(), loop_state.produce_cancel.clone());
+        async move { idembench_loadgen::produce(&producer, &send, &spec, &plan, &cancel).await }
+    }));
+    let ended = loop_state.run().await;
+    ticker.abort();
+    for task in timed {
+        task.abort();
+    }
+    ended?;
+    let produced = loop_state
+        .produced
+        .take()
+        .expect("the loop ends only after production");
+    let process_seconds = run_started.elapsed().as_secs_f64();
+    if !config.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!();
+    }
+    let progress = &started.progress;
+    // A last sample at the end, so the series covers the whole run.
+    series.lock().expect("series lock").push(SeriesPoint {
+        t_s: (process_seconds * 1000.0).round() / 1000.0,
+        offered: offered(config.rate, process_seconds, planned),
+        processed: progress.completed(),
+        produced: acked.load(Ordering::Relaxed),
+        committed: progress.committed_total().max(0) as u64,
+    });
+    let consumers = loop_state
+        .consumers
+        .take()
+        .expect("consumers run until stopped");
+    let supervised = Supervised {
+        lag_at_stop: progress.lag(&produced.end_offsets),
+        produced,
+        partial_reason: loop_state.partial_reason,
+        earlier: loop_state.earlier,
+        series: std::mem::take(&mut *series.lock().expect("series lock")),
+        process_seconds,
+        late_duplicated,
+        slow_copies,
+    };
+    Ok((supervised, consumers))
+}
+
+/// Where and how the load generator sends.
+fn send_settings(config: &RunConfig, started: &Started, acked: Arc<AtomicU64>) -> SendSettings {
+    SendSettings {
+        topic: started.spec.processor.topic.clone(),
+        rate: config.rate,
+        acked: Some(acked),
+        unkeyed: false,
+        copies: match config.duplicate_partition {
+            DuplicatePartition::Same => CopyRouting::SameKey,
+            DuplicatePartition::Next => CopyRouting::NextPartition {
+                partitions: config.partitions as i32,
+            },
+        },
+    }
+}
+
+/// The plan's timed faults, each a task from now on.
+fn timed_faults(config: &RunConfig, started: &Started) -> Vec<JoinHandle<()>> {
+    let plan = &config.crash_plan;
+    let mut tasks = Vec::new();
+    if let Some(at_ms) = plan.redis_wipe_at_ms
+        && config.strategy.capabilities().uses_redis
+    {
+        tasks.push(timers::redis_wipe(
+            config.connections.redis_url.clone(),
+            started.spec.key_prefix.clone(),
+            at_ms,
+            started.faults.clone(),
+            config.connect_timeout(),
+        ));
+    }
+    if let (Some(relay), Some(at_ms)) = (&started.relay, plan.db_outage_at_ms) {
+        tasks.push(timers::db_outage(
+            relay.clone(),
+            at_ms,
+            Duration::from_millis(plan.db_outage_ms),
+            started.faults.clone(),
+        ));
+    }
+    tasks
+}
+
+/// The supervision loop's state.
+struct Supervisor<'a> {
+    config: &'a RunConfig,
+    started: &'a Started,
+    /// `None` only while a crashed processor is being replaced.
+    consumers: Option<Consumers>,
+    cancel: CancellationToken,
+    produce_cancel: CancellationToken,
+    production:
+        Option<JoinHandle<Result<ProduceReport, idembench_loadgen::producer::ProduceError>>>,
+    produced: Option<ProduceReport>,
+    partial_reason: Option<String>,
+    drain_deadline: Option<Instant>,
+    earlier: ProcessorReport,
+    kills: KillSchedule,
+    respawns: Vec<Instant>,
+    offsets_read: Instant,
+    p99_read: Instant,
+    /// End-to-end p99 so far, for the progress line.
+    p99_us: Arc<AtomicU64>,
+}
+
+impl Supervisor<'_> {
+    async fn run(&mut self) -> Result<(), RunError> {
+        loop {
+            self.collect_production().await?;
+            let result = match self.consumers.as_ref().expect("running") {
+                Consumers::InProcess(_) => self.step_in_process().await,
+                Consumers::Processes(_) => self.step_fleet().await,
+            };
+            if let Err(error) = result {
+                self.produce_cancel.cancel();
+                if let Some(consumers) = self.consumers.take() {
+                    consumers.stop().await;
+                }
+                return Err(error);
+            }
+            if self.drained() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Messages intended in the warm-up are measured apart, by every processor.
+    async fn set_warm_up(&mut self) {
+        if self.config.warm_up_ms == 0 {
+            return;
+        }
+        let until = idembench_loadgen::producer::now_us() + self.config.warm_up_ms * 1000;
+        self.started.progress.set_warm_up_until(until);
+        if let Some(Consumers::Processes(fleet)) = &mut self.consumers {
+            fleet.set_warm_up_until(until).await;
+        }
+    }
+
+    /// Takes the production report once the producer is done; the drain clock starts then.
+    async fn collect_production(&mut self) -> Result<(), RunError> {
+        if !self
+            .production
+            .as_ref()
+            .is_some_and(|task| task.is_finished())
+        {
+            return Ok(());
+        }
+        let task = self.production.take().expect("checked above");
+        let report = task.await.expect("producer task panicked");
+        let report = report.map_err(|e| RunError::Config(e.to_string()))?;
+        if report.cancelled {
+            self.partial_reason = Some(match self.config.on_interrupt {
+                OnInterrupt::Drain => "interrupted while producing (Ctrl-C): production stopped early; what was produced was drained".to_string(),
+                OnInterrupt::Abandon => "interrupted while producing (Ctrl-C)".to_string(),
+            });
+        }
+        self.drain_deadline =
+            Some(Instant::now() + Duration::from_millis(self.config.drain_timeout_ms));
+        self.produced = Some(report);
+        Ok(())
+    }
+
+    /// An in-process processor: keep the progress line's p99 current, fail with it, or replace
+    /// it after a crash.
+    async fn step_in_process(&mut self) -> Result<(), RunError> {
+        let Some(Consumers::InProcess(processor)) = &self.consumers else {
+            unreachable!("called for an in-process processor")
+        };
+        // Only the progress line reads it: no snapshot for a quiet run.
+        if !self.config.quiet && self.p99_read.elapsed() >= Duration::from_secs(1) {
+            self.p99_read = Instant::now();
+            let e2e = processor.snapshot().end_to_end_from_intended_us;
+            if !e2e.is_empty() {
+                self.p99_us
+                    .store(e2e.value_at_quantile(0.99), Ordering::Relaxed);
+            }
+        }
+        if processor.failed().is_cancelled() {
+            let Some(Consumers::InProcess(processor)) = self.consumers.take() else {
+                unreachable!()
+            };
+            return Err(processor
+                .stop()
+                .await
+                .err()
+                .map(RunError::from)
+                .unwrap_or_else(|| RunError::Config("processor failed".into())));
+        }
+        if processor.crashed().is_cancelled() {
+            let Some(Consumers::InProcess(crashed)) = self.consumers.take() else {
+                unreachable!()
+            };
+            self.earlier.add(crashed.stop().await?);
+            tokio::select! {
+                _ = tokio::time::sleep(self.started.faults.plan().restart_delay()) => {}
+                _ = self.cancel.cancelled() => {}
+            }
+            let started = self.started;
+            let processor = Processor::start(
+                &started.spec.processor,
+                started.strategy.clone(),
+                started.progress.clone(),
+                started.faults.clone(),
+            )?;
+            if !processor.wait_for_assignment(Duration::from_secs(30)).await {
+                tracing::warn!("the restarted processor got no partitions within 30 s");
+            }
+            self.consumers = Some(Consumers::InProcess(processor));
+        }
+        Ok(())
+    }
+
+    /// Processor processes: fail with a dead one, kill on schedule, respawn after the restart
+    /// delay, and learn progress from the offsets the group coordinator holds.
+    async fn step_fleet(&mut self) -> Result<(), RunError> {
+        let producing = self.produced.is_none();
+        let faults = self.started.faults.clone();
+        let restart_delay = faults.plan().restart_delay();
+        let Some(Consumers::Processes(fleet)) = &mut self.consumers else {
+            unreachable!("called for a fleet")
+        };
+        fleet.check().map_err(RunError::Processes)?;
+        if self.kills.due(producing) {
+            faults.record(FaultKind::ProcessKill);
+            if let Some(member) = fleet.kill_one().await {
+                say(
+                    self.config,
+                    format!("killed processor process {member} (SIGKILL)"),
+                );
+                self.respawns.push(Instant::now() + restart_delay);
+            }
+        }
+        if let Some(due) = self.respawns.iter().position(|at| *at <= Instant::now()) {
+            self.respawns.swap_remove(due);
+            fleet.spawn().await.map_err(RunError::Processes)?;
+        }
+        if self.offsets_read.elapsed() >= Duration::from_millis(200) {
+            self.offsets_read = Instant::now();
+            if let Err(error) = fleet.observe_committed(&self.started.progress).await {
+                tracing::warn!(%error);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether supervision ends: everything produced is committed, or Ctrl-C abandons (at
+    /// once with `abandon`, at the second Ctrl-C with `drain`), or the drain timed out.
+    fn drained(&mut self) -> bool {
+        let Some(report) = &self.produced else {
+            return false;
+        };
+        let progress = &self.started.progress;
+        if progress.caught_up(&report.end_offsets) {
+            return true;
+        }
+        if self.cancel.is_cancelled()
+            && (self.config.on_interrupt == OnInterrupt::Abandon || abandon_token().is_cancelled())
+        {
+            let unprocessed = progress.lag(&report.end_offsets);
+            self.partial_reason = Some(format!(
+                "{}; abandoned with {unprocessed} messages unprocessed (counted as lost if never applied)",
+                self.partial_reason
+                    .take()
+                    .unwrap_or_else(|| "interrupted while draining (Ctrl-C)".into())
+            ));
+            return true;
+        }
+        if self
+            .drain_deadline
+            .is_some_and(|deadline| Instant::now() > deadline)
+        {
+            self.partial_reason = Some(format!(
+                "the processor did not drain within {} ms; {} messages were still unprocessed",
+                self.config.drain_timeout_ms,
+                progress.lag(&report.end_offsets)
+            ));
+            return true;
+        }
+        false
+    }
+}

@@ -119,6 +119,8 @@ pub struct Progress {
     rebalances: AtomicU64,
     /// Messages fully processed.
     completed: AtomicU64,
+    /// Offset commits the broker refused (answered with an error), not yet reported.
+    failed_commits: AtomicU64,
     /// Messages intended to be sent before this time (µs since the epoch) are warm-up: their
     /// end-to-end latency goes to the warm-up histogram, not the measured ones. 0: none.
     warm_up_until_us: AtomicU64,
@@ -132,6 +134,7 @@ impl Progress {
             assigned: AtomicUsize::new(0),
             rebalances: AtomicU64::new(0),
             completed: AtomicU64::new(0),
+            failed_commits: AtomicU64::new(0),
             warm_up_until_us: AtomicU64::new(0),
         }
     }
@@ -194,6 +197,14 @@ impl Progress {
         self.rebalances.load(Ordering::Relaxed)
     }
 
+    /// The committed next offset of `partition` (0 before the first commit).
+    pub fn committed(&self, partition: i32) -> i64 {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.committed.get(p))
+            .map_or(0, |c| c.load(Ordering::Acquire))
+    }
+
     /// Sum over partitions of the committed next offsets: messages the group has committed.
     pub fn committed_total(&self) -> i64 {
         self.committed
@@ -220,6 +231,33 @@ struct GroupContext {
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
+    /// An offset commit the broker answered (asynchronous ones included): only now is it
+    /// committed. Queuing an asynchronous commit is not enough to call an offset committed, and
+    /// the run drains on committed offsets.
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        match result {
+            Ok(()) => {
+                for element in offsets.elements() {
+                    if let Offset::Offset(next) = element.offset() {
+                        self.progress.mark_committed(element.partition(), next);
+                    }
+                }
+            }
+            // Nothing to commit: the offsets had been committed already.
+            Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            )) => {}
+            Err(error) => {
+                tracing::warn!(%error, "an offset commit failed at the broker");
+                self.progress.failed_commits.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// rdkafka's default rebalance, plus one step: on assignment, partitions resume at the
     /// offsets the strategy keeps, if it keeps any (db-offsets), set before `assign`.
     fn rebalance(
@@ -527,7 +565,7 @@ impl Processor {
     pub async fn stop(self) -> Result<ProcessorReport, ProcessorError> {
         self.stop.cancel();
         let consumer_errors = self.dispatcher.await.unwrap_or(0);
-        let mut metrics = std::mem::take(&mut *self.flushed.lock().expect("metrics lock"));
+        let mut metrics = WorkerMetrics::default();
         let mut commit_errors = 0;
         let mut first_error = None;
         for worker in self.workers {
@@ -539,6 +577,12 @@ impl Processor {
                 Err(error) => first_error = first_error.or(Some(error)),
             }
         }
+        // Only now: a stopping worker still flushes once a second while it finishes what it has
+        // in flight, and a flush taken before it ended would be lost from the counts.
+        metrics.merge(&std::mem::take(
+            &mut *self.flushed.lock().expect("metrics lock"),
+        ));
+        commit_errors += self.progress.failed_commits.swap(0, Ordering::Relaxed);
         if let Some(committer) = self.committer {
             commit_errors += committer.await.unwrap_or(0);
         }
@@ -966,9 +1010,8 @@ impl Worker {
                     partition,
                     Offset::Offset(next_offset),
                 )?;
-                self.consumer.commit(&offsets, KafkaCommitMode::Async)?;
-                self.progress.mark_committed(partition, next_offset);
-                Ok(())
+                // Committed once the broker answers (`GroupContext::commit_callback`).
+                commit_async(&self.consumer, &offsets)
             }
             CommitMode::Sync => {
                 offsets.add_partition_offset(
@@ -984,6 +1027,37 @@ impl Worker {
                 Ok(())
             }
         }
+    }
+}
+
+/// An asynchronous commit whose answer comes back as an event on the consumer's own queue, so
+/// [`GroupContext::commit_callback`] learns when the broker has it. rust-rdkafka's
+/// `commit(.., Async)` gives librdkafka no queue to answer on, and then no answer comes
+/// (rust-rdkafka issue 856), so a queued commit could only have been counted unanswered.
+fn commit_async(
+    consumer: &GroupConsumer,
+    offsets: &TopicPartitionList,
+) -> rdkafka::error::KafkaResult<()> {
+    use rdkafka::bindings as native;
+    let client = consumer.client().native_ptr();
+    // SAFETY: `client` is this live consumer's handle. `rd_kafka_queue_get_consumer` returns a
+    // new reference to its queue, which the commit request keeps its own reference to while
+    // it waits for the broker, so ours is released at once; the offsets are copied.
+    let error = unsafe {
+        let queue = native::rd_kafka_queue_get_consumer(client);
+        if queue.is_null() {
+            return Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::InvalidArgument,
+            ));
+        }
+        let error =
+            native::rd_kafka_commit_queue(client, offsets.ptr(), queue, None, std::ptr::null_mut());
+        native::rd_kafka_queue_destroy(queue);
+        error
+    };
+    match rdkafka::types::RDKafkaErrorCode::from(error) {
+        rdkafka::types::RDKafkaErrorCode::NoError => Ok(()),
+        code => Err(rdkafka::error::KafkaError::ConsumerCommit(code)),
     }
 }
 
@@ -1053,10 +1127,18 @@ impl Committer {
         if moved.is_empty() {
             return 0;
         }
-        match self.consumer.commit(&offsets, mode) {
+        let committed = match mode {
+            KafkaCommitMode::Async => commit_async(&self.consumer, &offsets),
+            KafkaCommitMode::Sync => self.consumer.commit(&offsets, mode),
+        };
+        match committed {
+            // An asynchronous commit counts once the broker answers
+            // (`GroupContext::commit_callback`); a synchronous one has been answered.
             Ok(()) => {
-                for (partition, next) in moved {
-                    self.progress.mark_committed(partition, next);
+                if matches!(mode, KafkaCommitMode::Sync) {
+                    for (partition, next) in moved {
+                        self.progress.mark_committed(partition, next);
+                    }
                 }
                 0
             }

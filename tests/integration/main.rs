@@ -5,6 +5,7 @@
 
 mod common;
 
+mod commits;
 mod compose;
 mod concurrency;
 mod conformance;

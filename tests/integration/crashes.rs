@@ -173,57 +173,56 @@ async fn db_only_survives_crashes_at_every_point() {
 /// below `delay - done_ttl`. With eight of these runs in parallel on two cores, on a broker CI
 /// has just started, the latency's maximum reached 0.88 s here and passed 1 s in CI; the margin
 /// of 4.75 s keeps this test about the rule, not about the machine.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn late_duplicates_after_done_ttl_double_redis_only_and_nothing_else() {
-    for (strategy, doubled) in [
-        ("redis-only", true),
-        ("db-only", false),
-        ("db-authority-redis-cache", false),
-    ] {
-        let args = [
-            "--strategy",
-            strategy,
-            "--no-unique-constraint",
-            "--trades",
-            "400",
-            "--rate",
-            "400",
-            "--duplicate-rate",
-            "0.2",
-            "--late-duplicate-share",
-            "1",
-            "--late-duplicate-delay-ms",
-            "5000",
-            "--done-ttl-ms",
-            "250",
-            "--seed",
-            "23",
-        ];
-        let (outcome, _dir) = common::run(&args).await;
-        let c = &outcome.result.correctness;
-        // The plan of this exact spec: the late share changes which draws the seed makes.
-        let spec = idembench_loadgen::StreamSpec {
-            trades: 400,
-            duplicate_rate: 0.2,
-            late_duplicate_share: 1.0,
-            seed: 23,
-            ..Default::default()
-        };
-        let plan = spec.plan().unwrap();
-        let duplicates = plan
-            .extra
-            .iter()
-            .filter(|c| **c != idembench_loadgen::ExtraCopy::None)
-            .count() as u64;
-        let expected = if doubled { duplicates } else { 0 };
-        assert_eq!(
-            (c.lost, c.double_applied),
-            (0, expected),
-            "{strategy}: {c:?}"
-        );
-        assert!(c.identity_holds);
-    }
+async fn late_duplicates_after_done_ttl(strategy: &str, doubled: bool) {
+    let args = [
+        "--strategy",
+        strategy,
+        "--no-unique-constraint",
+        "--trades",
+        "400",
+        "--rate",
+        "400",
+        "--duplicate-rate",
+        "0.2",
+        "--late-duplicate-share",
+        "1",
+        "--late-duplicate-delay-ms",
+        "5000",
+        "--done-ttl-ms",
+        "250",
+        "--seed",
+        "23",
+    ];
+    let (outcome, _dir) = common::run(&args).await;
+    let c = &outcome.result.correctness;
+    // The plan of this exact spec: the late share changes which draws the seed makes.
+    let spec = idembench_loadgen::StreamSpec {
+        trades: 400,
+        duplicate_rate: 0.2,
+        late_duplicate_share: 1.0,
+        seed: 23,
+        ..Default::default()
+    };
+    let plan = spec.plan().unwrap();
+    let duplicates = plan
+        .extra
+        .iter()
+        .filter(|c| **c != idembench_loadgen::ExtraCopy::None)
+        .count() as u64;
+    let expected = if doubled { duplicates } else { 0 };
+    assert_eq!(
+        (c.lost, c.double_applied),
+        (0, expected),
+        "{strategy}: {c:?}"
+    );
+    assert!(c.identity_holds);
 }
+
+common::cases!(threads 2, late_duplicates_after_done_ttl {
+    late_duplicates_after_done_ttl_double_redis_only: ("redis-only", true);
+    late_duplicates_after_done_ttl_do_not_double_db_only: ("db-only", false);
+    late_duplicates_after_done_ttl_do_not_double_db_authority_redis_cache: ("db-authority-redis-cache", false);
+});
 
 /// "Redis restart → Kafka replays safely": wipe the run's keys mid-stream, with late copies
 /// of already-processed trades still to come. redis-only (no constraint) applies some of them
@@ -232,93 +231,95 @@ async fn late_duplicates_after_done_ttl_double_redis_only_and_nothing_else() {
 /// Originals are sent over 1.5 s and their copies 3 s later, after the wipe at 2.5 s. redis-only
 /// doubles a copy whose original was processed before the wipe: an original sent at t is, if its
 /// end-to-end latency is below 2.5 s - t. Latency passed 1 s in CI once; 2.5 s would break this.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_wipe_doubles_redis_only_and_not_the_database_authority() {
-    for (strategy, may_double) in [
-        ("redis-only", true),
-        ("db-authority-redis-cache", false),
-        ("dual-db-first", false),
-    ] {
-        let args = [
-            "--strategy",
-            strategy,
-            "--no-unique-constraint",
-            "--trades",
-            "600",
-            "--rate",
-            "400",
-            "--duplicate-rate",
-            "0.3",
-            "--late-duplicate-share",
-            "1",
-            "--late-duplicate-delay-ms",
-            "3000",
-            "--redis-wipe-at-ms",
-            "2500",
-            "--seed",
-            "29",
-        ];
-        let (outcome, _dir) = common::run(&args).await;
-        let result = &outcome.result;
-        let c = &result.correctness;
-        assert_eq!(
-            result.faults.by_point.get("redis-wipe"),
-            Some(&1),
-            "{:?}",
-            result.faults
+async fn a_redis_wipe(strategy: &str, may_double: bool) {
+    let args = [
+        "--strategy",
+        strategy,
+        "--no-unique-constraint",
+        "--trades",
+        "600",
+        "--rate",
+        "400",
+        "--duplicate-rate",
+        "0.3",
+        "--late-duplicate-share",
+        "1",
+        "--late-duplicate-delay-ms",
+        "3000",
+        "--redis-wipe-at-ms",
+        "2500",
+        "--seed",
+        "29",
+    ];
+    let (outcome, _dir) = common::run(&args).await;
+    let result = &outcome.result;
+    let c = &result.correctness;
+    assert_eq!(
+        result.faults.by_point.get("redis-wipe"),
+        Some(&1),
+        "{:?}",
+        result.faults
+    );
+    assert_eq!(c.lost, 0, "{strategy}: {c:?}");
+    if may_double {
+        assert!(
+            c.double_applied > 0,
+            "{strategy}: late copies after the wipe must apply again: {c:?}"
         );
-        assert_eq!(c.lost, 0, "{strategy}: {c:?}");
-        if may_double {
-            assert!(
-                c.double_applied > 0,
-                "{strategy}: late copies after the wipe must apply again: {c:?}"
-            );
-        } else {
-            assert_eq!(c.double_applied, 0, "{strategy}: {c:?}");
-        }
+    } else {
+        assert_eq!(c.double_applied, 0, "{strategy}: {c:?}");
     }
 }
+
+common::cases!(threads 2, a_redis_wipe {
+    a_redis_wipe_doubles_redis_only: ("redis-only", true);
+    a_redis_wipe_does_not_double_db_authority_redis_cache: ("db-authority-redis-cache", false);
+    a_redis_wipe_does_not_double_dual_db_first: ("dual-db-first", false);
+});
 
 /// A Postgres outage (every processor connection cut, new ones refused for 2 s) in the middle
 /// of the stream: each transaction is retried in place and nothing is lost or doubled by the
 /// strategies whose transaction checks for itself; the run's fault log records the outage.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_postgres_outage_is_retried_through() {
-    for strategy in ["db-only", "redis-only", "dual-db-first"] {
-        let (outcome, _dir) = common::run(&[
-            "--strategy",
-            strategy,
-            "--trades",
-            "2000",
-            "--rate",
-            "500",
-            "--db-outage-at-ms",
-            "1500",
-            "--db-outage-ms",
-            "2000",
-            "--seed",
-            "31",
-        ])
-        .await;
-        let r = &outcome.result;
-        let c = &r.correctness;
-        assert_eq!(
-            r.faults
-                .log
-                .iter()
-                .filter(|e| e.kind == idembench::faults::FaultKind::DbOutage)
-                .count(),
-            1
-        );
-        assert_eq!(
-            (c.exactly_once, c.lost, c.double_applied),
-            (2000, 0, 0),
-            "{strategy}: {c:?}"
-        );
-        assert!(
-            r.latency_us.stages.business.max >= 1_000_000,
-            "{strategy}: some transaction waited out the outage: {:?}",
-            r.latency_us.stages.business
-        );
-    }
+async fn a_postgres_outage_is_retried_through(strategy: &str) {
+    let (outcome, _dir) = common::run(&[
+        "--strategy",
+        strategy,
+        "--trades",
+        "2000",
+        "--rate",
+        "500",
+        "--db-outage-at-ms",
+        "1500",
+        "--db-outage-ms",
+        "2000",
+        "--seed",
+        "31",
+    ])
+    .await;
+    let r = &outcome.result;
+    let c = &r.correctness;
+    assert_eq!(
+        r.faults
+            .log
+            .iter()
+            .filter(|e| e.kind == idembench::faults::FaultKind::DbOutage)
+            .count(),
+        1
+    );
+    assert_eq!(
+        (c.exactly_once, c.lost, c.double_applied),
+        (2000, 0, 0),
+        "{strategy}: {c:?}"
+    );
+    assert!(
+        r.latency_us.stages.business.max >= 1_000_000,
+        "{strategy}: some transaction waited out the outage: {:?}",
+        r.latency_us.stages.business
+    );
 }
+
+common::cases!(threads 4, a_postgres_outage_is_retried_through {
+    a_postgres_outage_is_retried_through_by_db_only: ("db-only");
+    a_postgres_outage_is_retried_through_by_redis_only: ("redis-only");
+    a_postgres_outage_is_retried_through_by_dual_db_first: ("dual-db-first");
+});

@@ -122,36 +122,39 @@ known_answers! {
 }
 
 /// Batching changes the cost model, never the answer: the same seed gives the same counts.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batched_and_unbatched_runs_count_the_same() {
-    for strategy in ["db-only", "db-authority-redis-cache", "db-offsets"] {
-        let args = [
-            "--strategy",
-            strategy,
-            "--trades",
-            "800",
-            "--rate",
-            "0",
-            "--duplicate-rate",
-            "0.3",
-            "--seed",
-            "9",
-        ];
-        let (single, _a) = common::run(&args).await;
-        let batched_args: Vec<&str> = args.iter().copied().chain(["--batch-size", "32"]).collect();
-        let (batched, _b) = common::run(&batched_args).await;
-        assert_eq!(
-            single.result.correctness, batched.result.correctness,
-            "{strategy}"
-        );
-        let calls = batched.result.latency_us.stages.business.count;
-        assert!(
-            calls < batched.result.processor.counts.messages,
-            "{strategy}: {calls} transactions for {} messages — the batch size was never used",
-            batched.result.processor.counts.messages
-        );
-    }
+async fn batched_and_unbatched_runs_count_the_same(strategy: &str) {
+    let args = [
+        "--strategy",
+        strategy,
+        "--trades",
+        "800",
+        "--rate",
+        "0",
+        "--duplicate-rate",
+        "0.3",
+        "--seed",
+        "9",
+    ];
+    let (single, _a) = common::run(&args).await;
+    let batched_args: Vec<&str> = args.iter().copied().chain(["--batch-size", "32"]).collect();
+    let (batched, _b) = common::run(&batched_args).await;
+    assert_eq!(
+        single.result.correctness, batched.result.correctness,
+        "{strategy}"
+    );
+    let calls = batched.result.latency_us.stages.business.count;
+    assert!(
+        calls < batched.result.processor.counts.messages,
+        "{strategy}: {calls} transactions for {} messages — the batch size was never used",
+        batched.result.processor.counts.messages
+    );
 }
+
+common::cases!(threads 2, batched_and_unbatched_runs_count_the_same {
+    batched_and_unbatched_db_only_count_the_same: ("db-only");
+    batched_and_unbatched_db_authority_redis_cache_count_the_same: ("db-authority-redis-cache");
+    batched_and_unbatched_db_offsets_count_the_same: ("db-offsets");
+});
 
 /// db-offsets without the unique constraint applies a trade published twice twice: it
 /// deduplicates redeliveries of a message, not copies of a trade.
@@ -198,16 +201,18 @@ async fn batch_size_is_refused_where_it_means_nothing() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_pipeline_is_refused_where_there_is_no_two_step_claim() {
-    for strategy in ["redis-only-atomic", "db-only"] {
-        refused(
-            &["--strategy", strategy, "--redis-pipeline"],
-            "use it with --strategy redis-only, dual-db-first or dual-redis-first",
-        )
-        .await;
-    }
+async fn redis_pipeline_is_refused(strategy: &str) {
+    refused(
+        &["--strategy", strategy, "--redis-pipeline"],
+        "use it with --strategy redis-only, dual-db-first or dual-redis-first",
+    )
+    .await;
 }
+
+common::cases!(threads 2, redis_pipeline_is_refused {
+    redis_pipeline_is_refused_for_redis_only_atomic: ("redis-only-atomic");
+    redis_pipeline_is_refused_for_db_only: ("db-only");
+});
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_is_refused_for_db_offsets() {

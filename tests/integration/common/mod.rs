@@ -4,6 +4,20 @@
 
 pub mod schema;
 
+/// One `#[tokio::test]` per case of a check, so a failing case never hides the others:
+/// `cases!(threads 2, check { name: (args...); ... })` calls `check(args...).await`.
+macro_rules! cases {
+    (threads $threads:literal, $check:ident { $($name:ident: ($($arg:expr),* $(,)?);)+ }) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+            async fn $name() {
+                $check($($arg),*).await;
+            }
+        )+
+    };
+}
+pub(crate) use cases;
+
 use clap::Parser;
 use idembench::cli::{Cli, Command};
 use idembench::config::RunConfig;
@@ -69,4 +83,122 @@ pub fn planned_duplicates(trades: u64, duplicate_rate: f64, seed: u64) -> u64 {
         .iter()
         .filter(|c| **c != idembench_loadgen::ExtraCopy::None)
         .count() as u64
+}
+
+/// A topic with `trades` trades produced into it once each, and a migrated schema: for tests
+/// that drive a `Processor` directly instead of a whole run. `tag` names both.
+pub struct Direct {
+    pub brokers: String,
+    pub topic: String,
+    pub admin: idembench::kafka::Admin,
+    pub db: idembench::db::Db,
+    pub produced: idembench_loadgen::ProduceReport,
+}
+
+impl Direct {
+    pub async fn new(tag: &str, partitions: usize, trades: u64) -> Direct {
+        use std::time::Duration;
+        let brokers =
+            std::env::var("IDEMBENCH_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+        let postgres = std::env::var("IDEMBENCH_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://idembench:idembench@127.0.0.1:5432/idembench".into());
+        let timeout = Duration::from_secs(5);
+        let id: u32 = rand::random();
+        let topic = format!("idembench.test-{tag}-{id:08x}");
+        let hint = "(is `scripts/services up` running?)";
+        let (admin, _) = idembench::kafka::Admin::connect(&brokers, timeout)
+            .await
+            .unwrap_or_else(|e| panic!("{e} {hint}"));
+        admin.create_topic(&topic, partitions, 1).await.unwrap();
+        let settings = idembench::db::DbSettings {
+            url: postgres,
+            connections: 4,
+            connect_timeout: timeout,
+        };
+        let db = idembench::db::Db::connect(&settings, &format!("test_{tag}_{id:08x}"))
+            .await
+            .unwrap_or_else(|e| panic!("{e} {hint}"));
+        db.prepare(true).await.unwrap();
+        let spec = idembench_loadgen::StreamSpec {
+            trades,
+            duplicate_rate: 0.0,
+            ..idembench_loadgen::StreamSpec::default()
+        };
+        let producer = idembench::kafka::producer(&brokers, 1, timeout).unwrap();
+        let send = idembench_loadgen::SendSettings {
+            topic: topic.clone(),
+            rate: 0.0,
+            copies: Default::default(),
+            acked: None,
+            unkeyed: false,
+        };
+        let produced = idembench_loadgen::produce(
+            &producer.producer,
+            &send,
+            &spec,
+            &spec.plan().unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+        Direct {
+            brokers,
+            topic,
+            admin,
+            db,
+            produced,
+        }
+    }
+
+    /// `kind` over this schema, with the design note's TTLs and no Redis.
+    pub fn strategy(
+        &self,
+        kind: idembench::strategy::StrategyKind,
+        faults: std::sync::Arc<idembench::faults::Faults>,
+    ) -> std::sync::Arc<dyn idembench::strategy::Strategy> {
+        use std::time::Duration;
+        let settings = idembench::strategy::StrategySettings {
+            faults,
+            processing_ttl: Duration::from_secs(300),
+            done_ttl: Duration::from_secs(600),
+            key_prefix: String::new(),
+            on_in_progress: idembench::strategy::parts::OnInProgress::Skip,
+            redis_pipeline: false,
+            retry: idembench::strategy::RetryPolicy {
+                attempts: 3,
+                first_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_secs(1),
+            },
+        };
+        idembench::strategy::build(kind, settings, self.db.clone(), None, None)
+    }
+
+    /// One worker per partition, one message at a time, commits as `commit_mode` says.
+    pub fn processor_settings(
+        &self,
+        partitions: usize,
+        commit_mode: idembench::processor::CommitMode,
+    ) -> idembench::processor::ProcessorSettings {
+        use std::time::Duration;
+        idembench::processor::ProcessorSettings {
+            brokers: self.brokers.clone(),
+            topic: self.topic.clone(),
+            group_id: self.topic.clone(),
+            partitions,
+            workers: partitions,
+            commit_mode,
+            commit_interval: Duration::from_millis(100),
+            batch_size: 1,
+            in_flight: 1,
+            queue_depth: 64,
+            close_timeout: Duration::from_secs(10),
+            session_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Removes the topic and the schema.
+    pub async fn clean_up(&self) {
+        let _ = self.admin.delete_topic(&self.topic).await;
+        self.db.drop_schema().await.unwrap();
+    }
 }

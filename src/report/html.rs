@@ -34,6 +34,38 @@ pub fn render(runs: &[crate::results::RunResult], command: Option<&str>) -> Stri
         );
     }
     body.push_str("<h2>Answer</h2><ul>");
+    answer_items(&mut body, runs);
+    body.push_str("</ul><h2>Setup</h2><ul>");
+    for line in setup_lines(runs) {
+        let _ = write!(body, "<li>{}</li>", escape(&line));
+    }
+    body.push_str("</ul>");
+
+    for (scenario, members) in by_scenario(runs) {
+        charts += scenario_section(&mut body, scenario, &members);
+    }
+
+    body.push_str("<h2>How it was measured</h2><ul>");
+    for line in MEASUREMENT_NOTES {
+        let _ = write!(body, "<li>{}</li>", escape(line));
+    }
+    body.push_str("</ul><h2>Reproduce</h2><pre>");
+    for command in commands(runs, command) {
+        let _ = writeln!(body, "{}", escape(command));
+    }
+    body.push_str("</pre>");
+
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>idembench report</title>\
+         <style>{STYLE}</style></head><body data-charts=\"{charts}\">{body}\
+         <script>(function(){{var n=0;document.querySelectorAll('svg.chart').forEach(function(s){{\
+         var b=s.getBBox();if(b.width>0&&b.height>0)n++;}});\
+         document.body.setAttribute('data-charts-rendered',String(n));}})();</script></body></html>\n"
+    )
+}
+
+/// One list item per scenario: for which strategies its claim held, and for which not.
+fn answer_items(body: &mut String, runs: &[crate::results::RunResult]) {
     for answer in answers(runs) {
         let name = match (&answer.scenario, &answer.claim) {
             (Some(s), Some(claim)) => format!("<b>{}</b> — “{}”: ", escape(s), escape(claim)),
@@ -65,103 +97,87 @@ pub fn render(runs: &[crate::results::RunResult], command: Option<&str>) -> Stri
             }
         );
     }
-    body.push_str("</ul><h2>Setup</h2><ul>");
-    for line in setup_lines(runs) {
-        let _ = write!(body, "<li>{}</li>", escape(&line));
+}
+
+/// A scenario's section: its claim, the results table and its charts. Returns the charts drawn.
+fn scenario_section(
+    body: &mut String,
+    scenario: Option<&str>,
+    members: &[&crate::results::RunResult],
+) -> usize {
+    let mut charts = 0;
+    body.push_str("<section>");
+    if let Some(name) = scenario {
+        let _ = write!(body, "<h2>{}</h2>", escape(name));
+        if let Some(claim) = members[0].claim() {
+            let _ = write!(body, "<p>Claim: {}</p>", escape(claim));
+        }
+    } else {
+        body.push_str("<h2>Results</h2>");
     }
-    body.push_str("</ul>");
+    table(body, members);
 
-    for (scenario, members) in by_scenario(runs) {
-        body.push_str("<section>");
-        if let Some(name) = scenario {
-            let _ = write!(body, "<h2>{}</h2>", escape(name));
-            if let Some(claim) = members[0].claim() {
-                let _ = write!(body, "<p>Claim: {}</p>", escape(claim));
-            }
-        } else {
-            body.push_str("<h2>Results</h2>");
-        }
-        table(&mut body, &members);
-
-        let curves: Vec<Series> = members
-            .iter()
-            .filter_map(|r| {
-                let encoded = r.latency_us.histograms.get("end_to_end_from_intended")?;
-                let histogram = crate::hgrm::decode(encoded).ok()?;
-                (!histogram.is_empty()).then(|| Series {
-                    label: r.label(),
-                    points: histogram
-                        .iter_quantiles(4)
-                        .map(|v| (v.quantile_iterated_to(), v.value_iterated_to() as f64))
-                        .collect(),
-                })
-            })
-            .collect();
-        if !curves.is_empty() {
-            charts += 1;
-            let _ = write!(
-                body,
-                "<figure>{}<figcaption>End-to-end latency (intended send → offset commit) by percentile, one line per run.</figcaption></figure>",
-                svg::percentile_curves("latency by percentile", &curves)
-            );
-        }
-        let rates: Vec<Series> = members
-            .iter()
-            .filter(|r| r.throughput.series.len() > 1)
-            .map(|r| Series {
+    let curves: Vec<Series> = members
+        .iter()
+        .filter_map(|r| {
+            let encoded = r.latency_us.histograms.get("end_to_end_from_intended")?;
+            let histogram = crate::hgrm::decode(encoded).ok()?;
+            (!histogram.is_empty()).then(|| Series {
                 label: r.label(),
-                points: r
-                    .throughput
-                    .series
-                    .windows(2)
-                    .map(|w| {
-                        let dt = (w[1].t_s - w[0].t_s).max(1e-3);
-                        (
-                            w[1].t_s,
-                            w[1].committed.saturating_sub(w[0].committed) as f64 / dt,
-                        )
-                    })
+                points: histogram
+                    .iter_quantiles(4)
+                    .map(|v| (v.quantile_iterated_to(), v.value_iterated_to() as f64))
                     .collect(),
             })
-            .collect();
-        if !rates.is_empty() {
-            charts += 1;
-            let _ = write!(
-                body,
-                "<figure>{}<figcaption>Messages committed per second over the run, one line per run.</figcaption></figure>",
-                svg::lines("throughput over time", "seconds", "messages/s", &rates)
-            );
-        }
-        let bars: Vec<(String, u64, u64)> = members
-            .iter()
-            .map(|r| (r.label(), r.correctness.lost, r.correctness.double_applied))
-            .collect();
+        })
+        .collect();
+    if !curves.is_empty() {
         charts += 1;
         let _ = write!(
             body,
-            "<figure>{}<figcaption>Trades lost and applied twice, per run (exact, from the audit).</figcaption></figure>",
-            svg::anomaly_bars("correctness", &bars)
+            "<figure>{}<figcaption>End-to-end latency (intended send → offset commit) by percentile, one line per run.</figcaption></figure>",
+            svg::percentile_curves("latency by percentile", &curves)
         );
-        body.push_str("</section>");
     }
-
-    body.push_str("<h2>How it was measured</h2><ul>");
-    for line in MEASUREMENT_NOTES {
-        let _ = write!(body, "<li>{}</li>", escape(line));
+    let rates: Vec<Series> = members
+        .iter()
+        .filter(|r| r.throughput.series.len() > 1)
+        .map(|r| Series {
+            label: r.label(),
+            points: r
+                .throughput
+                .series
+                .windows(2)
+                .map(|w| {
+                    let dt = (w[1].t_s - w[0].t_s).max(1e-3);
+                    (
+                        w[1].t_s,
+                        w[1].committed.saturating_sub(w[0].committed) as f64 / dt,
+                    )
+                })
+                .collect(),
+        })
+        .collect();
+    if !rates.is_empty() {
+        charts += 1;
+        let _ = write!(
+            body,
+            "<figure>{}<figcaption>Messages committed per second over the run, one line per run.</figcaption></figure>",
+            svg::lines("throughput over time", "seconds", "messages/s", &rates)
+        );
     }
-    body.push_str("</ul><h2>Reproduce</h2><pre>");
-    for command in commands(runs, command) {
-        let _ = writeln!(body, "{}", escape(command));
-    }
-    body.push_str("</pre>");
-
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>idembench report</title>\
-         <style>{STYLE}</style></head><body data-charts=\"{charts}\">{body}\
-         <script>(function(){{var n=0;document.querySelectorAll('svg.chart').forEach(function(s){{\
-         var b=s.getBBox();if(b.width>0&&b.height>0)n++;}});\
-         document.body.setAttribute('data-charts-rendered',String(n));}})();</script></body></html>\n"
-    )
+    let bars: Vec<(String, u64, u64)> = members
+        .iter()
+        .map(|r| (r.label(), r.correctness.lost, r.correctness.double_applied))
+        .collect();
+    charts += 1;
+    let _ = write!(
+        body,
+        "<figure>{}<figcaption>Trades lost and applied twice, per run (exact, from the audit).</figcaption></figure>",
+        svg::anomaly_bars("correctness", &bars)
+    );
+    body.push_str("</section>");
+    charts
 }
 
 fn table(out: &mut String, runs: &[&crate::results::RunResult]) {

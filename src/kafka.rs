@@ -20,6 +20,15 @@ pub enum KafkaSetupError {
     Client(#[source] KafkaError),
 }
 
+/// Which broker leads a partition, and which hold its replicas (`services.kafka.leaders`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartitionLeader {
+    pub partition: i32,
+    /// The leading broker's id (-1: none).
+    pub leader: i32,
+    pub replicas: Vec<i32>,
+}
+
 /// What the cluster told us about itself, for `result.json`.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ClusterInfo {
@@ -107,12 +116,15 @@ impl Admin {
         })
     }
 
-    /// Creates the run's topic and waits until every partition has a leader.
+    /// Creates the run's topic — `replication` copies of each partition, of which
+    /// `min_insync_replicas` must acknowledge a write (the producer sends with `acks=all`) — and
+    /// waits until every partition has a leader.
     pub async fn create_topic(
         &self,
         topic: &str,
         partitions: usize,
         replication: i32,
+        min_insync_replicas: i32,
     ) -> Result<(), KafkaSetupError> {
         let create_error = |cause: String| KafkaSetupError::CreateTopic {
             topic: topic.to_string(),
@@ -120,7 +132,9 @@ impl Admin {
         };
         let partition_count =
             i32::try_from(partitions).map_err(|_| create_error("too many partitions".into()))?;
-        let new_topic = NewTopic::new(topic, partition_count, TopicReplication::Fixed(replication));
+        let min_insync = min_insync_replicas.to_string();
+        let new_topic = NewTopic::new(topic, partition_count, TopicReplication::Fixed(replication))
+            .set("min.insync.replicas", &min_insync);
         let options = AdminOptions::new().operation_timeout(Some(Timeout::After(self.timeout)));
         let results = self
             .client
@@ -143,6 +157,37 @@ impl Admin {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Each partition of `topic` and the broker id that leads it, in partition order.
+    pub async fn leaders(&self, topic: &str) -> Result<Vec<PartitionLeader>, KafkaSetupError> {
+        let client = self.client.clone();
+        let (timeout, name) = (self.timeout, topic.to_string());
+        let result = tokio::task::spawn_blocking(move || {
+            client
+                .inner()
+                .fetch_metadata(Some(&name), Timeout::After(timeout))
+                .map(|metadata| {
+                    let mut leaders: Vec<PartitionLeader> = metadata
+                        .topics()
+                        .iter()
+                        .flat_map(|t| t.partitions())
+                        .map(|p| PartitionLeader {
+                            partition: p.id(),
+                            leader: p.leader(),
+                            replicas: p.replicas().to_vec(),
+                        })
+                        .collect();
+                    leaders.sort_by_key(|l| l.partition);
+                    leaders
+                })
+        })
+        .await
+        .expect("metadata task panicked");
+        result.map_err(|e| KafkaSetupError::Unreachable {
+            brokers: self.brokers.clone(),
+            cause: e.to_string(),
+        })
     }
 
     pub async fn delete_topic(&self, topic: &str) -> Result<(), KafkaSetupError> {

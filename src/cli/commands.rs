@@ -132,9 +132,18 @@ fn fail(error: impl std::fmt::Display, code: i32) -> i32 {
 
 /// Starts (or finds) the services of `common`'s `--stack`; the guard stops what it started.
 async fn provision(common: &CommonArgs, explicit: Explicit) -> Result<Stack, i32> {
-    crate::stack::provision(common.stack, common.connections(), explicit, common.quiet)
-        .await
-        .map_err(|error| fail(error, 3))
+    let topology = crate::stack::Topology {
+        kafka_nodes: common.kafka_nodes,
+    };
+    crate::stack::provision(
+        common.stack,
+        common.connections(),
+        explicit,
+        topology,
+        common.quiet,
+    )
+    .await
+    .map_err(|error| fail(error, 3))
 }
 
 /// Points a run at the provisioned services and records where they came from.

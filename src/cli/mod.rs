@@ -296,9 +296,17 @@ pub struct CommonArgs {
     /// Partitions of the run's topic.
     #[arg(long, default_value_t = 4)]
     pub partitions: usize,
-    /// Replication factor of the run's topic.
+    /// Replication factor of the run's topic (3 on a cluster, as production runs it).
     #[arg(long, default_value_t = 1)]
     pub replication_factor: i32,
+    /// min.insync.replicas of the run's topic. Default: 2 when the replication factor is 3 or
+    /// more, else 1.
+    #[arg(long)]
+    pub min_insync_replicas: Option<i32>,
+    /// Kafka brokers the stack starts, when it starts Kafka (`--stack auto|embedded`): 3 or
+    /// more form a 3-voter KRaft quorum, every node also a broker.
+    #[arg(long, default_value_t = 1)]
+    pub kafka_nodes: usize,
     /// Worker tasks; each owns the partitions p with p % workers == its index. Default: one per partition.
     #[arg(long)]
     pub workers: Option<usize>,

@@ -25,10 +25,13 @@ impl RunArgs {
     /// The run's configuration, with the scenario's settings applied when one is named.
     pub fn resolve(self, command: String) -> Result<RunConfig, ResolveError> {
         let Some(path) = &self.scenario else {
+            let mode = self.common.stack;
             let config =
                 self.common
                     .into_config(self.strategy, self.redis_client, self.out, command);
-            config.validate().map_err(|e| ResolveError(e.message))?;
+            config
+                .validate_on(mode)
+                .map_err(|e| ResolveError(e.message))?;
             return Ok(config);
         };
         let file = load(path)?;
@@ -109,7 +112,9 @@ impl MatrixArgs {
                         self.common
                             .clone()
                             .into_config(strategy, client, None, command.clone());
-                    config.validate().map_err(|e| ResolveError(e.message))?;
+                    config
+                        .validate_on(self.common.stack)
+                        .map_err(|e| ResolveError(e.message))?;
                     runs.push(config);
                 }
             }
@@ -173,11 +178,12 @@ fn scenario_config(
     let mut args = command_line.clone();
     apply(&file.defaults, &mut args);
     apply(&scenario.settings, &mut args);
+    let mode = args.stack;
     let mut config = args.into_config(strategy, client, out, command);
     config.scenario = Some(scenario.name.clone());
     config.claim = Some(scenario.claim.clone());
     config
-        .validate()
+        .validate_on(mode)
         .map_err(|error| scenario_error(path, file, scenario, &error))?;
     Ok(config)
 }
@@ -228,6 +234,7 @@ fn apply(settings: &Settings, args: &mut CommonArgs) {
         malformed_rate,
         seed,
         partitions,
+        replication_factor,
         commit_mode,
         commit_interval_ms,
         batch_size,
@@ -250,6 +257,9 @@ fn apply(settings: &Settings, args: &mut CommonArgs) {
         redis_pipeline,
         redis_connections,
     );
+    if let Some(min_insync) = settings.min_insync_replicas {
+        args.min_insync_replicas = Some(min_insync);
+    }
     if let Some(workers) = settings.workers {
         args.workers = Some(workers);
     }
@@ -315,6 +325,10 @@ impl CommonArgs {
             warm_up_ms: self.warm_up_ms,
             partitions: self.partitions,
             replication_factor: self.replication_factor,
+            min_insync_replicas: self
+                .min_insync_replicas
+                .unwrap_or(if self.replication_factor >= 3 { 2 } else { 1 }),
+            kafka_nodes: self.kafka_nodes,
             workers,
             commit_mode: self.commit_mode,
             commit_interval_ms: self.commit_interval_ms,

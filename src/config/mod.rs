@@ -107,6 +107,14 @@ pub struct RunConfig {
     pub warm_up_ms: u64,
     pub partitions: usize,
     pub replication_factor: i32,
+    /// `min.insync.replicas` of the run's topic: replicas that must hold a write before the
+    /// broker acknowledges it (the producer sends with `acks=all`).
+    #[serde(default = "one_i32")]
+    pub min_insync_replicas: i32,
+    /// Kafka brokers the stack starts when it starts Kafka (`--kafka-nodes`; 3 or more form a
+    /// 3-voter KRaft quorum). Addresses given by the user name their own cluster.
+    #[serde(default = "one")]
+    pub kafka_nodes: usize,
     pub workers: usize,
     pub commit_mode: CommitMode,
     pub commit_interval_ms: u64,
@@ -158,6 +166,10 @@ pub struct RunConfig {
 }
 
 fn one() -> usize {
+    1
+}
+
+fn one_i32() -> i32 {
     1
 }
 

@@ -109,6 +109,8 @@ settings! {
     malformed_rate: f64,
     seed: u64,
     partitions: usize,
+    replication_factor: i32,
+    min_insync_replicas: i32,
     workers: usize,
     commit_mode: CommitMode,
     commit_interval_ms: u64,

@@ -27,6 +27,7 @@ impl RunConfig {
         self.validate_stream()?;
         self.validate_strategy()?;
         self.validate_processor()?;
+        self.validate_topology()?;
         self.validate_faults()?;
         if let Some(out) = &self.out
             && out.join("result.json").exists()
@@ -131,6 +132,65 @@ impl RunConfig {
             return fail(
                 &["processing_ttl_ms", "done_ttl_ms"],
                 "--processing-ttl-ms and --done-ttl-ms must be positive",
+            );
+        }
+        Ok(())
+    }
+
+    /// [`RunConfig::validate`], and what `--stack mode` will start must be able to carry the
+    /// run: a stack that always starts its own Kafka starts `kafka_nodes` brokers.
+    pub fn validate_on(&self, mode: crate::config::StackMode) -> Result<(), ConfigError> {
+        self.validate()?;
+        let always_starts = matches!(
+            mode,
+            crate::config::StackMode::Embedded | crate::config::StackMode::Docker
+        );
+        if always_starts && self.replication_factor as usize > self.kafka_nodes {
+            return fail(
+                &["replication_factor", "kafka_nodes"],
+                format!(
+                    "--replication-factor {} needs at least that many brokers: add --kafka-nodes {}",
+                    self.replication_factor, self.replication_factor
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_topology(&self) -> Result<(), ConfigError> {
+        if self.kafka_nodes == 0 || self.kafka_nodes > 9 {
+            return fail(&["kafka_nodes"], "--kafka-nodes must be between 1 and 9");
+        }
+        if self.replication_factor < 1 {
+            return fail(
+                &["replication_factor"],
+                "--replication-factor must be at least 1",
+            );
+        }
+        if !(1..=self.replication_factor).contains(&self.min_insync_replicas) {
+            return fail(
+                &["min_insync_replicas", "replication_factor"],
+                format!(
+                    "--min-insync-replicas {} must be between 1 and the replication factor ({})",
+                    self.min_insync_replicas, self.replication_factor
+                ),
+            );
+        }
+        // A stack that starts Kafka starts `kafka_nodes` brokers; a topic cannot have more
+        // replicas than that (given brokers are checked when the topic is created).
+        let starts_kafka = self
+            .stack
+            .as_ref()
+            .is_some_and(|stack| stack.kafka != crate::config::Origin::External);
+        if (starts_kafka || self.kafka_nodes > 1)
+            && self.replication_factor as usize > self.kafka_nodes
+        {
+            return fail(
+                &["replication_factor", "kafka_nodes"],
+                format!(
+                    "--replication-factor {} needs at least that many brokers: add --kafka-nodes {}",
+                    self.replication_factor, self.replication_factor
+                ),
             );
         }
         Ok(())

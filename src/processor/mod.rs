@@ -251,9 +251,14 @@ impl ConsumerContext for GroupContext {
             Err(rdkafka::error::KafkaError::ConsumerCommit(
                 rdkafka::types::RDKafkaErrorCode::NoOffset,
             )) => {}
+            // Counted in `processor.commit_errors`; said once per processor (a rebalance
+            // refuses every commit of the old generation), the rest at debug level.
             Err(error) => {
-                tracing::warn!(%error, "an offset commit failed at the broker");
-                self.progress.failed_commits.fetch_add(1, Ordering::Relaxed);
+                if self.progress.failed_commits.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(%error, "an offset commit failed at the broker; later ones are counted in processor.commit_errors");
+                } else {
+                    tracing::debug!(%error, "an offset commit failed at the broker");
+                }
             }
         }
     }

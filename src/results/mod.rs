@@ -140,6 +140,19 @@ pub struct KafkaService {
     pub broker_count: usize,
     pub topic: String,
     pub partitions: usize,
+    /// The topic's replication factor and `min.insync.replicas` (results before they were
+    /// recorded ran 1 and 1).
+    #[serde(default = "one_i32")]
+    pub replication_factor: i32,
+    #[serde(default = "one_i32")]
+    pub min_insync_replicas: i32,
+    /// Each partition's leader (and replicas) when the run started.
+    #[serde(default)]
+    pub leaders: Vec<crate::kafka::PartitionLeader>,
+}
+
+fn one_i32() -> i32 {
+    1
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

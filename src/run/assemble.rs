@@ -108,6 +108,9 @@ fn placeholder_services() -> Services {
             broker_count: 0,
             topic: String::new(),
             partitions: 0,
+            replication_factor: 1,
+            min_insync_replicas: 1,
+            leaders: Vec::new(),
         },
         redis: None,
         postgres: ServiceVersion {

@@ -111,7 +111,7 @@ pub async fn execute(config: RunConfig, cancel: CancellationToken) -> Result<Run
     config.validate()?;
     let usage_at_start = (Usage::this_process(), Usage::children());
     let names = RunNames::new(&config);
-    let reached = prepare::reach(&config, &names).await?;
+    let mut reached = prepare::reach(&config, &names).await?;
     say(
         &config,
         format!("run {} — {}", names.run_id, reached.describe(&config)),

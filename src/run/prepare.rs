@@ -22,6 +22,8 @@ pub(super) struct Reached {
     pub redis: Option<Arc<dyn RedisOps>>,
     pub postgres_version: String,
     pub redis_version: Option<String>,
+    /// Each partition's leader once the topic exists.
+    pub leaders: Vec<crate::kafka::PartitionLeader>,
 }
 
 pub(super) async fn reach(config: &RunConfig, names: &RunNames) -> Result<Reached, RunError> {
@@ -71,6 +73,7 @@ pub(super) async fn reach(config: &RunConfig, names: &RunNames) -> Result<Reache
         redis,
         postgres_version,
         redis_version,
+        leaders: Vec::new(),
     })
 }
 
@@ -87,9 +90,19 @@ impl Reached {
     }
 
     /// The run's own topic and schema (its keys need no creating).
-    pub async fn create(&self, config: &RunConfig, names: &RunNames) -> Result<(), RunError> {
+    pub async fn create(&mut self, config: &RunConfig, names: &RunNames) -> Result<(), RunError> {
         self.admin
-            .create_topic(&names.topic, config.partitions, config.replication_factor)
+            .create_topic(
+                &names.topic,
+                config.partitions,
+                config.replication_factor,
+                config.min_insync_replicas,
+            )
+            .await
+            .map_err(kafka_error)?;
+        self.leaders = self
+            .admin
+            .leaders(&names.topic)
             .await
             .map_err(kafka_error)?;
         self.db.prepare(config.unique_constraint).await?;
@@ -136,6 +149,9 @@ impl Reached {
                 broker_count: self.cluster.brokers,
                 topic: names.topic.clone(),
                 partitions: config.partitions,
+                replication_factor: config.replication_factor,
+                min_insync_replicas: config.min_insync_replicas,
+                leaders: self.leaders.clone(),
             },
             redis: self.redis_version.clone().map(|version| ServiceVersion {
                 url: redact_url(&connections.redis_url),

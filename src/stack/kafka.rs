@@ -1,5 +1,8 @@
-//! An Apache Kafka child process in KRaft mode (one node, broker and controller), from the
-//! jars `scripts/services install` fetched, on loopback ports.
+//! Apache Kafka child processes in KRaft mode, from the jars `scripts/services install`
+//! fetched, on loopback ports: one node (broker and controller, a dynamic quorum formatted
+//! `--standalone`), or a cluster of N nodes (`--kafka-nodes N`) whose first three — or the
+//! first one, below three — are the controller quorum (static voters), every node a broker,
+//! with small heaps and thread pools so three fit a 2-core machine beside the run.
 
 use std::path::Path;
 use std::process::Command;
@@ -116,6 +119,167 @@ pub(super) fn kafka_cluster_id() -> String {
             return id;
         }
     }
+}
+
+/// One node of a cluster: its id, its broker port, and its controller port if it votes.
+struct Node {
+    id: usize,
+    port: u16,
+    controller: Option<u16>,
+}
+
+/// Starts `nodes` brokers (the first three, or one below three, also the KRaft controller
+/// quorum) under `root/kafka-N`, and waits until the cluster's metadata names all of them.
+pub(super) async fn start_cluster(
+    stack: &mut Stack,
+    java: &Path,
+    libs: &Path,
+    version: String,
+    root: &Path,
+    nodes: usize,
+) -> Result<(), StackError> {
+    let voters = if nodes >= 3 { 3 } else { 1 };
+    let mut cluster = Vec::new();
+    for id in 1..=nodes {
+        cluster.push(Node {
+            id,
+            port: super::free_port()?,
+            controller: (id <= voters).then(super::free_port).transpose()?,
+        });
+    }
+    let quorum: Vec<String> = cluster
+        .iter()
+        .filter_map(|n| n.controller.map(|c| format!("{}@127.0.0.1:{c}", n.id)))
+        .collect();
+    let cluster_id = kafka_cluster_id();
+    for node in &cluster {
+        let dir = root.join(format!("kafka-{}", node.id));
+        std::fs::create_dir_all(dir.join("logs"))?;
+        let properties = dir.join("server.properties");
+        std::fs::write(
+            &properties,
+            node_properties(node, &quorum.join(","), nodes, &dir.join("data")),
+        )?;
+        let log4j = dir.join("log4j2.properties");
+        std::fs::write(
+            &log4j,
+            include_str!("../../scripts/kafka/log4j2.properties"),
+        )?;
+        let java_command = |heap: &str| {
+            let mut command = Command::new(java);
+            command
+                .arg(heap)
+                .arg("-cp")
+                .arg(libs.join("*"))
+                .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
+                .arg(format!("-Dkafka.logs.dir={}", dir.join("logs").display()));
+            command
+        };
+        let format_log = dir.join("logs/format.log");
+        let status = spawn(
+            java_command("-Xmx256m")
+                .args(["kafka.tools.StorageTool", "format"])
+                .arg(format!("--cluster-id={cluster_id}"))
+                .arg("-c")
+                .arg(&properties),
+            &format_log,
+            None,
+            false,
+        )?
+        .wait()?;
+        if !status.success() {
+            let cause = format!(
+                "formatting node {}'s KRaft log failed ({status}); {}",
+                node.id,
+                log_tail(&format_log)
+            );
+            return Err(stack.fail(Service::Kafka, cause));
+        }
+        stack.start_process(
+            java_command("-Xmx512m")
+                .args(["-Xms256m", "-XX:+UseG1GC", "-XX:ParallelGCThreads=1"])
+                .args(["-XX:ConcGCThreads=1", "kafka.Kafka"])
+                .arg(&properties),
+            &dir.join("logs/stdout.log"),
+            None,
+            Service::Kafka,
+            libc::SIGTERM,
+        )?;
+    }
+    let brokers: Vec<String> = cluster
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let brokers = brokers.join(",");
+    stack
+        .wait_ready(
+            Service::Kafka,
+            &root.join("kafka-1/logs/server.log"),
+            Duration::from_secs(180),
+            || {
+                let brokers = brokers.clone();
+                async move { brokers_answer(&brokers, nodes).await }
+            },
+        )
+        .await?;
+    stack.connections.kafka_brokers = brokers;
+    stack.info.kafka_version = Some(version);
+    Ok(())
+}
+
+/// The cluster's metadata names `nodes` brokers.
+async fn brokers_answer(brokers: &str, nodes: usize) -> bool {
+    crate::kafka::Admin::connect(brokers, Duration::from_secs(2))
+        .await
+        .is_ok_and(|(_, cluster)| cluster.brokers >= nodes)
+}
+
+/// One cluster node's settings: the internal topics replicated as widely as the cluster
+/// allows, and small thread pools (three brokers share two cores with the run).
+fn node_properties(node: &Node, quorum: &str, nodes: usize, data: &Path) -> String {
+    let replicas = nodes.min(3);
+    let min_isr = nodes.min(2);
+    let (roles, listeners) = match node.controller {
+        Some(controller) => (
+            "broker,controller",
+            format!(
+                "PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{controller}",
+                node.port
+            ),
+        ),
+        None => ("broker", format!("PLAINTEXT://127.0.0.1:{}", node.port)),
+    };
+    format!(
+        "process.roles={roles}
+node.id={id}
+controller.quorum.voters={quorum}
+listeners={listeners}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs={data}
+num.partitions=4
+offsets.topic.replication.factor={replicas}
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor={replicas}
+transaction.state.log.min.isr={min_isr}
+share.coordinator.state.topic.replication.factor={replicas}
+share.coordinator.state.topic.min.isr={min_isr}
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+delete.topic.enable=true
+num.network.threads=2
+num.io.threads=2
+num.replica.fetchers=1
+background.threads=2
+log.cleaner.threads=1
+num.recovery.threads.per.data.dir=1
+",
+        id = node.id,
+        port = node.port,
+        data = data.display()
+    )
 }
 
 /// The same single-node KRaft settings as `scripts/services`, on the given loopback ports.

@@ -31,6 +31,19 @@ use crate::redact::redact_url;
 pub use docker::{KAFKA_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE};
 pub use kafka::kafka_answers;
 
+/// How many nodes of each service a stack starts where it starts one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Topology {
+    /// Apache Kafka brokers (3 or more: a 3-voter KRaft quorum, every node also a broker).
+    pub kafka_nodes: usize,
+}
+
+impl Default for Topology {
+    fn default() -> Topology {
+        Topology { kafka_nodes: 1 }
+    }
+}
+
 /// Which connection settings the user gave (flag or environment) rather than left at default.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Explicit {
@@ -90,6 +103,8 @@ pub struct Stack {
     dir: Option<tempfile::TempDir>,
     /// Long-lived services' directories (`idembench services up`); `None` for a command's own.
     home: Option<services::Home>,
+    /// How many of each service to start.
+    topology: Topology,
     #[cfg(feature = "docker")]
     containers: Vec<Box<dyn std::any::Any + Send>>,
     #[cfg(feature = "tansu")]
@@ -108,6 +123,7 @@ pub async fn provision(
     mode: StackMode,
     connections: Connections,
     explicit: Explicit,
+    topology: Topology,
     quiet: bool,
 ) -> Result<Stack, StackError> {
     let mut stack = Stack {
@@ -122,6 +138,7 @@ pub async fn provision(
         children: Vec::new(),
         dir: None,
         home: None,
+        topology,
         #[cfg(feature = "docker")]
         containers: Vec::new(),
         #[cfg(feature = "tansu")]
@@ -575,12 +592,12 @@ impl Stack {
             if ready().await {
                 return Ok(());
             }
-            let running = self
+            let exited = self
                 .children
                 .iter_mut()
-                .find(|r| r.service == service)
-                .expect("started");
-            if let Ok(Some(status)) = running.child.try_wait() {
+                .filter(|r| r.service == service)
+                .find_map(|r| r.child.try_wait().ok().flatten());
+            if let Some(status) = exited {
                 let cause = format!("it exited ({status}); {}", log_tail(log));
                 return Err(self.fail(service, cause));
             }
@@ -628,6 +645,14 @@ impl Stack {
                 java,
                 libs,
                 version,
+            } if self.topology.kafka_nodes > 1 && self.home.is_none() => {
+                let nodes = self.topology.kafka_nodes;
+                kafka::start_cluster(self, &java, &libs, version, &root, nodes).await?
+            }
+            Programs::Kafka {
+                java,
+                libs,
+                version,
             } => kafka::start(self, &java, &libs, version, &root, (port, controller)).await?,
         }
         let address = match service {
@@ -649,6 +674,12 @@ impl Stack {
                 service.name(),
                 started.elapsed().as_secs_f64(),
                 match (&self.info.kafka_version, service) {
+                    (Some(v), Service::Kafka) if !in_process && self.topology.kafka_nodes > 1 => {
+                        format!(
+                            " (Apache Kafka {v}, KRaft, {} nodes)",
+                            self.topology.kafka_nodes
+                        )
+                    }
                     (Some(v), Service::Kafka) if !in_process => {
                         format!(" (Apache Kafka {v}, KRaft)")
                     }

@@ -113,6 +113,7 @@ pub async fn up(connections: Connections, home: Home) -> Result<(), StackError> 
         children: Vec::new(),
         dir: None,
         home: Some(home),
+        topology: super::Topology::default(),
         #[cfg(feature = "docker")]
         containers: Vec::new(),
         #[cfg(feature = "tansu")]

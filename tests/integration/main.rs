@@ -19,4 +19,5 @@ mod redis_ops;
 mod reports;
 mod stack;
 mod strategies;
+mod topology;
 mod unreachable;

@@ -109,7 +109,7 @@ impl Direct {
         let (admin, _) = idembench::kafka::Admin::connect(&brokers, timeout)
             .await
             .unwrap_or_else(|e| panic!("{e} {hint}"));
-        admin.create_topic(&topic, partitions, 1).await.unwrap();
+        admin.create_topic(&topic, partitions, 1, 1).await.unwrap();
         let settings = idembench::db::DbSettings {
             url: postgres,
             connections: 4,

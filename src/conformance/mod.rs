@@ -72,6 +72,8 @@ struct Suite<'a> {
     records: u64,
     run: String,
     fallback: Option<TopicFallback<'a>>,
+    /// Copies of each partition the suite's topics are created with.
+    replication: i32,
     checks: Vec<Check>,
     close_times: Vec<Duration>,
 }
@@ -85,12 +87,25 @@ pub fn run_suite(
     member_exe: &Path,
     fallback: Option<TopicFallback<'_>>,
 ) -> SuiteReport {
+    run_replicated_suite(candidate, brokers, records, member_exe, fallback, 1)
+}
+
+/// [`run_suite`] with topics of `replication` copies each (a cluster candidate).
+pub fn run_replicated_suite(
+    candidate: &str,
+    brokers: &str,
+    records: u64,
+    member_exe: &Path,
+    fallback: Option<TopicFallback<'_>>,
+    replication: i32,
+) -> SuiteReport {
     let mut suite = Suite {
         brokers: brokers.to_string(),
         member_exe,
         records,
         run: format!("{:08x}", rand::random::<u32>()),
         fallback,
+        replication,
         checks: Vec::new(),
         close_times: Vec::new(),
     };
@@ -232,7 +247,7 @@ impl Suite<'_> {
             .config()
             .create()
             .map_err(|e| format!("cannot create an admin client: {e}"))?;
-        let new = NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1));
+        let new = NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(self.replication));
         let options = AdminOptions::new()
             .operation_timeout(Some(Duration::from_secs(10)))
             .request_timeout(Some(Duration::from_secs(10)));
@@ -799,6 +814,9 @@ pub fn member(brokers: &str, topic: &str, group: &str, records: u64) -> Result<(
 pub enum Candidate {
     /// Apache Kafka at --kafka-brokers.
     Apache,
+    /// A 3-broker Apache Kafka cluster (3-voter KRaft quorum) started for the check, topics
+    /// replicated 3 times.
+    ApacheCluster,
     /// librdkafka's in-process mock cluster (rdkafka::mocking::MockCluster).
     Mock,
     /// The tansu broker embedded in-process with SQLite storage (cargo feature `tansu`).
@@ -869,6 +887,7 @@ pub async fn execute(
                 .map_err(|e| format!("the suite panicked: {e}"))??
             }
             Candidate::Tansu => tansu_suite(records, &exe).await?,
+            Candidate::ApacheCluster => cluster_suite(records, &exe).await?,
         };
         eprintln!(
             "[idembench] conformance: {} {}",
@@ -904,6 +923,26 @@ pub async fn execute(
     std::fs::write(dir.join("conformance.md"), markdown)
         .map_err(|e| format!("cannot write conformance.md: {e}"))?;
     Ok((reports, dir))
+}
+
+/// The suite against a 3-broker cluster the stack starts for it (and stops after).
+async fn cluster_suite(records: u64, exe: &Path) -> Result<SuiteReport, String> {
+    let stack = crate::stack::kafka_cluster(3)
+        .await
+        .map_err(|e| e.to_string())?;
+    let brokers = stack.connections.kafka_brokers.clone();
+    let name = match &stack.info.kafka_version {
+        Some(version) => format!("Apache Kafka {version}, 3 brokers, RF 3"),
+        None => "Apache Kafka, 3 brokers, RF 3".to_string(),
+    };
+    let exe = exe.to_path_buf();
+    let report = tokio::task::spawn_blocking(move || {
+        run_replicated_suite(&name, &brokers, records, &exe, None, 3)
+    })
+    .await
+    .map_err(|e| format!("the suite panicked: {e}"))?;
+    drop(stack);
+    Ok(report)
 }
 
 #[cfg(not(feature = "tansu"))]

@@ -206,6 +206,23 @@ pub async fn provision(
     Ok(stack)
 }
 
+/// Apache Kafka alone, `nodes` brokers as child processes (the conformance suite's cluster
+/// candidate). Dropping the stack stops them.
+pub async fn kafka_cluster(nodes: usize) -> Result<Stack, StackError> {
+    let mut stack = provision(
+        StackMode::External,
+        Connections::default(),
+        Explicit::default(),
+        Topology { kafka_nodes: nodes },
+        false,
+    )
+    .await?;
+    let programs = programs(Service::Kafka)
+        .map_err(|commands| missing_error(StackMode::Embedded, &[(Service::Kafka, commands)]))?;
+    stack.info.kafka = stack.start_child(Service::Kafka, programs).await?;
+    Ok(stack)
+}
+
 /// Where one service comes from, or `None` when it must be started as a child and cannot.
 fn decide(
     mode: StackMode,

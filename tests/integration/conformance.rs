@@ -8,6 +8,49 @@ fn brokers() -> String {
     std::env::var("IDEMBENCH_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
+/// The candidate production runs: a 3-broker cluster the stack starts, topics replicated 3
+/// times, through `idembench conformance` itself.
+#[test]
+fn a_three_broker_apache_kafka_cluster_passes_every_check() {
+    let out = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_idembench"))
+        .args([
+            "conformance",
+            "--candidates",
+            "apache-cluster",
+            "--records",
+            "5000",
+        ])
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("the idembench binary starts");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let reports: Vec<serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("conformance.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(reports.len(), 1);
+    assert!(
+        reports[0]["candidate"]
+            .as_str()
+            .is_some_and(|name| name.contains("3 brokers, RF 3")),
+        "{}",
+        reports[0]
+    );
+    let checks = reports[0]["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), CHECKS.len());
+    assert!(
+        stdout.contains("| **passes everything** | **yes** |"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn apache_kafka_passes_every_check() {
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_idembench"));

@@ -27,8 +27,16 @@ pub fn redact_url(raw: &str) -> String {
         }
         // Not a URL (a bootstrap list such as "host:9092,host2:9092" has no userinfo to hide).
         Err(_) if !raw.contains('@') => raw.to_string(),
+        // A multi-host URL (`redis-cluster://user:pw@h1:1,h2:2`): the hosts stay, the
+        // credentials' secret part goes.
         Err(_) => match raw.split_once("://") {
-            Some((scheme, _)) => format!("{scheme}://***"),
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((userinfo, hosts)) if !hosts.contains('@') => match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{scheme}://{user}:***@{hosts}"),
+                    None => format!("{scheme}://***@{hosts}"),
+                },
+                _ => format!("{scheme}://***"),
+            },
             None => "***".to_string(),
         },
     }
@@ -42,6 +50,19 @@ fn is_secret(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::redact_url;
+
+    #[test]
+    fn a_cluster_url_keeps_its_hosts_and_hides_its_password() {
+        assert_eq!(
+            redact_url("redis-cluster://:pw@127.0.0.1:7000,127.0.0.1:7001"),
+            "redis-cluster://:***@127.0.0.1:7000,127.0.0.1:7001"
+        );
+        assert_eq!(
+            redact_url("redis-cluster://user:pw@a:1,b:2"),
+            "redis-cluster://user:***@a:1,b:2"
+        );
+        assert!(!redact_url("redis-cluster://pw@a:1,b:2").contains("pw"));
+    }
 
     #[test]
     fn hides_passwords_and_keeps_the_rest() {

@@ -134,6 +134,7 @@ fn fail(error: impl std::fmt::Display, code: i32) -> i32 {
 async fn provision(common: &CommonArgs, explicit: Explicit) -> Result<Stack, i32> {
     let topology = crate::stack::Topology {
         kafka_nodes: common.kafka_nodes,
+        redis: common.redis_topology,
     };
     crate::stack::provision(
         common.stack,

@@ -307,6 +307,11 @@ pub struct CommonArgs {
     /// more form a 3-voter KRaft quorum, every node also a broker.
     #[arg(long, default_value_t = 1)]
     pub kafka_nodes: usize,
+    /// Redis the stack starts where it starts Redis: one server (`standalone`), or a Redis
+    /// Cluster of three primaries with a replica each (`cluster`). Against servers you run,
+    /// the URL's scheme says it: redis:// or redis-cluster://host:port[,host:port].
+    #[arg(long, value_parser = values::<crate::redis::RedisTopology>(), default_value = "standalone")]
+    pub redis_topology: crate::redis::RedisTopology,
     /// Worker tasks; each owns the partitions p with p % workers == its index. Default: one per partition.
     #[arg(long)]
     pub workers: Option<usize>,

@@ -329,6 +329,7 @@ impl CommonArgs {
                 .min_insync_replicas
                 .unwrap_or(if self.replication_factor >= 3 { 2 } else { 1 }),
             kafka_nodes: self.kafka_nodes,
+            redis_topology: self.redis_topology,
             workers,
             commit_mode: self.commit_mode,
             commit_interval_ms: self.commit_interval_ms,

@@ -115,6 +115,9 @@ pub struct RunConfig {
     /// 3-voter KRaft quorum). Addresses given by the user name their own cluster.
     #[serde(default = "one")]
     pub kafka_nodes: usize,
+    /// What Redis the run expects (`--redis-topology`): the URL's scheme must say the same.
+    #[serde(default)]
+    pub redis_topology: crate::redis::RedisTopology,
     pub workers: usize,
     pub commit_mode: CommitMode,
     pub commit_interval_ms: u64,

@@ -158,6 +158,26 @@ impl RunConfig {
     }
 
     fn validate_topology(&self) -> Result<(), ConfigError> {
+        // Before the stack ran, the default standalone URL stands for whatever it will start;
+        // once it ran (or for a URL the user gave), the URL must name the topology asked for.
+        let provisioned = self.stack.is_some();
+        if provisioned && self.strategy.capabilities().uses_redis {
+            let named = crate::redis::topology::Address::parse(&self.connections.redis_url)
+                .map_err(|message| ConfigError {
+                    message,
+                    settings: vec!["redis_url"],
+                })?
+                .topology();
+            if named != self.redis_topology {
+                let (asked, named): (&str, &str) = (self.redis_topology.into(), named.into());
+                return fail(
+                    &["redis_topology", "redis_url"],
+                    format!(
+                        "--redis-topology {asked}, but --redis-url names a {named} Redis: give a redis-cluster://host:port[,host:port] URL for a cluster, a redis:// one for a single server, or leave the URL at its default so the stack starts the topology"
+                    ),
+                );
+            }
+        }
         if self.kafka_nodes == 0 || self.kafka_nodes > 9 {
             return fail(&["kafka_nodes"], "--kafka-nodes must be between 1 and 9");
         }

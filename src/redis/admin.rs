@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use crate::redact::redact_url;
 
-/// `INFO server` → `redis_version`, on a short-lived connection of the run's own.
+/// `INFO server` → `redis_version`, on a short-lived connection of the run's own (on a
+/// cluster, of its first seed node).
 pub async fn server_version(url: &str, timeout: Duration) -> Result<String, super::RedisError> {
-    let mut connection = admin_connection(url, timeout).await?;
+    let first = nodes_of(url)?.remove(0);
+    let mut connection = admin_connection(&first, timeout).await?;
     let info: String = redis::cmd("INFO")
         .arg("server")
         .query_async(&mut connection)
@@ -24,13 +26,102 @@ pub async fn server_version(url: &str, timeout: Duration) -> Result<String, supe
         .to_string())
 }
 
-/// Removes every key of the run (`SCAN MATCH prefix*` + `UNLINK`).
+/// Removes every key of the run (`SCAN MATCH prefix*` + `UNLINK`), on every primary of a
+/// cluster. Returns how many were removed.
 pub async fn delete_keys(
     url: &str,
     prefix: &str,
     timeout: Duration,
 ) -> Result<u64, super::RedisError> {
-    let mut connection = admin_connection(url, timeout).await?;
+    let mut deleted = 0;
+    for node in primaries(url, timeout).await? {
+        deleted += on_node(&node, prefix, timeout, true).await?;
+    }
+    Ok(deleted)
+}
+
+/// How many of the run's keys each primary holds (one entry for a single server).
+pub async fn keys_per_primary(
+    url: &str,
+    prefix: &str,
+    timeout: Duration,
+) -> Result<Vec<(String, u64)>, super::RedisError> {
+    let mut counts = Vec::new();
+    for node in primaries(url, timeout).await? {
+        let count = on_node(&node, prefix, timeout, false).await?;
+        counts.push((redact_url(&node), count));
+    }
+    Ok(counts)
+}
+
+fn nodes_of(url: &str) -> Result<Vec<String>, super::RedisError> {
+    super::topology::Address::parse(url)
+        .map(|address| address.nodes())
+        .map_err(|cause| super::RedisError::Connect {
+            address: redact_url(url),
+            cause,
+        })
+}
+
+/// The server itself, or every primary a cluster's first answering seed lists
+/// (`CLUSTER NODES`), as `redis://` URLs with the seeds' credentials.
+pub async fn primaries(url: &str, timeout: Duration) -> Result<Vec<String>, super::RedisError> {
+    let address =
+        super::topology::Address::parse(url).map_err(|cause| super::RedisError::Connect {
+            address: redact_url(url),
+            cause,
+        })?;
+    let seeds = match address {
+        super::topology::Address::Standalone(url) => return Ok(vec![url]),
+        super::topology::Address::Cluster(seeds) => seeds,
+    };
+    let mut last_error = None;
+    for seed in &seeds {
+        let listed = async {
+            let mut connection = admin_connection(seed, timeout).await?;
+            redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query_async::<String>(&mut connection)
+                .await
+                .map_err(|e| super::RedisError::Command {
+                    command: "CLUSTER NODES",
+                    cause: e.to_string(),
+                })
+        };
+        match listed.await {
+            Ok(nodes) => {
+                let credentials = seed
+                    .strip_prefix("redis://")
+                    .and_then(|rest| rest.rsplit_once('@'))
+                    .map(|(credentials, _)| format!("{credentials}@"))
+                    .unwrap_or_default();
+                return Ok(nodes
+                    .lines()
+                    .filter_map(|line| {
+                        let fields: Vec<&str> = line.split_whitespace().collect();
+                        let flags = fields.get(2)?;
+                        let primary = flags.split(',').any(|f| f == "master")
+                            && !flags.split(',').any(|f| f == "fail" || f == "noaddr");
+                        let host = fields.get(1)?.split('@').next()?;
+                        primary.then(|| format!("redis://{credentials}{host}"))
+                    })
+                    .collect());
+            }
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.expect("a cluster URL names at least one seed"))
+}
+
+/// Counts (or, with `delete`, unlinks one by one: a cluster refuses a multi-key UNLINK across
+/// slots) the keys under `prefix` on one node.
+async fn on_node(
+    node: &str,
+    prefix: &str,
+    timeout: Duration,
+    delete: bool,
+) -> Result<u64, super::RedisError> {
+    let mut connection = admin_connection(node, timeout).await?;
     let command_error = |command| {
         move |e: redis::RedisError| super::RedisError::Command {
             command,
@@ -38,7 +129,7 @@ pub async fn delete_keys(
         }
     };
     let mut cursor: u64 = 0;
-    let mut deleted = 0;
+    let mut found = 0;
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
@@ -49,17 +140,22 @@ pub async fn delete_keys(
             .query_async(&mut connection)
             .await
             .map_err(command_error("SCAN"))?;
-        if !keys.is_empty() {
-            let n: u64 = redis::cmd("UNLINK")
-                .arg(&keys)
+        if delete && !keys.is_empty() {
+            let mut pipeline = redis::pipe();
+            for key in &keys {
+                pipeline.cmd("UNLINK").arg(key);
+            }
+            let removed: Vec<u64> = pipeline
                 .query_async(&mut connection)
                 .await
                 .map_err(command_error("UNLINK"))?;
-            deleted += n;
+            found += removed.iter().sum::<u64>();
+        } else {
+            found += keys.len() as u64;
         }
         cursor = next;
         if cursor == 0 {
-            return Ok(deleted);
+            return Ok(found);
         }
     }
 }

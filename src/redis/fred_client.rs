@@ -17,13 +17,41 @@ pub struct Fred {
     counters: ClientCounters,
 }
 
+/// fred names a cluster's further seeds as `?node=host:port` query pairs; idembench's
+/// `redis-cluster://` URLs list them comma-separated, as redis-rs and redis-cli take them.
+fn fred_url(url: &str) -> String {
+    match super::topology::Address::parse(url) {
+        Ok(super::topology::Address::Cluster(nodes)) => {
+            let hosts: Vec<&str> = nodes
+                .iter()
+                .filter_map(|node| node.strip_prefix("redis://"))
+                .map(|node| node.rsplit_once('@').map_or(node, |(_, host)| host))
+                .collect();
+            let credentials = nodes[0]
+                .strip_prefix("redis://")
+                .and_then(|node| node.rsplit_once('@'))
+                .map(|(credentials, _)| format!("{credentials}@"))
+                .unwrap_or_default();
+            let rest: Vec<String> = hosts[1..].iter().map(|h| format!("node={h}")).collect();
+            let query = if rest.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", rest.join("&"))
+            };
+            format!("redis-cluster://{credentials}{}{query}", hosts[0])
+        }
+        _ => url.to_string(),
+    }
+}
+
 impl Fred {
     pub async fn connect(settings: &RedisSettings) -> Result<Fred, RedisError> {
         let connect_error = |cause: String| RedisError::Connect {
             address: redact_url(&settings.url),
             cause,
         };
-        let config = Config::from_url(&settings.url).map_err(|e| connect_error(e.to_string()))?;
+        let config =
+            Config::from_url(&fred_url(&settings.url)).map_err(|e| connect_error(e.to_string()))?;
         let pool = Builder::from_config(config)
             .with_connection_config(|c| {
                 c.connection_timeout = settings.connect_timeout;
@@ -202,5 +230,20 @@ impl RedisOps for Fred {
 
     fn counters(&self) -> &ClientCounters {
         &self.counters
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cluster_url_becomes_fred_seed_pairs() {
+        assert_eq!(
+            super::fred_url("redis-cluster://:pw@127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002"),
+            "redis-cluster://:pw@127.0.0.1:7000?node=127.0.0.1:7001&node=127.0.0.1:7002"
+        );
+        assert_eq!(
+            super::fred_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 }

@@ -8,6 +8,9 @@
 pub mod admin;
 pub mod fred_client;
 pub mod redis_rs;
+pub mod topology;
+
+pub use topology::RedisTopology;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,5 +1,7 @@
 //! [`RedisOps`] on the `redis` crate (redis-rs): `ConnectionManager`s, each one multiplexed
-//! connection that reconnects by itself, used round-robin.
+//! connection that reconnects by itself, used round-robin; on a Redis Cluster
+//! (`redis-cluster://`), `cluster_async` connections, which route each key to its slot's
+//! primary and follow MOVED and ASK.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -11,8 +13,34 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use super::{ClientCounters, ClientInfo, KeyState, RedisError, RedisOps, RedisSettings, ttl_ms};
 use crate::redact::redact_url;
 
+/// One connection of either kind; both are cheap handles onto multiplexed connections.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Connection {
+    async fn query<T: redis::FromRedisValue>(self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        match self {
+            Connection::Single(mut c) => cmd.query_async(&mut c).await,
+            Connection::Cluster(mut c) => cmd.query_async(&mut c).await,
+        }
+    }
+
+    async fn pipeline<T: redis::FromRedisValue>(
+        self,
+        pipeline: &redis::Pipeline,
+    ) -> redis::RedisResult<T> {
+        match self {
+            Connection::Single(mut c) => pipeline.query_async(&mut c).await,
+            Connection::Cluster(mut c) => pipeline.query_async(&mut c).await,
+        }
+    }
+}
+
 pub struct RedisRs {
-    connections: Vec<ConnectionManager>,
+    connections: Vec<Connection>,
     next: AtomicUsize,
     command_timeout: Duration,
     counters: ClientCounters,
@@ -24,28 +52,29 @@ impl RedisRs {
             address: redact_url(&settings.url),
             cause,
         };
-        let client =
-            redis::Client::open(settings.url.as_str()).map_err(|e| connect_error(e.to_string()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.connect_timeout))
-            .set_response_timeout(Some(settings.command_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
+        let address = super::topology::Address::parse(&settings.url).map_err(connect_error)?;
         let mut connections = Vec::with_capacity(settings.connections.max(1));
         for _ in 0..settings.connections.max(1) {
-            let manager = tokio::time::timeout(
-                settings.connect_timeout * 2,
-                ConnectionManager::new_with_config(client.clone(), config.clone()),
-            )
-            .await
-            .map_err(|_| {
-                connect_error(format!(
-                    "no answer within {:?}",
-                    settings.connect_timeout * 2
-                ))
-            })?
-            .map_err(|e| connect_error(e.to_string()))?;
-            connections.push(manager);
+            let connecting = async {
+                match &address {
+                    super::topology::Address::Standalone(url) => {
+                        single(url, settings).await.map(Connection::Single)
+                    }
+                    super::topology::Address::Cluster(nodes) => {
+                        cluster(nodes, settings).await.map(Connection::Cluster)
+                    }
+                }
+            };
+            let connection = tokio::time::timeout(settings.connect_timeout * 2, connecting)
+                .await
+                .map_err(|_| {
+                    connect_error(format!(
+                        "no answer within {:?}",
+                        settings.connect_timeout * 2
+                    ))
+                })?
+                .map_err(|e| connect_error(e.to_string()))?;
+            connections.push(connection);
         }
         Ok(RedisRs {
             connections,
@@ -55,7 +84,7 @@ impl RedisRs {
         })
     }
 
-    fn connection(&self) -> ConnectionManager {
+    fn connection(&self) -> Connection {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
         self.connections[i].clone()
     }
@@ -65,9 +94,7 @@ impl RedisRs {
         command: &'static str,
         cmd: redis::Cmd,
     ) -> Result<T, RedisError> {
-        let mut connection = self.connection();
-        let reply =
-            tokio::time::timeout(self.command_timeout, cmd.query_async::<T>(&mut connection));
+        let reply = tokio::time::timeout(self.command_timeout, self.connection().query::<T>(&cmd));
         self.classified(command, reply.await)
     }
 
@@ -77,10 +104,9 @@ impl RedisRs {
         command: &'static str,
         pipeline: redis::Pipeline,
     ) -> Result<T, RedisError> {
-        let mut connection = self.connection();
         let reply = tokio::time::timeout(
             self.command_timeout,
-            pipeline.query_async::<T>(&mut connection),
+            self.connection().pipeline::<T>(&pipeline),
         );
         self.classified(command, reply.await)
     }
@@ -116,6 +142,30 @@ impl RedisRs {
         self.counters.count(&result);
         result
     }
+}
+
+/// A reconnecting multiplexed connection to one server.
+async fn single(url: &str, settings: &RedisSettings) -> redis::RedisResult<ConnectionManager> {
+    let client = redis::Client::open(url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(settings.connect_timeout))
+        .set_response_timeout(Some(settings.command_timeout))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_with_config(client, config).await
+}
+
+/// A cluster connection from seed nodes: it reads the slot map and keeps it current.
+async fn cluster(
+    nodes: &[String],
+    settings: &RedisSettings,
+) -> redis::RedisResult<redis::cluster_async::ClusterConnection> {
+    let client = redis::cluster::ClusterClient::builder(nodes.to_vec())
+        .connection_timeout(settings.connect_timeout)
+        .response_timeout(settings.command_timeout)
+        .retries(2)
+        .build()?;
+    client.get_async_connection().await
 }
 
 /// `SET key value [NX] PX ttl [GET]`: the only write the strategies make, in its three forms.

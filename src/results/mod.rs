@@ -130,7 +130,7 @@ pub enum Status {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Services {
     pub kafka: KafkaService,
-    pub redis: Option<ServiceVersion>,
+    pub redis: Option<RedisService>,
     pub postgres: ServiceVersion,
 }
 
@@ -160,6 +160,20 @@ pub struct ServiceVersion {
     /// The address, with any password replaced by `***`.
     pub url: String,
     pub version: String,
+}
+
+/// Redis as the run reached it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RedisService {
+    /// The address, with any password replaced by `***`.
+    pub url: String,
+    pub version: String,
+    /// `standalone` or `cluster` (results before it was recorded ran standalone).
+    #[serde(default)]
+    pub topology: crate::redis::RedisTopology,
+    /// The primaries at the start of the run (one for a standalone server), redacted.
+    #[serde(default)]
+    pub nodes: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

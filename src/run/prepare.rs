@@ -10,7 +10,7 @@ use crate::db::{Db, DbSettings};
 use crate::kafka::{Admin, ClusterInfo};
 use crate::redact::redact_url;
 use crate::redis::{self as redis_seam, RedisOps, RedisSettings};
-use crate::results::{KafkaService, ServiceVersion, Services};
+use crate::results::{KafkaService, RedisService, ServiceVersion, Services};
 
 /// The services of a run, reached.
 pub(super) struct Reached {
@@ -24,6 +24,8 @@ pub(super) struct Reached {
     pub redis_version: Option<String>,
     /// Each partition's leader once the topic exists.
     pub leaders: Vec<crate::kafka::PartitionLeader>,
+    /// Redis's primaries (one for a standalone server), redacted.
+    pub redis_nodes: Vec<String>,
 }
 
 pub(super) async fn reach(config: &RunConfig, names: &RunNames) -> Result<Reached, RunError> {
@@ -58,13 +60,21 @@ pub(super) async fn reach(config: &RunConfig, names: &RunNames) -> Result<Reache
     let db = db.map_err(db_error)?;
     let redis = redis.map_err(redis_error)?;
     let postgres_version = db.server_version().await.map_err(db_error)?;
-    let redis_version = match &redis {
-        Some(_) => Some(
-            redis_seam::admin::server_version(&connections.redis_url, timeout)
+    let (redis_version, redis_nodes) = match &redis {
+        Some(_) => (
+            Some(
+                redis_seam::admin::server_version(&connections.redis_url, timeout)
+                    .await
+                    .map_err(redis_error)?,
+            ),
+            redis_seam::admin::primaries(&connections.redis_url, timeout)
                 .await
-                .map_err(redis_error)?,
+                .map_err(redis_error)?
+                .iter()
+                .map(|node| redact_url(node))
+                .collect(),
         ),
-        None => None,
+        None => (None, Vec::new()),
     };
     Ok(Reached {
         admin,
@@ -74,6 +84,7 @@ pub(super) async fn reach(config: &RunConfig, names: &RunNames) -> Result<Reache
         postgres_version,
         redis_version,
         leaders: Vec::new(),
+        redis_nodes,
     })
 }
 
@@ -153,9 +164,11 @@ impl Reached {
                 min_insync_replicas: config.min_insync_replicas,
                 leaders: self.leaders.clone(),
             },
-            redis: self.redis_version.clone().map(|version| ServiceVersion {
+            redis: self.redis_version.clone().map(|version| RedisService {
                 url: redact_url(&connections.redis_url),
                 version,
+                topology: config.redis_topology,
+                nodes: self.redis_nodes.clone(),
             }),
             postgres: ServiceVersion {
                 url: redact_url(&connections.postgres_url),

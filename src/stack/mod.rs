@@ -36,11 +36,16 @@ pub use kafka::kafka_answers;
 pub struct Topology {
     /// Apache Kafka brokers (3 or more: a 3-voter KRaft quorum, every node also a broker).
     pub kafka_nodes: usize,
+    /// One Redis server, or a Redis Cluster.
+    pub redis: crate::redis::RedisTopology,
 }
 
 impl Default for Topology {
     fn default() -> Topology {
-        Topology { kafka_nodes: 1 }
+        Topology {
+            kafka_nodes: 1,
+            redis: crate::redis::RedisTopology::Standalone,
+        }
     }
 }
 
@@ -156,7 +161,13 @@ pub async fn provision(
             Service::Redis => (stack.connections.redis_url.clone(), explicit.redis),
             Service::Postgres => (stack.connections.postgres_url.clone(), explicit.postgres),
         };
-        let answering = mode == StackMode::Auto && answers(service, &address);
+        // An answering server of another topology than the one asked for is not it: the stack
+        // starts the asked-for one in place of an address left at its default.
+        let wrong_topology = service == Service::Redis
+            && !given
+            && crate::redis::topology::Address::parse(&address)
+                .is_ok_and(|a| a.topology() != topology.redis);
+        let answering = mode == StackMode::Auto && !wrong_topology && answers(service, &address);
         let available = programs(service);
         let decided = decide(
             mode,
@@ -213,7 +224,10 @@ pub async fn kafka_cluster(nodes: usize) -> Result<Stack, StackError> {
         StackMode::External,
         Connections::default(),
         Explicit::default(),
-        Topology { kafka_nodes: nodes },
+        Topology {
+            kafka_nodes: nodes,
+            ..Topology::default()
+        },
         false,
     )
     .await?;
@@ -293,7 +307,7 @@ struct User {
     gid: u32,
 }
 
-fn which(program: &str) -> Option<PathBuf> {
+pub(super) fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .into_iter()
         .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
@@ -650,6 +664,12 @@ impl Stack {
             None => (free_port()?, free_port()?),
         };
         match programs {
+            Programs::Redis(server)
+                if self.topology.redis == crate::redis::RedisTopology::Cluster
+                    && self.home.is_none() =>
+            {
+                redis::start_cluster(self, &server, &root).await?
+            }
             Programs::Redis(server) => redis::start(self, &server, &root, port).await?,
             Programs::Postgres { bin, user } => {
                 postgres::start(self, &bin, user, &root, port).await?

@@ -91,3 +91,203 @@ fn more_replicas_than_brokers_is_refused_before_anything_starts() {
         "{stderr}"
     );
 }
+
+/// A Redis Cluster (three primaries, a replica each) that the stack starts: the Redis
+/// strategies on both clients keep their exact known answers on it.
+#[test]
+fn a_matrix_on_a_redis_cluster_keeps_every_known_answer() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("matrix");
+    let output = Command::new(env!("CARGO_BIN_EXE_idembench"))
+        .args([
+            "matrix",
+            "--stack",
+            "embedded",
+            "--redis-topology",
+            "cluster",
+        ])
+        .args([
+            "--strategies",
+            "redis-only,redis-only-atomic,dual-db-first,db-authority-redis-cache",
+        ])
+        .args(["--redis-clients", "redis-rs,fred"])
+        .args(["--trades", "400", "--rate", "0", "--seed", "13", "--quiet"])
+        .arg("--out")
+        .arg(&dir)
+        .env_remove("IDEMBENCH_KAFKA_BROKERS")
+        .env_remove("IDEMBENCH_REDIS_URL")
+        .env_remove("IDEMBENCH_POSTGRES_URL")
+        .env_remove("IDEMBENCH_STACK")
+        .output()
+        .expect("the idembench binary starts");
+    assert!(
+        output.status.success(),
+        "the Redis Cluster matrix failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let results = idembench::results::load(&dir).unwrap();
+    assert_eq!(results.len(), 8, "4 strategies × 2 clients");
+    let duplicates = crate::common::planned_duplicates(400, 0.1, 13);
+    for (file, result) in &results {
+        let redis = result.services.redis.as_ref().expect("a Redis strategy");
+        assert_eq!(
+            (redis.topology, redis.nodes.len()),
+            (idembench::redis::RedisTopology::Cluster, 3),
+            "{}: {redis:?}",
+            file.display()
+        );
+        let c = &result.correctness;
+        assert_eq!(
+            (
+                c.exactly_once,
+                c.lost,
+                c.double_applied,
+                c.duplicates_suppressed
+            ),
+            (400, 0, 0, duplicates),
+            "{}: {c:?}",
+            file.display()
+        );
+        assert_eq!(result.processor.redis_errors, 0, "{}", file.display());
+        assert_eq!(result.oracle.mismatches, 0, "{}", file.display());
+    }
+}
+
+/// On a Redis Cluster the run's keys land on more than one primary, and removing them (the
+/// cleanup, and the injected wipe) reaches every primary. Kafka and Postgres are the long-lived
+/// services; the stack starts only the Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_keys_spread_over_the_primaries_and_their_removal_reaches_them_all() {
+    use idembench::config::StackMode;
+    use idembench::stack::{Explicit, Topology};
+    let connections = crate::common::config(&[], std::path::Path::new("/nonexistent")).connections;
+    let stack = idembench::stack::provision(
+        StackMode::Auto,
+        connections,
+        Explicit {
+            kafka: true,
+            redis: false,
+            postgres: true,
+        },
+        Topology {
+            kafka_nodes: 1,
+            redis: idembench::redis::RedisTopology::Cluster,
+        },
+        true,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e} (is `scripts/services up` running?)"));
+    let url = stack.connections.redis_url.clone();
+    assert!(url.starts_with("redis-cluster://"), "{url}");
+    let out = tempfile::tempdir().unwrap();
+    let mut config = crate::common::config(
+        &[
+            "--strategy",
+            "redis-only",
+            "--redis-client",
+            "fred",
+            "--redis-topology",
+            "cluster",
+            "--trades",
+            "600",
+            "--duplicate-rate",
+            "0",
+            "--rate",
+            "0",
+        ],
+        &out.path().join("run"),
+    );
+    config.connections = stack.connections.clone();
+    config.stack = Some(stack.info.clone());
+    config.keep_state = true;
+    let outcome = idembench::run::execute(config.clone(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(outcome.result.correctness.exactly_once, 600);
+    let names = idembench::config::RunNames {
+        run_id: outcome.result.run_id.clone(),
+        ..idembench::config::RunNames::new(&config)
+    };
+    let prefix = format!("idembench:{}:trade:", names.run_id);
+    let timeout = std::time::Duration::from_secs(5);
+    let counts = idembench::redis::admin::keys_per_primary(&url, &prefix, timeout)
+        .await
+        .unwrap();
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert!(
+        counts.iter().all(|(_, n)| *n > 0),
+        "every primary holds some of the run's DONE marks: {counts:?}"
+    );
+    assert_eq!(
+        counts.iter().map(|(_, n)| n).sum::<u64>(),
+        600,
+        "{counts:?}"
+    );
+    let deleted = idembench::redis::admin::delete_keys(&url, &prefix, timeout)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 600);
+    let after = idembench::redis::admin::keys_per_primary(&url, &prefix, timeout)
+        .await
+        .unwrap();
+    assert!(after.iter().all(|(_, n)| *n == 0), "{after:?}");
+    // The run kept its topic and schema for this look; remove them.
+    let (admin, _) = idembench::kafka::Admin::connect(&config.connections.kafka_brokers, timeout)
+        .await
+        .unwrap();
+    let _ = admin
+        .delete_topic(&outcome.result.services.kafka.topic)
+        .await;
+    let schema = format!("run_{}", names.run_id.replace('-', "_"));
+    let db = idembench::db::Db::connect(
+        &idembench::db::DbSettings {
+            url: config.connections.postgres_url.clone(),
+            connections: 1,
+            connect_timeout: timeout,
+        },
+        &schema,
+    )
+    .await
+    .unwrap();
+    db.drop_schema().await.unwrap();
+}
+
+/// A topology the servers do not have fails fast, naming the URL (redacted) and the problem.
+#[test]
+fn a_wrong_redis_topology_is_named() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_idembench"))
+            .args(["run", "--stack", "external", "--connect-timeout-ms", "2000"])
+            .args(["--trades", "10"])
+            .args(args)
+            .output()
+            .expect("the idembench binary starts")
+    };
+    // A cluster URL at a standalone server (the long-lived Redis on 6379).
+    let output = run(&[
+        "--redis-topology",
+        "cluster",
+        "--redis-url",
+        "redis-cluster://:hunter2@127.0.0.1:6379",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("redis-cluster://:***@127.0.0.1:6379") && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
+    // A cluster asked for, a standalone URL given.
+    let output = run(&[
+        "--redis-topology",
+        "cluster",
+        "--redis-url",
+        "redis://127.0.0.1:6379",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--redis-topology cluster, but --redis-url names a standalone Redis"),
+        "{stderr}"
+    );
+}

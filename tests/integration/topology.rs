@@ -1,23 +1,18 @@
 //! Where trade systems run: the stack starts a 3-broker Apache Kafka cluster (a 3-voter KRaft
-//! quorum, every node also a broker) and the run's topic is replicated 3 times with
-//! `min.insync.replicas` 2, written with `acks=all`. Every strategy family, on both clients,
-//! keeps its exact known answer there, and the topic's leaders really are spread over the
-//! brokers.
+//! quorum, every node also a broker; the run's topic replicated 3 times with
+//! `min.insync.replicas` 2, written with `acks=all`) and a Redis Cluster (three primaries, a
+//! replica each). Every strategy, on both clients, keeps its exact known answer there; the
+//! topic's leaders and the run's keys really are spread over the nodes.
 
 use std::process::Command;
 
 #[test]
-fn a_matrix_on_a_three_broker_cluster_keeps_every_known_answer() {
+fn every_strategy_and_client_keeps_its_known_answer_on_the_clustered_topology() {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("matrix");
     let output = Command::new(env!("CARGO_BIN_EXE_idembench"))
         .args(["matrix", "--stack", "embedded", "--kafka-nodes", "3"])
-        .args(["--replication-factor", "3"])
-        .args([
-            "--strategies",
-            "redis-only,db-only,db-authority-redis-cache",
-        ])
-        .args(["--redis-clients", "redis-rs,fred"])
+        .args(["--replication-factor", "3", "--redis-topology", "cluster"])
         .args(["--trades", "400", "--rate", "0", "--seed", "11", "--quiet"])
         .arg("--out")
         .arg(&dir)
@@ -27,15 +22,19 @@ fn a_matrix_on_a_three_broker_cluster_keeps_every_known_answer() {
         .env_remove("IDEMBENCH_STACK")
         .output()
         .expect("the idembench binary starts");
-    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "the cluster matrix failed ({}):\n{}\n{stderr}",
+        "the cluster matrix failed ({}):\n{}\n{}",
         output.status,
-        String::from_utf8_lossy(&output.stdout)
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
     );
     let results = idembench::results::load(&dir).unwrap();
-    assert_eq!(results.len(), 5, "2 + 1 + 2 pairs");
+    assert_eq!(
+        results.len(),
+        13,
+        "3 strategies without Redis + 5 × 2 clients"
+    );
     let duplicates = crate::common::planned_duplicates(400, 0.1, 11);
     for (file, result) in &results {
         let kafka = &result.services.kafka;
@@ -57,6 +56,15 @@ fn a_matrix_on_a_three_broker_cluster_keeps_every_known_answer() {
             file.display(),
             kafka.leaders
         );
+        if let Some(redis) = &result.services.redis {
+            assert_eq!(
+                (redis.topology, redis.nodes.len()),
+                (idembench::redis::RedisTopology::Cluster, 3),
+                "{}: {redis:?}",
+                file.display()
+            );
+            assert_eq!(result.processor.redis_errors, 0, "{}", file.display());
+        }
         let c = &result.correctness;
         assert_eq!(
             (c.exactly_once, c.lost, c.double_applied),
@@ -90,68 +98,6 @@ fn more_replicas_than_brokers_is_refused_before_anything_starts() {
         ) && !stderr.contains("started"),
         "{stderr}"
     );
-}
-
-/// A Redis Cluster (three primaries, a replica each) that the stack starts: the Redis
-/// strategies on both clients keep their exact known answers on it.
-#[test]
-fn a_matrix_on_a_redis_cluster_keeps_every_known_answer() {
-    let out = tempfile::tempdir().unwrap();
-    let dir = out.path().join("matrix");
-    let output = Command::new(env!("CARGO_BIN_EXE_idembench"))
-        .args([
-            "matrix",
-            "--stack",
-            "embedded",
-            "--redis-topology",
-            "cluster",
-        ])
-        .args([
-            "--strategies",
-            "redis-only,redis-only-atomic,dual-db-first,db-authority-redis-cache",
-        ])
-        .args(["--redis-clients", "redis-rs,fred"])
-        .args(["--trades", "400", "--rate", "0", "--seed", "13", "--quiet"])
-        .arg("--out")
-        .arg(&dir)
-        .env_remove("IDEMBENCH_KAFKA_BROKERS")
-        .env_remove("IDEMBENCH_REDIS_URL")
-        .env_remove("IDEMBENCH_POSTGRES_URL")
-        .env_remove("IDEMBENCH_STACK")
-        .output()
-        .expect("the idembench binary starts");
-    assert!(
-        output.status.success(),
-        "the Redis Cluster matrix failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let results = idembench::results::load(&dir).unwrap();
-    assert_eq!(results.len(), 8, "4 strategies × 2 clients");
-    let duplicates = crate::common::planned_duplicates(400, 0.1, 13);
-    for (file, result) in &results {
-        let redis = result.services.redis.as_ref().expect("a Redis strategy");
-        assert_eq!(
-            (redis.topology, redis.nodes.len()),
-            (idembench::redis::RedisTopology::Cluster, 3),
-            "{}: {redis:?}",
-            file.display()
-        );
-        let c = &result.correctness;
-        assert_eq!(
-            (
-                c.exactly_once,
-                c.lost,
-                c.double_applied,
-                c.duplicates_suppressed
-            ),
-            (400, 0, 0, duplicates),
-            "{}: {c:?}",
-            file.display()
-        );
-        assert_eq!(result.processor.redis_errors, 0, "{}", file.display());
-        assert_eq!(result.oracle.mismatches, 0, "{}", file.display());
-    }
 }
 
 /// On a Redis Cluster the run's keys land on more than one primary, and removing them (the

@@ -26,21 +26,7 @@ pub(super) async fn start(
         &properties,
         kafka_properties(port, controller, &dir.join("data")),
     )?;
-    let log4j = dir.join("log4j2.properties");
-    std::fs::write(
-        &log4j,
-        include_str!("../../scripts/kafka/log4j2.properties"),
-    )?;
-    let java_command = |heap: &str| {
-        let mut command = Command::new(java);
-        command
-            .arg(heap)
-            .arg("-cp")
-            .arg(libs.join("*"))
-            .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
-            .arg(format!("-Dkafka.logs.dir={}", dir.join("logs").display()));
-        command
-    };
+    let java_command = node_java(java, libs, &dir)?;
     let format_log = dir.join("logs/format.log");
     // A long-lived broker's log is formatted once; its next start finds it.
     if !dir.join("data/meta.properties").exists() {
@@ -121,6 +107,31 @@ pub(super) fn kafka_cluster_id() -> String {
     }
 }
 
+/// Writes a node's log4j settings into `dir` and returns how to start a JVM for it: the heap
+/// flag given, Kafka's jars on the class path, its logs under `dir/logs`.
+fn node_java<'a>(
+    java: &'a Path,
+    libs: &'a Path,
+    dir: &Path,
+) -> std::io::Result<impl Fn(&str) -> Command + 'a> {
+    let log4j = dir.join("log4j2.properties");
+    std::fs::write(
+        &log4j,
+        include_str!("../../scripts/kafka/log4j2.properties"),
+    )?;
+    let logs = dir.join("logs");
+    Ok(move |heap: &str| {
+        let mut command = Command::new(java);
+        command
+            .arg(heap)
+            .arg("-cp")
+            .arg(libs.join("*"))
+            .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
+            .arg(format!("-Dkafka.logs.dir={}", logs.display()));
+        command
+    })
+}
+
 /// One node of a cluster: its id, its broker port, and its controller port if it votes.
 struct Node {
     id: usize,
@@ -160,21 +171,7 @@ pub(super) async fn start_cluster(
             &properties,
             node_properties(node, &quorum.join(","), nodes, &dir.join("data")),
         )?;
-        let log4j = dir.join("log4j2.properties");
-        std::fs::write(
-            &log4j,
-            include_str!("../../scripts/kafka/log4j2.properties"),
-        )?;
-        let java_command = |heap: &str| {
-            let mut command = Command::new(java);
-            command
-                .arg(heap)
-                .arg("-cp")
-                .arg(libs.join("*"))
-                .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
-                .arg(format!("-Dkafka.logs.dir={}", dir.join("logs").display()));
-            command
-        };
+        let java_command = node_java(java, libs, &dir)?;
         let format_log = dir.join("logs/format.log");
         let status = spawn(
             java_command("-Xmx256m")

@@ -159,8 +159,27 @@ impl Admin {
         }
     }
 
-    /// Each partition of `topic` and the broker id that leads it, in partition order.
-    pub async fn leaders(&self, topic: &str) -> Result<Vec<PartitionLeader>, KafkaSetupError> {
+    /// Each of the `partitions` partitions of `topic` and the broker id that leads it, in
+    /// partition order. Brokers learn a new topic's metadata one after another, so this asks
+    /// until one names every partition with a leader (or the timeout, then what it has).
+    pub async fn leaders(
+        &self,
+        topic: &str,
+        partitions: usize,
+    ) -> Result<Vec<PartitionLeader>, KafkaSetupError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let leaders = self.leaders_once(topic).await?;
+            let complete =
+                leaders.len() == partitions && leaders.iter().all(|leader| leader.leader >= 0);
+            if complete || tokio::time::Instant::now() > deadline {
+                return Ok(leaders);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn leaders_once(&self, topic: &str) -> Result<Vec<PartitionLeader>, KafkaSetupError> {
         let client = self.client.clone();
         let (timeout, name) = (self.timeout, topic.to_string());
         let result = tokio::task::spawn_blocking(move || {

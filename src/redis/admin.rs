@@ -8,7 +8,7 @@ use crate::redact::redact_url;
 /// `INFO server` → `redis_version`, on a short-lived connection of the run's own (on a
 /// cluster, of its first seed node).
 pub async fn server_version(url: &str, timeout: Duration) -> Result<String, super::RedisError> {
-    let first = nodes_of(url)?.remove(0);
+    let first = primaries(url, timeout).await?.remove(0);
     let mut connection = admin_connection(&first, timeout).await?;
     let info: String = redis::cmd("INFO")
         .arg("server")
@@ -54,13 +54,40 @@ pub async fn keys_per_primary(
     Ok(counts)
 }
 
-fn nodes_of(url: &str) -> Result<Vec<String>, super::RedisError> {
-    super::topology::Address::parse(url)
-        .map(|address| address.nodes())
-        .map_err(|cause| super::RedisError::Connect {
-            address: redact_url(url),
-            cause,
-        })
+/// The primary that the first answering Sentinel names `service`, as a `redis://` URL with
+/// `credentials`.
+pub async fn sentinel_primary(
+    sentinels: &[String],
+    service: &str,
+    credentials: &str,
+    timeout: Duration,
+) -> Result<String, super::RedisError> {
+    let mut last_error = None;
+    for sentinel in sentinels {
+        let asked = async {
+            let mut connection = admin_connection(sentinel, timeout).await?;
+            redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(service)
+                .query_async::<Option<(String, u16)>>(&mut connection)
+                .await
+                .map_err(|e| super::RedisError::Command {
+                    command: "SENTINEL get-master-addr-by-name",
+                    cause: e.to_string(),
+                })
+        };
+        match asked.await {
+            Ok(Some((host, port))) => return Ok(format!("redis://{credentials}{host}:{port}")),
+            Ok(None) => {
+                last_error = Some(super::RedisError::Connect {
+                    address: redact_url(sentinel),
+                    cause: format!("the Sentinel knows no primary named {service:?}"),
+                })
+            }
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.expect("a sentinel URL names at least one Sentinel"))
 }
 
 /// The server itself, or every primary a cluster's first answering seed lists
@@ -73,6 +100,15 @@ pub async fn primaries(url: &str, timeout: Duration) -> Result<Vec<String>, supe
         })?;
     let seeds = match address {
         super::topology::Address::Standalone(url) => return Ok(vec![url]),
+        super::topology::Address::Sentinel {
+            sentinels,
+            service,
+            credentials,
+        } => {
+            return Ok(vec![
+                sentinel_primary(&sentinels, &service, &credentials, timeout).await?,
+            ]);
+        }
         super::topology::Address::Cluster(seeds) => seeds,
     };
     let mut last_error = None;

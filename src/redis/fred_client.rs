@@ -21,6 +21,21 @@ pub struct Fred {
 /// `redis-cluster://` URLs list them comma-separated, as redis-rs and redis-cli take them.
 fn fred_url(url: &str) -> String {
     match super::topology::Address::parse(url) {
+        Ok(super::topology::Address::Sentinel {
+            sentinels,
+            service,
+            credentials,
+        }) => {
+            let hosts: Vec<&str> = sentinels
+                .iter()
+                .filter_map(|s| s.strip_prefix("redis://"))
+                .collect();
+            let rest: String = hosts[1..].iter().map(|h| format!("&node={h}")).collect();
+            format!(
+                "redis-sentinel://{credentials}{}?sentinelServiceName={service}{rest}",
+                hosts[0]
+            )
+        }
         Ok(super::topology::Address::Cluster(nodes)) => {
             let hosts: Vec<&str> = nodes
                 .iter()
@@ -240,6 +255,10 @@ mod tests {
         assert_eq!(
             super::fred_url("redis-cluster://:pw@127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002"),
             "redis-cluster://:pw@127.0.0.1:7000?node=127.0.0.1:7001&node=127.0.0.1:7002"
+        );
+        assert_eq!(
+            super::fred_url("redis-sentinel://:pw@127.0.0.1:26379,127.0.0.1:26380/idembench"),
+            "redis-sentinel://:pw@127.0.0.1:26379?sentinelServiceName=idembench&node=127.0.0.1:26380"
         );
         assert_eq!(
             super::fred_url("redis://127.0.0.1:6379"),

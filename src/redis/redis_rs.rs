@@ -63,6 +63,29 @@ impl RedisRs {
                     super::topology::Address::Cluster(nodes) => {
                         cluster(nodes, settings).await.map(Connection::Cluster)
                     }
+                    // The primary the Sentinels name now. A failover moves it: re-asking
+                    // the Sentinels after one is issue #15's (redis-failover).
+                    super::topology::Address::Sentinel {
+                        sentinels,
+                        service,
+                        credentials,
+                    } => {
+                        let primary = super::admin::sentinel_primary(
+                            sentinels,
+                            service,
+                            credentials,
+                            settings.connect_timeout,
+                        )
+                        .await
+                        .map_err(|e| {
+                            redis::RedisError::from((
+                                redis::ErrorKind::Io,
+                                "no Sentinel named a primary",
+                                e.to_string(),
+                            ))
+                        })?;
+                        single(&primary, settings).await.map(Connection::Single)
+                    }
                 }
             };
             let connection = tokio::time::timeout(settings.connect_timeout * 2, connecting)

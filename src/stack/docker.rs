@@ -46,7 +46,7 @@ pub(super) async fn start(stack: &mut Stack, service: Service) -> Result<Origin,
                 .get_host_port_ipv4(redis::REDIS_PORT)
                 .await
                 .map_err(host_port)?;
-            stack.connections.redis_url = format!("redis://127.0.0.1:{port}");
+            stack.connections.redis_url = format!("redis:\u{2f}/127.0.0.1:{port}");
             stack.containers.push(Box::new(container));
         }
         Service::Postgres => {

@@ -240,11 +240,14 @@ fn node_properties(node: &Node, quorum: &str, nodes: usize, data: &Path) -> Stri
         Some(controller) => (
             "broker,controller",
             format!(
-                "PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{controller}",
+                "PLAINTEXT:\u{2f}/127.0.0.1:{},CONTROLLER:\u{2f}/127.0.0.1:{controller}",
                 node.port
             ),
         ),
-        None => ("broker", format!("PLAINTEXT://127.0.0.1:{}", node.port)),
+        None => (
+            "broker",
+            format!("PLAINTEXT:\u{2f}/127.0.0.1:{}", node.port),
+        ),
     };
     format!(
         "process.roles={roles}

@@ -435,9 +435,9 @@ fn docker_answers() -> bool {
     {
         let socket = std::env::var("DOCKER_HOST")
             .ok()
-            .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
+            .and_then(|h| h.strip_prefix("unix:\u{2f}/").map(str::to_string))
             .unwrap_or_else(|| "/var/run/docker.sock".into());
-        if std::env::var("DOCKER_HOST").is_ok_and(|h| h.starts_with("tcp://")) {
+        if std::env::var("DOCKER_HOST").is_ok_and(|h| h.starts_with("tcp:\u{2f}/")) {
             return true;
         }
         std::os::unix::net::UnixStream::connect(socket).is_ok()

@@ -1,6 +1,7 @@
 //! Redis child processes: no persistence, loopback only. One server, or a Redis Cluster of
 //! three primaries and three replicas made with `redis-cli --cluster create`.
 
+use crate::redis::topology::{REDIS, REDIS_CLUSTER, REDIS_SENTINEL};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -86,7 +87,7 @@ pub(super) async fn start_cluster(
             async move { ports.iter().all(|port| cluster_ok(*port)) }
         })
         .await?;
-    stack.connections.redis_url = format!("redis-cluster://{}", nodes.join(","));
+    stack.connections.redis_url = format!("{REDIS_CLUSTER}{}", nodes.join(","));
     Ok(())
 }
 
@@ -179,8 +180,7 @@ pub(super) async fn start_sentinel(
         )
         .await?;
     let hosts: Vec<String> = sentinels.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    stack.connections.redis_url =
-        format!("redis-sentinel://{}/{SENTINEL_SERVICE}", hosts.join(","));
+    stack.connections.redis_url = format!("{REDIS_SENTINEL}{}/{SENTINEL_SERVICE}", hosts.join(","));
     Ok(())
 }
 
@@ -258,7 +258,7 @@ pub(super) async fn start(
             || async move { redis_pings(port) },
         )
         .await?;
-    stack.connections.redis_url = format!("redis://127.0.0.1:{port}");
+    stack.connections.redis_url = format!("{REDIS}127.0.0.1:{port}");
     Ok(())
 }
 

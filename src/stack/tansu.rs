@@ -36,10 +36,10 @@ impl Tansu {
             .map_err(|e| format!("no current directory: {e}"))?
             .join(&name);
         std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let storage =
-            url::Url::parse(&format!("sqlite://{name}/tansu.db")).map_err(|e| e.to_string())?;
+        let storage = url::Url::parse(&format!("sqlite:\u{2f}/{name}/tansu.db"))
+            .map_err(|e| e.to_string())?;
         let listener =
-            url::Url::parse(&format!("tcp://127.0.0.1:{port}")).map_err(|e| e.to_string())?;
+            url::Url::parse(&format!("tcp:\u{2f}/127.0.0.1:{port}")).map_err(|e| e.to_string())?;
         let (failed, failure) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("tansu".into())

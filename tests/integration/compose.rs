@@ -126,3 +126,88 @@ fn the_compose_file_runs_the_versions_the_scripts_run() {
         "no persistence, as scripts/services: a Redis restart loses the keys"
     );
 }
+
+/// `docker compose --profile cluster up -d` is the topology `--kafka-nodes 3 --redis-topology
+/// cluster` starts: three brokers voting in one KRaft quorum with internal topics replicated
+/// three times, and six Redis nodes in cluster mode with a job that joins them — every
+/// listener on the host's loopback, the same images as the default services.
+#[test]
+fn the_cluster_profile_is_the_clustered_topology_on_loopback() {
+    let file = compose();
+    let services = file["services"].as_mapping().unwrap();
+    let in_profile = |name: &str| {
+        let service = &file["services"][name];
+        service["profiles"]
+            .as_sequence()
+            .is_some_and(|p| p.iter().any(|v| text(v) == "cluster"))
+    };
+    let kafka: Vec<String> = services
+        .keys()
+        .map(text)
+        .filter(|name| name.starts_with("kafka-"))
+        .collect();
+    assert_eq!(kafka, ["kafka-1", "kafka-2", "kafka-3"]);
+    let mut voters = Vec::new();
+    for name in &kafka {
+        assert!(in_profile(name), "{name} is in the cluster profile");
+        let service = &file["services"][name.as_str()];
+        assert_eq!(
+            text(&service["image"]),
+            text(&file["services"]["kafka"]["image"])
+        );
+        assert_eq!(text(&service["network_mode"]), "host");
+        let env = &service["environment"];
+        for listener in text(&env["KAFKA_LISTENERS"]).split(',') {
+            assert!(listener.contains("://127.0.0.1:"), "{name}: {listener}");
+        }
+        assert_eq!(text(&env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]), "3");
+        assert_eq!(text(&env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"]), "2");
+        voters.push(text(&env["KAFKA_CONTROLLER_QUORUM_VOTERS"]));
+    }
+    assert!(
+        voters.windows(2).all(|w| w[0] == w[1]),
+        "one quorum: {voters:?}"
+    );
+    assert_eq!(voters[0].split(',').count(), 3);
+    let ids: std::collections::BTreeSet<String> = kafka
+        .iter()
+        .map(|name| text(&file["services"][name.as_str()]["environment"]["CLUSTER_ID"]))
+        .collect();
+    assert_eq!(ids.len(), 1, "every broker formats the same cluster id");
+    let redis: Vec<String> = services
+        .keys()
+        .map(text)
+        .filter(|name| name.starts_with("redis-") && name[6..].parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(redis.len(), 6, "three primaries and three replicas");
+    for name in &redis {
+        assert!(in_profile(name), "{name} is in the cluster profile");
+        let command: Vec<String> = file["services"][name.as_str()]["command"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(text)
+            .collect();
+        assert!(
+            command.windows(2).any(|w| w == ["--bind", "127.0.0.1"]),
+            "{name}"
+        );
+        assert!(
+            command
+                .windows(2)
+                .any(|w| w == ["--cluster-enabled", "yes"]),
+            "{name}"
+        );
+        assert!(
+            command.windows(2).any(|w| w == ["--appendonly", "no"]),
+            "{name}"
+        );
+    }
+    let create = text(&file["services"]["redis-cluster-create"]["command"]);
+    assert!(
+        in_profile("redis-cluster-create")
+            && create.contains("--cluster create")
+            && create.contains("--cluster-replicas 1"),
+        "{create}"
+    );
+}

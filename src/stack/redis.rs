@@ -1,7 +1,6 @@
 //! Redis child processes: no persistence, loopback only. One server, or a Redis Cluster of
 //! three primaries and three replicas made with `redis-cli --cluster create`.
 
-use crate::redis::topology::{REDIS, REDIS_CLUSTER, REDIS_SENTINEL};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -9,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::{Service, Stack, StackError, free_port, log_tail, spawn};
+use crate::redis::topology::{REDIS, REDIS_CLUSTER, REDIS_SENTINEL};
 
 /// Starts six `redis-server`s in cluster mode under `root/redis-N`, joins them into three
 /// primaries with a replica each, and waits until every node says `cluster_state:ok`.
@@ -27,21 +27,10 @@ pub(super) async fn start_cluster(
         let dir = root.join(format!("redis-{node}"));
         std::fs::create_dir_all(&dir)?;
         stack.start_process(
-            Command::new(server)
-                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                .args([
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--protected-mode",
-                    "yes",
-                ])
+            server_command(server, port, &dir)
                 .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "3000"])
                 .arg("--cluster-config-file")
-                .arg(dir.join("nodes.conf"))
-                .arg("--dir")
-                .arg(&dir),
+                .arg(dir.join("nodes.conf")),
             &dir.join("redis.log"),
             None,
             Service::Redis,
@@ -109,19 +98,7 @@ pub(super) async fn start_sentinel(
     ] {
         let dir = root.join(format!("redis-{name}"));
         std::fs::create_dir_all(&dir)?;
-        let mut command = Command::new(server);
-        command
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-            ])
-            .arg("--dir")
-            .arg(&dir);
+        let mut command = server_command(server, port, &dir);
         if let Some(primary) = replica_of {
             command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
         }
@@ -184,6 +161,26 @@ pub(super) async fn start_sentinel(
     Ok(())
 }
 
+/// A `redis-server` on `port` with its files in `dir`: loopback only and no persistence (the
+/// run's Redis holds idempotency keys only; a restart loses them, as the design note's
+/// "Redis restart" case does).
+fn server_command(server: &Path, port: u16, dir: &Path) -> Command {
+    let mut command = Command::new(server);
+    command
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
+        ])
+        .arg("--dir")
+        .arg(dir);
+    command
+}
+
 /// The raw reply to an inline command on the server at `port` (empty if it does not answer).
 fn reply(port: u16, command: &str) -> String {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -206,19 +203,7 @@ fn reply(port: u16, command: &str) -> String {
 
 /// `CLUSTER INFO` on the node at `port` says the cluster serves every slot.
 fn cluster_ok(port: u16) -> bool {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut reply = vec![0u8; 4096];
-    if stream.write_all(b"CLUSTER INFO\r\n").is_err() {
-        return false;
-    }
-    let Ok(n) = stream.read(&mut reply) else {
-        return false;
-    };
-    String::from_utf8_lossy(&reply[..n]).contains("cluster_state:ok")
+    reply(port, "CLUSTER INFO").contains("cluster_state:ok")
 }
 
 /// Starts `redis-server` on `port` with its files under `root/redis`.
@@ -231,20 +216,8 @@ pub(super) async fn start(
     let dir = root.join("redis");
     std::fs::create_dir_all(&dir)?;
     let log = dir.join("redis.log");
-    // No persistence: the run's Redis holds idempotency keys only (as scripts/services).
     stack.start_process(
-        Command::new(server)
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-            ])
-            .arg("--dir")
-            .arg(&dir),
+        &mut server_command(server, port, &dir),
         &log,
         None,
         Service::Redis,
@@ -263,13 +236,5 @@ pub(super) async fn start(
 }
 
 fn redis_pings(port: u16) -> bool {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut reply = [0u8; 7];
-    stream.write_all(b"PING\r\n").is_ok()
-        && stream.read_exact(&mut reply).is_ok()
-        && &reply == b"+PONG\r\n"
+    reply(port, "PING") == "+PONG\r\n"
 }

@@ -7,14 +7,20 @@
 
 use std::process::Command;
 
-#[test]
-fn every_strategy_and_client_keeps_its_known_answer_on_the_clustered_topology() {
+/// Runs every strategy × client pair, 400 trades with seed `seed`, on a stack `idembench
+/// matrix` starts itself with `topology` flags; checks each pair's exact known answer and
+/// returns the results for the topology's own checks.
+fn known_answers_on_own_stack(
+    topology: &[&str],
+    seed: u64,
+) -> Vec<(std::path::PathBuf, idembench::results::RunResult)> {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("matrix");
     let output = Command::new(env!("CARGO_BIN_EXE_idembench"))
-        .args(["matrix", "--stack", "embedded", "--kafka-nodes", "3"])
-        .args(["--replication-factor", "3", "--redis-topology", "cluster"])
-        .args(["--trades", "400", "--rate", "0", "--seed", "11", "--quiet"])
+        .args(["matrix", "--stack", "embedded"])
+        .args(topology)
+        .args(["--trades", "400", "--rate", "0", "--quiet", "--seed"])
+        .arg(seed.to_string())
         .arg("--out")
         .arg(&dir)
         .env_remove("IDEMBENCH_KAFKA_BROKERS")
@@ -25,7 +31,7 @@ fn every_strategy_and_client_keeps_its_known_answer_on_the_clustered_topology() 
         .expect("the idembench binary starts");
     assert!(
         output.status.success(),
-        "the cluster matrix failed ({}):\n{}\n{}",
+        "the matrix on {topology:?} failed ({}):\n{}\n{}",
         output.status,
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
@@ -36,7 +42,42 @@ fn every_strategy_and_client_keeps_its_known_answer_on_the_clustered_topology() 
         13,
         "3 strategies without Redis + 5 × 2 clients"
     );
-    let duplicates = crate::common::planned_duplicates(400, 0.1, 11);
+    let duplicates = crate::common::planned_duplicates(400, 0.1, seed);
+    for (file, result) in &results {
+        let c = &result.correctness;
+        assert_eq!(
+            (c.exactly_once, c.lost, c.double_applied),
+            (400, 0, 0),
+            "{}: {c:?}",
+            file.display()
+        );
+        assert_eq!(
+            c.duplicates_suppressed + c.caught_by_constraint,
+            duplicates,
+            "{}: {c:?}",
+            file.display()
+        );
+        assert_eq!(result.oracle.mismatches, 0, "{}", file.display());
+        if result.services.redis.is_some() {
+            assert_eq!(result.processor.redis_errors, 0, "{}", file.display());
+        }
+    }
+    results
+}
+
+#[test]
+fn every_strategy_and_client_keeps_its_known_answer_on_the_clustered_topology() {
+    let results = known_answers_on_own_stack(
+        &[
+            "--kafka-nodes",
+            "3",
+            "--replication-factor",
+            "3",
+            "--redis-topology",
+            "cluster",
+        ],
+        11,
+    );
     for (file, result) in &results {
         let kafka = &result.services.kafka;
         assert_eq!(
@@ -64,22 +105,7 @@ fn every_strategy_and_client_keeps_its_known_answer_on_the_clustered_topology() 
                 "{}: {redis:?}",
                 file.display()
             );
-            assert_eq!(result.processor.redis_errors, 0, "{}", file.display());
         }
-        let c = &result.correctness;
-        assert_eq!(
-            (c.exactly_once, c.lost, c.double_applied),
-            (400, 0, 0),
-            "{}: {c:?}",
-            file.display()
-        );
-        assert_eq!(
-            c.duplicates_suppressed + c.caught_by_constraint,
-            duplicates,
-            "{}: {c:?}",
-            file.display()
-        );
-        assert_eq!(result.oracle.mismatches, 0, "{}", file.display());
     }
 }
 
@@ -106,34 +132,7 @@ fn more_replicas_than_brokers_is_refused_before_anything_starts() {
 /// Sentinels named.
 #[test]
 fn every_strategy_and_client_keeps_its_known_answer_behind_sentinels() {
-    let out = tempfile::tempdir().unwrap();
-    let dir = out.path().join("matrix");
-    let output = Command::new(env!("CARGO_BIN_EXE_idembench"))
-        .args([
-            "matrix",
-            "--stack",
-            "embedded",
-            "--redis-topology",
-            "sentinel",
-        ])
-        .args(["--trades", "400", "--rate", "0", "--seed", "17", "--quiet"])
-        .arg("--out")
-        .arg(&dir)
-        .env_remove("IDEMBENCH_KAFKA_BROKERS")
-        .env_remove("IDEMBENCH_REDIS_URL")
-        .env_remove("IDEMBENCH_POSTGRES_URL")
-        .env_remove("IDEMBENCH_STACK")
-        .output()
-        .expect("the idembench binary starts");
-    assert!(
-        output.status.success(),
-        "the Sentinel matrix failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let results = idembench::results::load(&dir).unwrap();
-    assert_eq!(results.len(), 13);
-    let duplicates = crate::common::planned_duplicates(400, 0.1, 17);
+    let results = known_answers_on_own_stack(&["--redis-topology", "sentinel"], 17);
     for (file, result) in &results {
         if let Some(redis) = &result.services.redis {
             assert!(redis.url.starts_with("redis-sentinel://"), "{redis:?}");
@@ -144,20 +143,6 @@ fn every_strategy_and_client_keeps_its_known_answer_behind_sentinels() {
                 file.display()
             );
         }
-        let c = &result.correctness;
-        assert_eq!(
-            (c.exactly_once, c.lost, c.double_applied),
-            (400, 0, 0),
-            "{}: {c:?}",
-            file.display()
-        );
-        assert_eq!(
-            c.duplicates_suppressed + c.caught_by_constraint,
-            duplicates,
-            "{}: {c:?}",
-            file.display()
-        );
-        assert_eq!(result.oracle.mismatches, 0, "{}", file.display());
     }
 }
 

@@ -145,7 +145,14 @@ impl RunConfig {
             mode,
             crate::config::StackMode::Embedded | crate::config::StackMode::Docker
         );
-        if always_starts && self.replication_factor as usize > self.kafka_nodes {
+        self.replicas_fit(always_starts)?;
+        Ok(())
+    }
+
+    /// Where the stack starts Kafka (`stack_starts_kafka`), it starts `kafka_nodes` brokers,
+    /// and a topic cannot have more replicas than that.
+    fn replicas_fit(&self, stack_starts_kafka: bool) -> Result<(), ConfigError> {
+        if stack_starts_kafka && self.replication_factor as usize > self.kafka_nodes {
             return fail(
                 &["replication_factor", "kafka_nodes"],
                 format!(
@@ -196,23 +203,12 @@ impl RunConfig {
                 ),
             );
         }
-        // A stack that starts Kafka starts `kafka_nodes` brokers; a topic cannot have more
-        // replicas than that (given brokers are checked when the topic is created).
+        // Brokers the user gave are checked when the topic is created.
         let starts_kafka = self
             .stack
             .as_ref()
             .is_some_and(|stack| stack.kafka != crate::config::Origin::External);
-        if (starts_kafka || self.kafka_nodes > 1)
-            && self.replication_factor as usize > self.kafka_nodes
-        {
-            return fail(
-                &["replication_factor", "kafka_nodes"],
-                format!(
-                    "--replication-factor {} needs at least that many brokers: add --kafka-nodes {}",
-                    self.replication_factor, self.replication_factor
-                ),
-            );
-        }
+        self.replicas_fit(starts_kafka || self.kafka_nodes > 1)?;
         Ok(())
     }
 

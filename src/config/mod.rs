@@ -22,7 +22,7 @@ use crate::strategy::StrategyKind;
 use crate::strategy::parts::OnInProgress;
 
 pub use names::{RunNames, stamp};
-pub use stack::{Origin, StackInfo, StackMode};
+pub use stack::{Origin, ServiceProcess, StackInfo, StackMode};
 pub use validate::ConfigError;
 
 /// Where the services are. Never serialized as is: URLs may hold passwords.

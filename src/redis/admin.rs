@@ -27,6 +27,36 @@ pub async fn server_version(url: &str, timeout: Duration) -> Result<String, supe
         .to_string())
 }
 
+/// `INFO cpu` summed over the server or every primary: (user seconds, system seconds,
+/// servers asked). The server's own CPU since it started, its threads and children included.
+pub async fn cpu_seconds(
+    url: &str,
+    timeout: Duration,
+) -> Result<(f64, f64, usize), super::RedisError> {
+    let nodes = primaries(url, timeout).await?;
+    let (mut user, mut system) = (0.0, 0.0);
+    for node in &nodes {
+        let mut connection = admin_connection(node, timeout).await?;
+        let info: String = redis::cmd("INFO")
+            .arg("cpu")
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| super::RedisError::Command {
+                command: "INFO cpu",
+                cause: e.to_string(),
+            })?;
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        user += field("used_cpu_user:");
+        system += field("used_cpu_sys:");
+    }
+    Ok((user, system, nodes.len()))
+}
+
 /// Removes every key of the run (`SCAN MATCH prefix*` + `UNLINK`), on every primary of a
 /// cluster. Returns how many were removed.
 pub async fn delete_keys(

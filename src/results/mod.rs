@@ -62,12 +62,25 @@ pub struct RunResult {
     pub merged_from: Vec<String>,
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Resources {
     /// CPU time this run used in this process (load generator, in-process processor, audit),
     /// and the peak RSS of the process so far (a matrix runs many runs in one process).
     pub this_process: crate::results::environment::Usage,
     pub processor_processes: Option<crate::results::environment::Usage>,
+    /// What each service (`redis`, `postgres`, `kafka`) cost over the run, where it can be
+    /// had: the process trees the stack started or `idembench services up` left running, or
+    /// Redis's own `INFO cpu`. Absent for a run before this field existed.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub services: std::collections::BTreeMap<String, crate::stack::usage::ServiceUsage>,
+    /// Why a service has no entry in `services` (an external server that reports no CPU).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub services_unmeasured: std::collections::BTreeMap<String, String>,
+    /// CPU µs (user + system) per message processed, per part: `idembench` (this process:
+    /// load generator, in-process processor, audit), `processor_processes` when `--processes`
+    /// ran them apart, and each service in `services`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub cpu_us_per_message: std::collections::BTreeMap<String, f64>,
 }
 
 /// One sample of the run's progress, cumulative since production started.

@@ -30,7 +30,7 @@ impl RunResult {
              \x20 correctness  exactly_once {once}  lost {lost}  double_applied {double} (extra_effects {extra_effects})\n\
              \x20              caught_by_constraint {caught}  duplicates_suppressed {suppressed}  malformed {malformed}\n\
              \x20              positions {positions} checked, {mismatched} differ from the ledger\n\
-             {faults}\
+             {faults}{cpu}\
              \x20 audit        exactly_once + lost + double_applied = {sum} of produced_unique {unique}: {identity}\n\
              \x20 oracle       predicted lost {plost}, double_applied {pdouble}: {mismatches}\n",
             run = self.run_id,
@@ -75,6 +75,7 @@ impl RunResult {
                 0 => "agrees with the audit".to_string(),
                 n => format!("{n} MISMATCH(ES) with the audit"),
             },
+            cpu = self.cpu_line(),
             faults = if !self.faults.log.is_empty() {
                 let points: Vec<String> = self
                     .faults
@@ -99,6 +100,27 @@ impl RunResult {
                 String::new()
             },
         )
+    }
+}
+
+impl RunResult {
+    /// `  cpu / msg    idembench 612 µs  redis 48 µs …`, and the services not measured.
+    fn cpu_line(&self) -> String {
+        let r = &self.resources;
+        if r.cpu_us_per_message.is_empty() {
+            return String::new();
+        }
+        let parts: Vec<String> = r
+            .cpu_us_per_message
+            .iter()
+            .map(|(part, us)| format!("{part} {us:.0} µs"))
+            .collect();
+        let unmeasured: Vec<&str> = r.services_unmeasured.keys().map(String::as_str).collect();
+        let unmeasured = match unmeasured.is_empty() {
+            true => String::new(),
+            false => format!("  (not measured: {})", unmeasured.join(", ")),
+        };
+        format!("  cpu / msg    {}{unmeasured}\n", parts.join("  "))
     }
 }
 

@@ -95,6 +95,10 @@ pub(super) async fn assemble(
         resources: Resources {
             this_process: Usage::this_process().since(usage_at_start.0),
             processor_processes: (processes > 0).then(|| Usage::children().since(usage_at_start.1)),
+            // Filled in by the caller, which sampled the services at the start.
+            services: Default::default(),
+            services_unmeasured: Default::default(),
+            cpu_us_per_message: Default::default(),
         },
         merged_from: Vec::new(),
     };

@@ -16,6 +16,7 @@
 
 mod assemble;
 mod consumers;
+mod cost;
 mod prepare;
 mod start;
 mod supervise;
@@ -110,6 +111,7 @@ pub struct RunOutcome {
 pub async fn execute(config: RunConfig, cancel: CancellationToken) -> Result<RunOutcome, RunError> {
     config.validate()?;
     let usage_at_start = (Usage::this_process(), Usage::children());
+    let meter = cost::Meter::start(&config).await;
     let names = RunNames::new(&config);
     let mut reached = prepare::reach(&config, &names).await?;
     say(
@@ -117,7 +119,13 @@ pub async fn execute(config: RunConfig, cancel: CancellationToken) -> Result<Run
         format!("run {} — {}", names.run_id, reached.describe(&config)),
     );
     reached.create(&config, &names).await?;
-    let measured = measure(&config, &names, &reached, cancel, usage_at_start).await;
+    let mut measured = measure(&config, &names, &reached, cancel, usage_at_start).await;
+    if let Ok(measured) = &mut measured {
+        let messages = measured.result.throughput.messages_processed;
+        meter
+            .finish(&config, &mut measured.result.resources, messages)
+            .await;
+    }
     reached.clean_up(&config, &names).await;
     let mut measured = measured?;
     measured.result.services = reached.services(&config, &names);

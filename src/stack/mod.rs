@@ -24,8 +24,9 @@ mod redis;
 pub mod services;
 #[cfg(feature = "tansu")]
 pub mod tansu;
+pub mod usage;
 
-use crate::config::{Connections, Origin, StackInfo, StackMode};
+use crate::config::{Connections, Origin, ServiceProcess, StackInfo, StackMode};
 use crate::redact::redact_url;
 
 pub use docker::{KAFKA_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE};
@@ -138,6 +139,7 @@ pub async fn provision(
             redis: Origin::External,
             postgres: Origin::External,
             kafka_version: None,
+            processes: Vec::new(),
         },
         connections,
         children: Vec::new(),
@@ -214,6 +216,7 @@ pub async fn provision(
             Service::Postgres => stack.info.postgres = origin,
         }
     }
+    stack.info.processes = stack.processes(mode, &explicit);
     Ok(stack)
 }
 
@@ -536,6 +539,38 @@ fn spawn(
 }
 
 impl Stack {
+    /// The service processes to measure: the children, and under `--stack auto` those that
+    /// `idembench services up` left running at the default addresses (by their pid files).
+    fn processes(&self, mode: StackMode, explicit: &Explicit) -> Vec<ServiceProcess> {
+        let mut processes: Vec<ServiceProcess> = self
+            .children
+            .iter()
+            .map(|running| ServiceProcess {
+                service: running.service.name(),
+                pid: running.child.id(),
+            })
+            .collect();
+        if mode == StackMode::Auto {
+            let home = services::Home::from_environment();
+            for (service, origin, given) in [
+                (Service::Redis, self.info.redis, explicit.redis),
+                (Service::Postgres, self.info.postgres, explicit.postgres),
+                (Service::Kafka, self.info.kafka, explicit.kafka),
+            ] {
+                if origin == Origin::External
+                    && !given
+                    && let Some(pid) = services::running_pid(&home, service)
+                {
+                    processes.push(ServiceProcess {
+                        service: service.name(),
+                        pid,
+                    });
+                }
+            }
+        }
+        processes
+    }
+
     /// Whether what this stack starts outlives it.
     fn detached(&self) -> bool {
         self.home.is_some()

@@ -108,6 +108,7 @@ pub async fn up(connections: Connections, home: Home) -> Result<(), StackError> 
             redis: Origin::External,
             postgres: Origin::External,
             kafka_version: None,
+            processes: Vec::new(),
         },
         connections,
         children: Vec::new(),
@@ -143,6 +144,22 @@ pub async fn up(connections: Connections, home: Home) -> Result<(), StackError> 
         redact_url(&connections.postgres_url)
     ));
     Ok(())
+}
+
+/// The pid in `service`'s pid file, if that process is alive and runs the service's program
+/// (a stale file whose pid was reused names something else).
+pub(super) fn running_pid(home: &Home, service: Service) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(home.pid_file(service))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let program = match service {
+        Service::Redis => "redis-server",
+        Service::Postgres => "postgres",
+        Service::Kafka => "java",
+    };
+    super::usage::runs(pid, program).then_some(pid)
 }
 
 /// Stops what `up` started (newest first), each with its quick shutdown signal, then SIGKILL

@@ -147,6 +147,39 @@ async fn result_json_has_the_contracted_fields_and_no_password() {
     }
 }
 
+/// Without a stack that knows the services' processes (servers given as addresses), Redis
+/// still reports its own CPU (`INFO cpu`); Postgres and Kafka are named as not measured, with
+/// why, rather than left out or shown as free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_without_known_processes_report_what_they_can_and_say_what_they_cannot() {
+    let (outcome, _dir) = common::run(&["--trades", "300"]).await;
+    let resources = &outcome.result.resources;
+    let redis = &resources.services["redis"];
+    assert_eq!(redis.source, "redis INFO cpu", "{resources:?}");
+    assert!(
+        redis.processes >= 1 && redis.cpu_seconds() > 0.0,
+        "{resources:?}"
+    );
+    assert!(resources.cpu_us_per_message["redis"] > 0.0, "{resources:?}");
+    assert!(
+        resources.cpu_us_per_message["idembench"] > 0.0,
+        "{resources:?}"
+    );
+    for service in ["postgres", "kafka"] {
+        assert!(!resources.services.contains_key(service), "{resources:?}");
+        assert!(
+            resources.services_unmeasured[service].contains("external server"),
+            "{resources:?}"
+        );
+    }
+    assert!(
+        outcome
+            .result
+            .summary()
+            .contains("(not measured: kafka, postgres)")
+    );
+}
+
 /// A second run never overwrites the first one's result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_existing_result_is_never_overwritten() {

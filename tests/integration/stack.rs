@@ -98,6 +98,33 @@ fn run_on_own_stack(mode: &str, origin: &str) {
         "a password reached the output:\n{stdout}\n{stderr}"
     );
     if mode == "embedded" {
+        // The stack knows its children, so each service's CPU is read from /proc: a Postgres
+        // postmaster with its backends, a Redis, a broker that did work.
+        let resources = &result["resources"];
+        for service in ["kafka", "redis", "postgres"] {
+            let used = &resources["services"][service];
+            assert_eq!(used["source"], "proc", "{service}: {resources}");
+            assert!(
+                used["processes"].as_u64().unwrap() >= 1,
+                "{service}: {resources}"
+            );
+            assert!(
+                used["pss_mib"].as_f64().unwrap() > 1.0,
+                "{service}: {resources}"
+            );
+        }
+        assert!(
+            resources["services"]["postgres"]["processes"]
+                .as_u64()
+                .unwrap()
+                > 1,
+            "a postmaster has backends and helpers: {resources}"
+        );
+        for part in ["idembench", "kafka"] {
+            let us = resources["cpu_us_per_message"][part].as_f64().unwrap();
+            assert!(us > 0.0, "{part}: {resources}");
+        }
+        assert!(stdout.contains("cpu / msg    idembench"), "{stdout}");
         let removed = stderr
             .lines()
             .find_map(|l| l.split(" and removed ").nth(1))

@@ -93,12 +93,29 @@ impl Fred {
             }
         }
         let counters = ClientCounters::default();
+        let sentinel = matches!(
+            super::topology::Address::parse(&settings.url),
+            Ok(super::topology::Address::Sentinel { .. })
+        );
         for client in pool.clients() {
             let reconnects = counters.reconnects.clone();
-            client.on_reconnect(move |_server| {
+            let followed = counters.primaries_followed.clone();
+            // Behind Sentinels fred asks them again on every reconnect; a reconnect to another
+            // server than the last one is a failover followed.
+            let last = std::sync::Arc::new(std::sync::Mutex::new(
+                client.active_connections().into_iter().next(),
+            ));
+            client.on_reconnect(move |server| {
                 let reconnects = reconnects.clone();
+                let followed = followed.clone();
+                let last = last.clone();
                 async move {
                     reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let mut last = last.lock().expect("not poisoned");
+                    if sentinel && last.as_ref().is_some_and(|was| *was != server) {
+                        followed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    *last = Some(server);
                     Ok(())
                 }
             });

@@ -86,6 +86,8 @@ pub struct ClientCounters {
     /// Reconnections: fred's reconnect events; for redis-rs, the dropped-connection errors
     /// after which its ConnectionManager reconnects (it reports nothing else).
     pub reconnects: Arc<AtomicU64>,
+    /// Behind Sentinels: connections that moved to a new primary after a failover.
+    pub primaries_followed: Arc<AtomicU64>,
 }
 
 /// [`ClientCounters`] read at one moment; summed over processes.
@@ -94,6 +96,8 @@ pub struct CounterValues {
     pub errors: u64,
     pub timeouts: u64,
     pub reconnects: u64,
+    #[serde(default)]
+    pub primaries_followed: u64,
 }
 
 impl CounterValues {
@@ -101,6 +105,7 @@ impl CounterValues {
         self.errors += other.errors;
         self.timeouts += other.timeouts;
         self.reconnects += other.reconnects;
+        self.primaries_followed += other.primaries_followed;
     }
 }
 
@@ -110,6 +115,7 @@ impl ClientCounters {
             errors: self.errors.load(Ordering::Relaxed),
             timeouts: self.timeouts.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
+            primaries_followed: self.primaries_followed.load(Ordering::Relaxed),
         }
     }
 

@@ -301,6 +301,9 @@ pub struct ProcessorStats {
     pub redis_errors: u64,
     pub redis_timeouts: u64,
     pub redis_reconnects: u64,
+    /// Behind Sentinels: Redis connections that moved to a newly promoted primary.
+    #[serde(default)]
+    pub redis_primaries_followed: u64,
     pub consumer_errors: u64,
     pub commit_errors: u64,
     pub rebalances: u64,

@@ -238,6 +238,7 @@ fn processor_stats(
         redis_errors: redis_counts.errors,
         redis_timeouts: redis_counts.timeouts,
         redis_reconnects: redis_counts.reconnects,
+        redis_primaries_followed: redis_counts.primaries_followed,
         consumer_errors: report.consumer_errors,
         commit_errors: report.commit_errors,
         rebalances: report.rebalances,

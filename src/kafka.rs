@@ -53,6 +53,7 @@ fn base_config(brokers: &str, timeout: Duration) -> ClientConfig {
     config
 }
 
+#[derive(Clone)]
 pub struct Admin {
     client: std::sync::Arc<AdminClient<DefaultClientContext>>,
     brokers: String,
@@ -177,6 +178,67 @@ impl Admin {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// `host:port` of every broker in the cluster's metadata now.
+    pub async fn broker_addresses(&self) -> Result<Vec<String>, KafkaSetupError> {
+        self.brokers_and_leader(None)
+            .await
+            .map(|(brokers, _)| brokers)
+    }
+
+    /// `host:port` of the broker that leads `partition` of `topic` now (`None`: no leader).
+    pub async fn leader_address(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<String>, KafkaSetupError> {
+        self.brokers_and_leader(Some((topic.to_string(), partition)))
+            .await
+            .map(|(_, leader)| leader)
+    }
+
+    async fn brokers_and_leader(
+        &self,
+        partition: Option<(String, i32)>,
+    ) -> Result<(Vec<String>, Option<String>), KafkaSetupError> {
+        let client = self.client.clone();
+        let timeout = self.timeout;
+        let result = tokio::task::spawn_blocking(move || {
+            let topic = partition.as_ref().map(|(topic, _)| topic.as_str());
+            client
+                .inner()
+                .fetch_metadata(topic, Timeout::After(timeout))
+                .map(|metadata| {
+                    let address = |id: i32| {
+                        metadata
+                            .brokers()
+                            .iter()
+                            .find(|b| b.id() == id)
+                            .map(|b| format!("{}:{}", b.host(), b.port()))
+                    };
+                    let leader = partition.as_ref().and_then(|(_, wanted)| {
+                        metadata
+                            .topics()
+                            .iter()
+                            .flat_map(|t| t.partitions())
+                            .find(|p| p.id() == *wanted && p.leader() >= 0)
+                            .and_then(|p| address(p.leader()))
+                    });
+                    let brokers = metadata
+                        .brokers()
+                        .iter()
+                        .map(|b| format!("{}:{}", b.host(), b.port()))
+                        .collect();
+                    (brokers, leader)
+                })
+        })
+        .await
+        .expect("metadata task panicked");
+        result.map_err(|e| KafkaSetupError::Unreachable {
+            brokers: self.brokers.clone(),
+            cause: e.to_string(),
+        })
     }
 
     async fn leaders_once(&self, topic: &str) -> Result<Vec<PartitionLeader>, KafkaSetupError> {

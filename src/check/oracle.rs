@@ -170,6 +170,10 @@ struct Facts {
     wiped: bool,
     kills: u64,
     outages: u64,
+    /// Redis servers killed (restarts and failovers): replies cut in flight.
+    redis_kills: u64,
+    failovers: u64,
+    broker_kills: u64,
     can: Capabilities,
 }
 
@@ -177,9 +181,12 @@ pub fn predict(shape: &RunShape, log: &[FaultEvent]) -> Prediction {
     let count = |kind| log.iter().filter(|event| event.kind == kind).count() as u64;
     let facts = Facts {
         crashes: log.iter().filter_map(|event| event.point).collect(),
-        wiped: count(FaultKind::RedisWipe) > 0,
+        wiped: log.iter().any(|event| event.kind.loses_redis_keys()),
         kills: count(FaultKind::ProcessKill),
         outages: count(FaultKind::DbOutage),
+        redis_kills: count(FaultKind::RedisRestart) + count(FaultKind::RedisFailover),
+        failovers: count(FaultKind::RedisFailover),
+        broker_kills: count(FaultKind::KafkaBrokerKill),
         can: shape.strategy.capabilities(),
     };
     let mut tally = Tally {
@@ -196,6 +203,8 @@ pub fn predict(shape: &RunShape, log: &[FaultEvent]) -> Prediction {
     slow_trades(shape, &facts, &mut tally);
     kills(shape, &facts, &mut tally);
     outages(shape, &facts, &mut tally);
+    redis_kills(shape, &facts, &mut tally);
+    broker_kills(shape, &facts, &mut tally);
     if shape.unprocessed > 0 {
         tally.lost = tally.lost.plus(Bounds::up_to(shape.unprocessed));
         tally.rule(format!(
@@ -246,7 +255,9 @@ fn late_copies(shape: &RunShape, facts: &Facts, tally: &mut Tally) {
         }
     } else if facts.wiped {
         tally.double = tally.double.plus(Bounds::up_to(shape.duplicated_trades));
-        tally.rule("a Redis wipe forgets DONE: copies after it may apply again");
+        tally.rule(
+            "a Redis wipe, restart or failover forgets DONE: copies after it may apply again",
+        );
     }
 }
 
@@ -390,6 +401,51 @@ fn outages(shape: &RunShape, facts: &Facts, tally: &mut Tally) {
     ));
 }
 
+/// A Redis server SIGKILLed (a restart, or a failover's primary): every command in flight loses
+/// its reply. A claim's `SET NX` may have landed; on a failover it may also have reached the
+/// replica that now serves, so the step's retry meets its own PROCESSING claim and, skipping,
+/// loses the trade. A restart without persistence forgets the claim, so its retry claims again.
+/// Where the outage outlasts a worker's retries (about 5 s) the processor restarts and the
+/// redelivery meets whatever survived; hence bounds, by the workers in flight.
+fn redis_kills(shape: &RunShape, facts: &Facts, tally: &mut Tally) {
+    if facts.redis_kills == 0 || facts.can.database_decides {
+        return;
+    }
+    let in_flight = facts.redis_kills * (shape.workers * shape.processes.max(1)) as u64;
+    if facts.can.claims && shape.on_in_progress == OnInProgress::Skip && facts.failovers > 0 {
+        let bound = facts.failovers * (shape.workers * shape.processes.max(1)) as u64;
+        tally.lost = tally.lost.plus(Bounds::up_to(bound));
+        tally.rule(format!(
+            "{}: a failover may keep a claim whose reply it cut (replicated before the kill): the retry skips its own claim, up to {bound} lost",
+            shape.strategy.name()
+        ));
+    }
+    if facts.can.redis_decides && !shape.unique_constraint {
+        tally.double = tally.double.plus(Bounds::up_to(in_flight));
+        tally.rule(format!(
+            "a killed Redis cuts up to {in_flight} message(s) in flight; one whose DONE was lost after its business commit may apply again"
+        ));
+    }
+}
+
+/// A Kafka broker SIGKILLed: the producer (idempotent, acks=all) retries to the new leader,
+/// so the stream loses and doubles nothing; consumers may see uncommitted messages again,
+/// which only a strategy that knows messages, not trades, applies twice.
+fn broker_kills(shape: &RunShape, facts: &Facts, tally: &mut Tally) {
+    if facts.broker_kills == 0 {
+        return;
+    }
+    if shape.strategy == StrategyKind::None && !shape.unique_constraint {
+        tally.double = Bounds::at_least(tally.double.min);
+        tally.rule("none: a broker kill may redeliver uncommitted messages, each applied again");
+    } else {
+        tally.rule(format!(
+            "{}: a broker kill only redelivers; the strategy absorbs redeliveries",
+            shape.strategy.name()
+        ));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,6 +480,8 @@ mod tests {
                 point: Some(point),
                 trade_id,
                 at_us: 0,
+                target: None,
+                end_us: None,
             })
             .collect()
     }
@@ -494,6 +552,8 @@ mod tests {
                     point: None,
                     trade_id: 0,
                     at_us: 0,
+                    target: None,
+                    end_us: None,
                 })
                 .collect()
         };

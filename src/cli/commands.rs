@@ -151,6 +151,7 @@ async fn provision(common: &CommonArgs, explicit: Explicit) -> Result<Stack, i32
 fn point_at(config: &mut crate::config::RunConfig, stack: &Stack) {
     config.connections = Connections::clone(&stack.connections);
     config.stack = Some(stack.info.clone());
+    config.services = Some(std::sync::Arc::new(stack.control()));
 }
 
 async fn run(

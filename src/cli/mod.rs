@@ -367,6 +367,15 @@ pub struct CommonArgs {
     /// restart without persistence would.
     #[arg(long)]
     pub redis_wipe_at_ms: Option<u64>,
+    /// A fault at a time, repeatable (a scenario file's `[[scenario.fault]]`):
+    /// KIND@AT_MS[+DURATION_MS][/EVERY_MS][:TARGET], e.g. `--fault redis-restart@5000+2000`.
+    /// Kinds: redis-wipe, db-outage, process-kill, redis-restart (SIGKILL the stack's Redis and
+    /// start it again, empty), redis-failover (SIGKILL the primary of a Sentinel or Cluster
+    /// topology until its replica is promoted), kafka-broker-kill (SIGKILL a broker, by default
+    /// partition 0's leader, and start it again). The last three need services the run's stack
+    /// started (--stack embedded, or auto with nothing running).
+    #[arg(long = "fault", value_name = "FAULT", value_parser = crate::faults::ScheduledFault::parse_flag)]
+    pub faults: Vec<crate::faults::ScheduledFault>,
     /// Trade ids whose business transaction is slowed by --slow-ms (every copy), comma-separated:
     /// a PROCESSING claim shorter than that expires while its owner still works.
     #[arg(long, value_delimiter = ',')]

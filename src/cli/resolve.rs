@@ -269,6 +269,9 @@ fn apply(settings: &Settings, args: &mut CommonArgs) {
     if let Some(at) = settings.redis_wipe_at_ms {
         args.redis_wipe_at_ms = Some(at);
     }
+    if let Some(faults) = &settings.fault {
+        args.faults = faults.clone();
+    }
     if let Some(at) = settings.db_outage_at_ms {
         args.db_outage_at_ms = Some(at);
     }
@@ -350,6 +353,7 @@ impl CommonArgs {
                 slow_ms: self.slow_ms,
                 db_outage_at_ms: self.db_outage_at_ms,
                 db_outage_ms: self.db_outage_ms,
+                schedule: self.faults.clone(),
             },
             duplicate_partition: self.duplicate_partition,
             processes: self.processes,
@@ -375,6 +379,7 @@ impl CommonArgs {
             command,
             processor_exe: None,
             stack: None,
+            services: None,
         }
     }
 }

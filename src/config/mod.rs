@@ -22,7 +22,7 @@ use crate::strategy::StrategyKind;
 use crate::strategy::parts::OnInProgress;
 
 pub use names::{RunNames, stamp};
-pub use stack::{Origin, ServiceProcess, StackInfo, StackMode};
+pub use stack::{Origin, StackInfo, StackMode};
 pub use validate::ConfigError;
 
 /// Where the services are. Never serialized as is: URLs may hold passwords.
@@ -166,6 +166,11 @@ pub struct RunConfig {
     /// in `environment.stack`.
     #[serde(skip)]
     pub stack: Option<StackInfo>,
+    /// The processes of the stack that started the services (absent for servers the run did
+    /// not start): what the service faults kill and restart, and what the run's cost figures
+    /// read from /proc.
+    #[serde(skip)]
+    pub services: Option<std::sync::Arc<dyn crate::faults::control::ServiceControl>>,
 }
 
 fn one() -> usize {

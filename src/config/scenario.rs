@@ -12,6 +12,11 @@
 //! redis_clients = ["redis-rs"]             # default: redis-rs
 //! crash_at = ["after-db-commit"]
 //! processing_ttl_ms = 300
+//!
+//! [[scenario.fault]]              # a fault schedule: several per run (see `--fault`)
+//! kind = "redis-restart"
+//! at_ms = 5000
+//! duration_ms = 2000              # optional; also every_ms, target
 //! ```
 //!
 //! Settings are the `run` flags with underscores (`duplicate_rate`, `crash_at`, ...). A
@@ -122,6 +127,7 @@ settings! {
     max_crashes: u64,
     restart_delay_ms: u64,
     redis_wipe_at_ms: u64,
+    fault: Vec<crate::faults::ScheduledFault>,
     duplicate_partition: DuplicatePartition,
     slow_trades: Vec<u64>,
     slow_ms: u64,

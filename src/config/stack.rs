@@ -53,17 +53,4 @@ pub struct StackInfo {
     /// The Apache Kafka release of a broker this run started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka_version: Option<String>,
-    /// The service processes whose cost the run measures from /proc: the stack's children, or
-    /// those `idembench services up` left running. Not written: pids mean nothing later.
-    #[serde(skip)]
-    pub processes: Vec<ServiceProcess>,
-}
-
-/// One service process (the root of its tree: a Postgres postmaster, a `redis-server` or
-/// Sentinel, a Kafka node's JVM).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServiceProcess {
-    /// `redis`, `postgres` or `kafka`.
-    pub service: &'static str,
-    pub pid: u32,
 }

@@ -146,6 +146,21 @@ impl RunConfig {
             crate::config::StackMode::Embedded | crate::config::StackMode::Docker
         );
         self.replicas_fit(always_starts)?;
+        if mode == crate::config::StackMode::External
+            && let Some(fault) = self
+                .crash_plan
+                .schedule
+                .iter()
+                .find(|f| f.kind.needs_stack())
+        {
+            return fail(
+                &["fault", "stack"],
+                format!(
+                    "{} kills and restarts a service, and --stack external starts none: run with --stack embedded",
+                    fault.kind.name()
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -269,6 +284,94 @@ impl RunConfig {
         }
         if plan.kill_every_ms == Some(0) {
             return fail(&["kill_every_ms"], "--kill-every-ms must be positive");
+        }
+        self.validate_schedule()
+    }
+
+    /// Each `--fault` (`[[scenario.fault]]`): a kind a schedule may hold, a period longer than
+    /// the fault, and what the kind needs — processor processes to kill, a Redis topology with
+    /// a replica to fail over to, and services this run's stack started and may kill.
+    fn validate_schedule(&self) -> Result<(), ConfigError> {
+        use crate::faults::FaultKind;
+        for fault in &self.crash_plan.schedule {
+            let kind = fault.kind.name();
+            if !FaultKind::SCHEDULED.contains(&fault.kind) {
+                let kinds: Vec<&str> = FaultKind::SCHEDULED.iter().map(|k| k.name()).collect();
+                return fail(
+                    &["fault"],
+                    format!(
+                        "a fault schedule cannot hold {kind}; it may hold: {} (crashes have --crash-at, slow trades --slow-trades)",
+                        kinds.join(", ")
+                    ),
+                );
+            }
+            if fault
+                .every_ms
+                .is_some_and(|every| every <= fault.duration().as_millis() as u64)
+            {
+                return fail(
+                    &["fault"],
+                    format!(
+                        "{kind}: every_ms must be longer than the fault lasts ({} ms)",
+                        fault.duration().as_millis()
+                    ),
+                );
+            }
+            if fault.kind == FaultKind::ProcessKill && self.processes == 0 {
+                return fail(
+                    &["fault", "processes"],
+                    "process-kill kills processor processes: add --processes N (2 or more for a rebalance onto survivors)",
+                );
+            }
+            if fault.kind == FaultKind::RedisFailover
+                && self.redis_topology == crate::redis::RedisTopology::Standalone
+            {
+                return fail(
+                    &["fault", "redis_topology"],
+                    "redis-failover needs a replica to promote: add --redis-topology sentinel (or cluster)",
+                );
+            }
+            if fault.kind.needs_stack() && self.stack.is_some() {
+                self.stack_owns(fault)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the stack that provisioned this run started the service `fault` kills.
+    fn stack_owns(&self, fault: &crate::faults::ScheduledFault) -> Result<(), ConfigError> {
+        use crate::faults::FaultKind;
+        let service = match fault.kind {
+            FaultKind::KafkaBrokerKill => "kafka",
+            _ => "redis",
+        };
+        let owned: Vec<String> = self
+            .services
+            .iter()
+            .flat_map(|services| services.nodes())
+            .filter(|node| node.owned && node.service == service)
+            .map(|node| node.address)
+            .collect();
+        if owned.is_empty() {
+            return fail(
+                &["fault", "stack"],
+                format!(
+                    "{} kills and restarts {service}, which this run did not start (it answered at its address, or was given): run with --stack embedded, or stop the long-lived services (scripts/services down) so --stack auto starts its own",
+                    fault.kind.name()
+                ),
+            );
+        }
+        if let Some(target) = &fault.target
+            && !owned.contains(target)
+        {
+            return fail(
+                &["fault"],
+                format!(
+                    "{}: target {target} is none of the {service} processes this run started ({})",
+                    fault.kind.name(),
+                    owned.join(", ")
+                ),
+            );
         }
         Ok(())
     }

@@ -24,8 +24,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+pub mod control;
 pub mod outage;
 pub mod schedule;
+pub mod services;
 pub mod timers;
 
 /// Named points of the flow where a crash can be injected.
@@ -94,6 +96,16 @@ pub enum FaultKind {
     ProcessKill,
     /// The processor's Postgres connections are cut and refused for a while.
     DbOutage,
+    /// A `redis-server` the stack started is SIGKILLed and started again after `duration_ms`:
+    /// without persistence it comes back empty (on a Sentinel or Cluster topology: the
+    /// primary, which its replica then copies).
+    RedisRestart,
+    /// The Redis primary is SIGKILLed and stays down until its replica is promoted (by the
+    /// Sentinels, or by the cluster) and `duration_ms` passed; then it rejoins as a replica.
+    RedisFailover,
+    /// A Kafka broker the stack started (the leader of partition 0 unless `target` names a
+    /// broker address) is SIGKILLed and started again after `duration_ms`.
+    KafkaBrokerKill,
 }
 
 impl FaultKind {
@@ -104,7 +116,125 @@ impl FaultKind {
             FaultKind::RedisWipe => "redis-wipe",
             FaultKind::ProcessKill => "process-kill",
             FaultKind::DbOutage => "db-outage",
+            FaultKind::RedisRestart => "redis-restart",
+            FaultKind::RedisFailover => "redis-failover",
+            FaultKind::KafkaBrokerKill => "kafka-broker-kill",
         }
+    }
+
+    /// The kinds a fault schedule (`[[scenario.fault]]`, `--fault`) may hold.
+    pub const SCHEDULED: [FaultKind; 6] = [
+        FaultKind::RedisWipe,
+        FaultKind::DbOutage,
+        FaultKind::ProcessKill,
+        FaultKind::RedisRestart,
+        FaultKind::RedisFailover,
+        FaultKind::KafkaBrokerKill,
+    ];
+
+    /// Kills and restarts a service process: needs a stack that started it.
+    pub fn needs_stack(self) -> bool {
+        matches!(
+            self,
+            FaultKind::RedisRestart | FaultKind::RedisFailover | FaultKind::KafkaBrokerKill
+        )
+    }
+
+    /// Takes the Redis it hits away (its keys, or the server).
+    pub fn loses_redis_keys(self) -> bool {
+        matches!(
+            self,
+            FaultKind::RedisWipe | FaultKind::RedisRestart | FaultKind::RedisFailover
+        )
+    }
+}
+
+impl std::str::FromStr for FaultKind {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<FaultKind, String> {
+        FaultKind::SCHEDULED
+            .into_iter()
+            .find(|kind| kind.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = FaultKind::SCHEDULED.iter().map(|k| k.name()).collect();
+                format!(
+                    "unknown fault kind {name:?}; a schedule may hold: {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// One entry of a fault schedule: `[[scenario.fault]]` in a scenario file, `--fault` on the
+/// command line. Several per run, each at its own time, healed before the drain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduledFault {
+    pub kind: FaultKind,
+    /// When, in ms after production starts.
+    pub at_ms: u64,
+    /// How long it lasts: a restart's downtime, an outage's length (0: the kind's default).
+    #[serde(default)]
+    pub duration_ms: u64,
+    /// Inject it again this often, while production runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_ms: Option<u64>,
+    /// What it hits where the kind has a choice (`kafka-broker-kill`: a broker's
+    /// `host:port`; default the leader of partition 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+impl ScheduledFault {
+    /// Downtime when `duration_ms` is 0: long enough for the kind to mean something (a
+    /// failover needs the Sentinels' `down-after-milliseconds` and an election).
+    pub fn duration(&self) -> Duration {
+        let default_ms = match self.kind {
+            FaultKind::RedisFailover => 8_000,
+            FaultKind::DbOutage | FaultKind::RedisRestart | FaultKind::KafkaBrokerKill => 2_000,
+            _ => 0,
+        };
+        Duration::from_millis(if self.duration_ms == 0 {
+            default_ms
+        } else {
+            self.duration_ms
+        })
+    }
+
+    /// Parses `--fault KIND@AT_MS[+DURATION_MS][/EVERY_MS][:TARGET]`, e.g.
+    /// `redis-restart@5000+2000`, `kafka-broker-kill@8000:127.0.0.1:9093`.
+    pub fn parse_flag(text: &str) -> Result<ScheduledFault, String> {
+        let shape =
+            "expected KIND@AT_MS[+DURATION_MS][/EVERY_MS][:TARGET], e.g. redis-restart@5000+2000";
+        let (kind, rest) = text
+            .split_once('@')
+            .ok_or_else(|| format!("{text:?}: {shape}"))?;
+        let kind: FaultKind = kind.trim().parse()?;
+        let (times, target) = match rest.split_once(':') {
+            Some((times, target)) => (times, Some(target.trim().to_string())),
+            None => (rest, None),
+        };
+        let number = |what: &str, digits: &str| {
+            digits.trim().parse::<u64>().map_err(|_| {
+                format!("{text:?}: {what} {digits:?} is not a whole number of ms; {shape}")
+            })
+        };
+        let (times, every_ms) = match times.split_once('/') {
+            Some((times, every)) => (times, Some(number("EVERY_MS", every)?)),
+            None => (times, None),
+        };
+        let (at, duration_ms) = match times.split_once('+') {
+            Some((at, duration)) => (at, number("DURATION_MS", duration)?),
+            None => (times, 0),
+        };
+        Ok(ScheduledFault {
+            kind,
+            at_ms: number("AT_MS", at)?,
+            duration_ms,
+            every_ms,
+            target,
+        })
     }
 }
 
@@ -137,9 +267,43 @@ pub struct FaultPlan {
     /// refuse new ones for `db_outage_ms`.
     pub db_outage_at_ms: Option<u64>,
     pub db_outage_ms: u64,
+    /// The fault schedule (`[[scenario.fault]]`, `--fault`), beside the shorthands above.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<ScheduledFault>,
 }
 
 impl FaultPlan {
+    /// Every timed fault of the plan as schedule entries: the schedule, and the shorthand
+    /// flags (`--redis-wipe-at-ms`, `--db-outage-at-ms`) written as entries.
+    pub fn timeline(&self) -> Vec<ScheduledFault> {
+        let mut timeline = self.schedule.clone();
+        if let Some(at_ms) = self.redis_wipe_at_ms {
+            timeline.push(ScheduledFault {
+                kind: FaultKind::RedisWipe,
+                at_ms,
+                duration_ms: 0,
+                every_ms: None,
+                target: None,
+            });
+        }
+        if let Some(at_ms) = self.db_outage_at_ms {
+            timeline.push(ScheduledFault {
+                kind: FaultKind::DbOutage,
+                at_ms,
+                duration_ms: self.db_outage_ms,
+                every_ms: None,
+                target: None,
+            });
+        }
+        timeline.sort_by_key(|fault| fault.at_ms);
+        timeline
+    }
+
+    /// Whether the plan injects `kind` at some time.
+    pub fn schedules(&self, kind: FaultKind) -> bool {
+        self.timeline().iter().any(|fault| fault.kind == kind)
+    }
+
     pub fn restart_delay(&self) -> Duration {
         Duration::from_millis(self.restart_delay_ms)
     }
@@ -155,6 +319,13 @@ pub struct FaultEvent {
     pub trade_id: u64,
     /// µs since the Unix epoch.
     pub at_us: u64,
+    /// What it hit, where that is one thing: a service's address (`127.0.0.1:PORT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// When it was healed (µs since the Unix epoch), for a fault that lasts: the restarted
+    /// server answers, the promoted primary serves, the outage ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_us: Option<u64>,
 }
 
 /// Decides crashes and logs them. Shared by every worker of every processor incarnation.
@@ -240,6 +411,8 @@ impl Faults {
             point: Some(point),
             trade_id,
             at_us: now_us(),
+            target: None,
+            end_us: None,
         });
         Err(Crash { point, trade_id })
     }
@@ -258,6 +431,8 @@ impl Faults {
                     point: None,
                     trade_id,
                     at_us: now_us(),
+                    target: None,
+                    end_us: None,
                 });
             }
         }
@@ -271,13 +446,49 @@ impl Faults {
 
     /// Logs a fault injected from outside the flow (a Redis wipe, a kill, an outage).
     pub fn record(&self, kind: FaultKind) {
+        self.begin(kind, None);
+    }
+
+    /// Logs the start of a fault from outside the flow that hit `target`; returns its place in
+    /// the log, for [`Faults::end`].
+    pub fn begin(&self, kind: FaultKind, target: Option<String>) -> usize {
         let event = FaultEvent {
             kind,
             point: None,
             trade_id: 0,
             at_us: now_us(),
+            target,
+            end_us: None,
         };
-        self.fired.lock().expect("fault log lock").log.push(event);
+        let mut fired = self.fired.lock().expect("fault log lock");
+        fired.log.push(event);
+        fired.log.len() - 1
+    }
+
+    /// Faults from outside the flow that started and have not healed yet.
+    pub fn open(&self) -> usize {
+        let fired = self.fired.lock().expect("fault log lock");
+        fired
+            .log
+            .iter()
+            .filter(|e| {
+                e.point.is_none() && e.kind != FaultKind::Slow && e.kind != FaultKind::ProcessKill
+            })
+            .filter(|e| e.end_us.is_none())
+            .count()
+    }
+
+    /// Logs that the fault at `index` was healed, now.
+    pub fn end(&self, index: usize) {
+        if let Some(event) = self
+            .fired
+            .lock()
+            .expect("fault log lock")
+            .log
+            .get_mut(index)
+        {
+            event.end_us = Some(now_us());
+        }
     }
 
     fn due(&self, point: CrashPoint, trade_id: u64) -> bool {
@@ -335,6 +546,7 @@ mod tests {
             slow_ms: 0,
             db_outage_at_ms: None,
             db_outage_ms: 0,
+            schedule: vec![],
         }
     }
 
@@ -402,5 +614,56 @@ mod tests {
             })
             .collect();
         assert_eq!(crashed, vec![3, 4]);
+    }
+
+    #[test]
+    fn a_fault_flag_reads_kind_time_duration_period_and_target() {
+        let fault =
+            ScheduledFault::parse_flag("kafka-broker-kill@8000+3000/20000:127.0.0.1:9093").unwrap();
+        assert_eq!(
+            fault,
+            ScheduledFault {
+                kind: FaultKind::KafkaBrokerKill,
+                at_ms: 8000,
+                duration_ms: 3000,
+                every_ms: Some(20000),
+                target: Some("127.0.0.1:9093".into()),
+            }
+        );
+        let short = ScheduledFault::parse_flag("redis-restart@5000").unwrap();
+        assert_eq!(
+            (short.at_ms, short.duration_ms, short.every_ms),
+            (5000, 0, None)
+        );
+        assert_eq!(
+            short.duration(),
+            Duration::from_millis(2000),
+            "the kind's default"
+        );
+        let unknown = ScheduledFault::parse_flag("crash@5").unwrap_err();
+        assert!(unknown.contains("redis-failover"), "{unknown}");
+        assert!(
+            ScheduledFault::parse_flag("redis-restart")
+                .unwrap_err()
+                .contains("KIND@AT_MS")
+        );
+        assert!(
+            ScheduledFault::parse_flag("redis-restart@soon")
+                .unwrap_err()
+                .contains("AT_MS")
+        );
+    }
+
+    #[test]
+    fn the_timeline_holds_the_schedule_and_the_shorthands_in_time_order() {
+        let plan = FaultPlan {
+            redis_wipe_at_ms: Some(9000),
+            schedule: vec![ScheduledFault::parse_flag("redis-restart@4000").unwrap()],
+            ..plan(0.0)
+        };
+        let kinds: Vec<FaultKind> = plan.timeline().iter().map(|f| f.kind).collect();
+        assert_eq!(kinds, vec![FaultKind::RedisRestart, FaultKind::RedisWipe]);
+        assert!(plan.schedules(FaultKind::RedisWipe));
+        assert!(!plan.schedules(FaultKind::DbOutage));
     }
 }

@@ -1,44 +1,111 @@
 //! When the timed faults are due. Kills are decided here and carried out by the fleet of
-//! processor processes.
+//! processor processes; every other scheduled fault is a task of its own ([`repeat`]).
 
 use std::time::{Duration, Instant};
 
-/// When the next SIGKILL is due: each `kill_at_ms` once, and every `kill_every_ms` while
-/// production runs.
+use tokio_util::sync::CancellationToken;
+
+use super::{FaultKind, ScheduledFault};
+
+/// When the next SIGKILL of a processor process is due: each `kill_at_ms` once, every
+/// `kill_every_ms` while production runs, and each scheduled `process-kill` at its time and
+/// then every `every_ms` while production runs.
 pub struct KillSchedule {
-    at: std::collections::VecDeque<Instant>,
-    every: Option<Duration>,
-    next_periodic: Option<Instant>,
+    /// (next time, period): an entry without a period is dropped once it fired.
+    entries: Vec<(Instant, Option<Duration>)>,
 }
 
 impl KillSchedule {
     pub fn new(plan: &super::FaultPlan, started: Instant) -> KillSchedule {
-        let mut at: Vec<u64> = plan.kill_at_ms.clone();
-        at.sort_unstable();
-        let every = plan.kill_every_ms.map(Duration::from_millis);
-        KillSchedule {
-            at: at
-                .into_iter()
-                .map(|ms| started + Duration::from_millis(ms))
-                .collect(),
-            every,
-            next_periodic: every.map(|every| started + every),
+        let ms = Duration::from_millis;
+        let mut entries: Vec<(Instant, Option<Duration>)> = plan
+            .kill_at_ms
+            .iter()
+            .map(|at| (started + ms(*at), None))
+            .collect();
+        if let Some(every) = plan.kill_every_ms.map(ms) {
+            entries.push((started + every, Some(every)));
         }
+        for fault in plan
+            .schedule
+            .iter()
+            .filter(|f| f.kind == FaultKind::ProcessKill)
+        {
+            entries.push((started + ms(fault.at_ms), fault.every_ms.map(ms)));
+        }
+        KillSchedule { entries }
     }
 
-    /// True (once) when a kill is due now.
+    /// True (once) when a kill is due now. A periodic entry fires only while `producing`, and
+    /// is dropped once production ended.
     pub fn due(&mut self, producing: bool) -> bool {
         let now = Instant::now();
-        if self.at.front().is_some_and(|at| *at <= now) {
-            self.at.pop_front();
-            return true;
-        }
-        match (self.next_periodic, self.every) {
-            (Some(next), Some(every)) if producing && next <= now => {
-                self.next_periodic = Some(next + every);
+        let Some(i) = self.entries.iter().position(|(next, _)| *next <= now) else {
+            return false;
+        };
+        match self.entries[i].1 {
+            Some(every) if producing => {
+                self.entries[i].0 += every;
                 true
             }
-            _ => false,
+            Some(_) => {
+                self.entries.remove(i);
+                false
+            }
+            None => {
+                self.entries.remove(i);
+                true
+            }
         }
+    }
+}
+
+/// Runs `inject` for `fault` from now on: at `at_ms`, then every `every_ms` until `produced`
+/// is cancelled (a schedule heals before the drain: nothing new starts once production ended).
+pub fn repeat<F, Fut>(
+    fault: &ScheduledFault,
+    produced: CancellationToken,
+    mut inject: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let (at_ms, every_ms) = (fault.at_ms, fault.every_ms);
+    tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        let mut at = Duration::from_millis(at_ms);
+        loop {
+            tokio::time::sleep_until(start + at).await;
+            inject().await;
+            match every_ms {
+                Some(every) if !produced.is_cancelled() => at += Duration::from_millis(every),
+                _ => return,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_off_kills_fire_once_and_periodic_ones_only_while_producing() {
+        let plan = super::super::FaultPlan {
+            kill_at_ms: vec![0],
+            schedule: vec![ScheduledFault::parse_flag("process-kill@0/1").unwrap()],
+            ..Default::default()
+        };
+        let mut kills = KillSchedule::new(&plan, Instant::now() - Duration::from_millis(5));
+        assert!(kills.due(false), "a one-off fires after production too");
+        assert!(kills.due(true), "the periodic entry, while producing");
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(
+            !kills.due(false),
+            "production ended: the periodic entry is dropped"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(!kills.due(true), "nothing left");
     }
 }

@@ -11,26 +11,36 @@ use crate::stack::usage::{self, ServiceUsage, TreeSample};
 
 /// The services' first samples.
 pub(super) struct Meter {
-    trees: BTreeMap<&'static str, (Vec<u32>, TreeSample)>,
+    trees: BTreeMap<&'static str, TreeSample>,
     /// `INFO cpu` at the start, for a Redis whose processes are not known.
     redis_info: Option<Result<(f64, f64, usize), String>>,
 }
 
 const SERVICES: [&str; 3] = ["redis", "postgres", "kafka"];
 
+/// The processes of each service now, sampled, plus what faults' kills left behind.
+fn sample_trees(config: &RunConfig) -> BTreeMap<&'static str, TreeSample> {
+    let Some(services) = &config.services else {
+        return BTreeMap::new();
+    };
+    let mut pids: BTreeMap<&'static str, Vec<u32>> = BTreeMap::new();
+    for node in services.nodes() {
+        pids.entry(node.service).or_default().extend(node.pid);
+    }
+    pids.into_iter()
+        .map(|(service, pids)| {
+            let mut sample = usage::sample(&pids);
+            let spent = services.spent(service);
+            sample.cpu_user_seconds += spent.cpu_user_seconds;
+            sample.cpu_system_seconds += spent.cpu_system_seconds;
+            (service, sample)
+        })
+        .collect()
+}
+
 impl Meter {
     pub(super) async fn start(config: &RunConfig) -> Meter {
-        let mut trees = BTreeMap::new();
-        for process in config.stack.iter().flat_map(|stack| &stack.processes) {
-            trees
-                .entry(process.service)
-                .or_insert_with(|| (Vec::new(), TreeSample::default()))
-                .0
-                .push(process.pid);
-        }
-        for (pids, sample) in trees.values_mut() {
-            *sample = usage::sample(pids);
-        }
+        let trees = sample_trees(config);
         let redis_info = (!trees.contains_key("redis")
             && config.strategy.capabilities().uses_redis)
             .then_some(redis_info(config).await);
@@ -39,11 +49,12 @@ impl Meter {
 
     /// Fills `resources`' service figures and every part's CPU per message.
     pub(super) async fn finish(self, config: &RunConfig, resources: &mut Resources, messages: u64) {
-        for (service, (pids, start)) in &self.trees {
-            resources.services.insert(
-                service.to_string(),
-                ServiceUsage::between(*start, usage::sample(pids)),
-            );
+        let end = sample_trees(config);
+        for (service, start) in &self.trees {
+            let end = end.get(service).copied().unwrap_or_default();
+            resources
+                .services
+                .insert(service.to_string(), ServiceUsage::between(*start, end));
         }
         match self.redis_info {
             Some(Ok(start)) => match redis_info(config).await {

@@ -110,6 +110,18 @@ pub struct RunOutcome {
 /// Runs one benchmark. `cancel` (Ctrl-C) ends it early with a partial report.
 pub async fn execute(config: RunConfig, cancel: CancellationToken) -> Result<RunOutcome, RunError> {
     config.validate()?;
+    if config.services.is_none()
+        && let Some(fault) = config
+            .crash_plan
+            .schedule
+            .iter()
+            .find(|f| f.kind.needs_stack())
+    {
+        return Err(RunError::Config(format!(
+            "{} kills and restarts a service: it needs the services started by this run's stack (run it with `idembench run --stack embedded`)",
+            fault.kind.name()
+        )));
+    }
     let usage_at_start = (Usage::this_process(), Usage::children());
     let meter = cost::Meter::start(&config).await;
     let names = RunNames::new(&config);

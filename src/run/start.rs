@@ -30,6 +30,8 @@ pub(super) struct Started {
     /// The loopback relay a Postgres outage cuts, when the plan has one.
     pub relay: Option<Arc<Relay>>,
     pub producer: LoadProducer,
+    /// The run's admin connection to Kafka (a broker kill asks it for partition 0's leader).
+    pub kafka: crate::kafka::Admin,
 }
 
 pub(super) async fn start(
@@ -42,9 +44,12 @@ pub(super) async fn start(
     let mut spec = member_spec(config, names);
     // A Postgres outage needs the processor's connections to run through a relay it can cut;
     // the audit keeps its direct connection.
-    let relay = match config.crash_plan.db_outage_at_ms {
-        None => None,
-        Some(_) => Some(Arc::new(relay_for(config, &mut spec).await?)),
+    let relay = match config
+        .crash_plan
+        .schedules(crate::faults::FaultKind::DbOutage)
+    {
+        false => None,
+        true => Some(Arc::new(relay_for(config, &mut spec).await?)),
     };
     let processor_db = match relay {
         Some(_) => Db::connect(&spec.db_settings(), &names.schema)
@@ -95,6 +100,7 @@ pub(super) async fn start(
         memory,
         relay,
         producer,
+        kafka: reached.admin.clone(),
     };
     Ok((started, consumers))
 }

@@ -16,8 +16,8 @@ use super::start::Started;
 use super::ticker::{Ticker, offered};
 use super::{RunError, abandon_token, say};
 use crate::config::{DuplicatePartition, OnInterrupt, RunConfig};
-use crate::faults::schedule::KillSchedule;
-use crate::faults::{FaultKind, timers};
+use crate::faults::schedule::{KillSchedule, repeat};
+use crate::faults::{FaultKind, services, timers};
 use crate::processor::{Processor, ProcessorReport};
 use crate::results::SeriesPoint;
 
@@ -75,13 +75,15 @@ pub(super) async fn supervise(
     }
     .spawn();
     let run_started = Instant::now();
-    let timed = timed_faults(config, started);
+    let produced_token = CancellationToken::new();
+    let timed = timed_faults(config, started, &produced_token);
     let mut loop_state = Supervisor {
         config,
         started,
         consumers: Some(consumers),
         cancel: cancel.clone(),
         produce_cancel: cancel.child_token(),
+        produced_token,
         production: None,
         produced: None,
         partial_reason: None,
@@ -156,28 +158,59 @@ fn send_settings(config: &RunConfig, started: &Started, acked: Arc<AtomicU64>) -
     }
 }
 
-/// The plan's timed faults, each a task from now on.
-fn timed_faults(config: &RunConfig, started: &Started) -> Vec<JoinHandle<()>> {
-    let plan = &config.crash_plan;
+/// The plan's timed faults, each a task from now on: the schedule and its shorthands. Faults
+/// that repeat stop repeating once `produced` is cancelled.
+fn timed_faults(
+    config: &RunConfig,
+    started: &Started,
+    produced: &CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let injector = config.services.as_ref().map(|control| {
+        Arc::new(services::Injector {
+            control: control.clone(),
+            redis_url: config.connections.redis_url.clone(),
+            kafka: started.kafka.clone(),
+            topic: started.spec.processor.topic.clone(),
+            timeout: config.connect_timeout(),
+            faults: started.faults.clone(),
+        })
+    });
     let mut tasks = Vec::new();
-    if let Some(at_ms) = plan.redis_wipe_at_ms
-        && config.strategy.capabilities().uses_redis
-    {
-        tasks.push(timers::redis_wipe(
-            config.connections.redis_url.clone(),
-            started.spec.key_prefix.clone(),
-            at_ms,
-            started.faults.clone(),
-            config.connect_timeout(),
-        ));
-    }
-    if let (Some(relay), Some(at_ms)) = (&started.relay, plan.db_outage_at_ms) {
-        tasks.push(timers::db_outage(
-            relay.clone(),
-            at_ms,
-            Duration::from_millis(plan.db_outage_ms),
-            started.faults.clone(),
-        ));
+    for fault in config.crash_plan.timeline() {
+        let faults = started.faults.clone();
+        let produced = produced.clone();
+        match fault.kind {
+            FaultKind::RedisWipe if config.strategy.capabilities().uses_redis => {
+                let (url, prefix) = (
+                    config.connections.redis_url.clone(),
+                    started.spec.key_prefix.clone(),
+                );
+                let timeout = config.connect_timeout();
+                tasks.push(repeat(&fault, produced, move || {
+                    let (url, prefix, faults) = (url.clone(), prefix.clone(), faults.clone());
+                    async move { timers::redis_wipe(&url, &prefix, &faults, timeout).await }
+                }));
+            }
+            FaultKind::DbOutage => {
+                let relay = started
+                    .relay
+                    .clone()
+                    .expect("a plan with an outage has a relay");
+                let lasting = fault.duration();
+                tasks.push(repeat(&fault, produced, move || {
+                    let (relay, faults) = (relay.clone(), faults.clone());
+                    async move { timers::db_outage(&relay, lasting, &faults).await }
+                }));
+            }
+            kind if kind.needs_stack() => {
+                let injector = injector
+                    .clone()
+                    .expect("validated: a service fault runs on a stack that started the services");
+                tasks.push(services::run(injector, fault, produced));
+            }
+            // Kills are the fleet's (KillSchedule); a wipe without Redis has nothing to wipe.
+            _ => {}
+        }
     }
     tasks
 }
@@ -190,6 +223,8 @@ struct Supervisor<'a> {
     consumers: Option<Consumers>,
     cancel: CancellationToken,
     produce_cancel: CancellationToken,
+    /// Cancelled once production ended: scheduled faults stop repeating.
+    produced_token: CancellationToken,
     production:
         Option<JoinHandle<Result<ProduceReport, idembench_loadgen::producer::ProduceError>>>,
     produced: Option<ProduceReport>,
@@ -259,6 +294,7 @@ impl Supervisor<'_> {
         self.drain_deadline =
             Some(Instant::now() + Duration::from_millis(self.config.drain_timeout_ms));
         self.produced = Some(report);
+        self.produced_token.cancel();
         Ok(())
     }
 
@@ -352,7 +388,8 @@ impl Supervisor<'_> {
             return false;
         };
         let progress = &self.started.progress;
-        if progress.caught_up(&report.end_offsets) {
+        // A fault still in progress (a server down, an outage) heals before the run ends.
+        if progress.caught_up(&report.end_offsets) && self.started.faults.open() == 0 {
             return true;
         }
         if self.cancel.is_cancelled()

@@ -40,6 +40,8 @@ pub(super) async fn start(
         &log,
         None,
         Service::Kafka,
+        "kafka",
+        port,
         libc::SIGTERM,
     )?;
     let brokers = format!("127.0.0.1:{port}");
@@ -200,6 +202,8 @@ pub(super) async fn start_cluster(
             &dir.join("logs/stdout.log"),
             None,
             Service::Kafka,
+            "kafka",
+            node.port,
             libc::SIGTERM,
         )?;
     }

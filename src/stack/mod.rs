@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod control;
 mod docker;
 mod kafka;
 mod postgres;
@@ -26,8 +27,11 @@ pub mod services;
 pub mod tansu;
 pub mod usage;
 
-use crate::config::{Connections, Origin, ServiceProcess, StackInfo, StackMode};
+use crate::config::{Connections, Origin, StackInfo, StackMode};
+use crate::faults::control::ServiceNode;
+
 use crate::redact::redact_url;
+pub use control::StackControl;
 
 pub use docker::{KAFKA_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE};
 pub use kafka::kafka_answers;
@@ -91,13 +95,6 @@ impl Service {
     }
 }
 
-struct Running {
-    service: Service,
-    child: Child,
-    /// The signal that shuts the program down quickly (Postgres: SIGINT, a fast shutdown).
-    stop_signal: libc::c_int,
-}
-
 /// The services of one command (`run`, `matrix`, `capacity`). Dropping it stops what it started
 /// and removes its temporary directory. For `idembench services up` it starts long-lived
 /// services instead ([`services`]): in fixed directories, at the default addresses, left
@@ -105,7 +102,9 @@ struct Running {
 pub struct Stack {
     pub connections: Connections,
     pub info: StackInfo,
-    children: Vec<Running>,
+    children: control::Children,
+    /// Long-lived services a run measures but never kills (`--stack auto`).
+    adopted: Vec<ServiceNode>,
     dir: Option<tempfile::TempDir>,
     /// Long-lived services' directories (`idembench services up`); `None` for a command's own.
     home: Option<services::Home>,
@@ -139,10 +138,10 @@ pub async fn provision(
             redis: Origin::External,
             postgres: Origin::External,
             kafka_version: None,
-            processes: Vec::new(),
         },
         connections,
-        children: Vec::new(),
+        children: control::Children::default(),
+        adopted: Vec::new(),
         dir: None,
         home: None,
         topology,
@@ -216,7 +215,7 @@ pub async fn provision(
             Service::Postgres => stack.info.postgres = origin,
         }
     }
-    stack.info.processes = stack.processes(mode, &explicit);
+    stack.adopted = stack.adopted(mode, &explicit);
     Ok(stack)
 }
 
@@ -539,36 +538,41 @@ fn spawn(
 }
 
 impl Stack {
-    /// The service processes to measure: the children, and under `--stack auto` those that
-    /// `idembench services up` left running at the default addresses (by their pid files).
-    fn processes(&self, mode: StackMode, explicit: &Explicit) -> Vec<ServiceProcess> {
-        let mut processes: Vec<ServiceProcess> = self
-            .children
-            .iter()
-            .map(|running| ServiceProcess {
-                service: running.service.name(),
-                pid: running.child.id(),
-            })
-            .collect();
-        if mode == StackMode::Auto {
-            let home = services::Home::from_environment();
-            for (service, origin, given) in [
-                (Service::Redis, self.info.redis, explicit.redis),
-                (Service::Postgres, self.info.postgres, explicit.postgres),
-                (Service::Kafka, self.info.kafka, explicit.kafka),
-            ] {
-                if origin == Origin::External
-                    && !given
-                    && let Some(pid) = services::running_pid(&home, service)
-                {
-                    processes.push(ServiceProcess {
-                        service: service.name(),
-                        pid,
-                    });
-                }
+    /// Under `--stack auto`, the services `idembench services up` left running at the default
+    /// addresses (by their pid files): measured, never killed.
+    fn adopted(&self, mode: StackMode, explicit: &Explicit) -> Vec<ServiceNode> {
+        if mode != StackMode::Auto {
+            return Vec::new();
+        }
+        let home = services::Home::from_environment();
+        let mut adopted = Vec::new();
+        for (service, origin, given) in [
+            (Service::Redis, self.info.redis, explicit.redis),
+            (Service::Postgres, self.info.postgres, explicit.postgres),
+            (Service::Kafka, self.info.kafka, explicit.kafka),
+        ] {
+            if origin == Origin::External
+                && !given
+                && let Some(pid) = services::running_pid(&home, service)
+            {
+                adopted.push(ServiceNode {
+                    service: service.name(),
+                    role: service.name(),
+                    address: format!(
+                        "127.0.0.1:{}",
+                        services::default_port(service, &self.connections)
+                    ),
+                    pid: Some(pid),
+                    owned: false,
+                });
             }
         }
-        processes
+        adopted
+    }
+
+    /// The processes of this stack, for a run's faults and its cost figures.
+    pub fn control(&self) -> StackControl {
+        StackControl::new(self.children.clone(), self.adopted.clone())
     }
 
     /// Whether what this stack starts outlives it.
@@ -620,24 +624,33 @@ impl Stack {
         }
     }
 
-    /// Starts one service's program and keeps it, to stop with `stop_signal`.
+    /// Starts one service's program, serving `port`, and keeps it, to stop with
+    /// `stop_signal` (and for a fault to kill and restart).
+    #[allow(clippy::too_many_arguments)]
     fn start_process(
         &mut self,
         command: &mut Command,
         log: &Path,
         user: Option<User>,
         service: Service,
+        role: &'static str,
+        port: u16,
         stop_signal: libc::c_int,
     ) -> Result<(), StackError> {
-        let child = spawn(command, log, user, self.detached())?;
-        if let Some(home) = &self.home {
-            std::fs::write(home.pid_file(service), child.id().to_string())?;
-        }
-        self.children.push(Running {
+        let detached = self.detached();
+        let pid = self.children.start(
+            command,
+            log,
+            user,
+            detached,
             service,
-            child,
+            role,
+            port,
             stop_signal,
-        });
+        )?;
+        if let Some(home) = &self.home {
+            std::fs::write(home.pid_file(service), pid.to_string())?;
+        }
         Ok(())
     }
 
@@ -658,12 +671,7 @@ impl Stack {
             if ready().await {
                 return Ok(());
             }
-            let exited = self
-                .children
-                .iter_mut()
-                .filter(|r| r.service == service)
-                .find_map(|r| r.child.try_wait().ok().flatten());
-            if let Some(status) = exited {
+            if let Some(status) = self.children.exited(service) {
                 let cause = format!("it exited ({status}); {}", log_tail(log));
                 return Err(self.fail(service, cause));
             }
@@ -783,26 +791,8 @@ impl Stack {
         if self.children.is_empty() && self.dir.is_none() {
             return;
         }
-        let names: Vec<&str> = self
-            .children
-            .iter()
-            .rev()
-            .map(|r| r.service.name())
-            .collect();
-        let names = names.join(", ");
-        while let Some(mut running) = self.children.pop() {
-            let pid = running.child.id() as libc::pid_t;
-            // SAFETY: kill on the pid of a child we have not yet reaped.
-            unsafe { libc::kill(pid, running.stop_signal) };
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while matches!(running.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if matches!(running.child.try_wait(), Ok(None)) {
-                let _ = running.child.kill();
-            }
-            let _ = running.child.wait();
-        }
+        let names = self.children.names().join(", ");
+        self.children.stop_all();
         if let Some(dir) = self.dir.take() {
             let path = dir.path().display().to_string();
             drop(dir);

@@ -49,6 +49,8 @@ pub(super) async fn start(
         &log,
         user,
         Service::Postgres,
+        "postgres",
+        port,
         libc::SIGINT,
     )?;
     url.set_port(Some(port)).expect("a postgres URL has a host");

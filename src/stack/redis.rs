@@ -34,6 +34,8 @@ pub(super) async fn start_cluster(
             &dir.join("redis.log"),
             None,
             Service::Redis,
+            "redis",
+            port,
             libc::SIGTERM,
         )?;
         ports.push(port);
@@ -107,6 +109,8 @@ pub(super) async fn start_sentinel(
             &dir.join("redis.log"),
             None,
             Service::Redis,
+            "redis",
+            port,
             libc::SIGTERM,
         )?;
     }
@@ -132,6 +136,8 @@ pub(super) async fn start_sentinel(
             &dir.join("sentinel.log"),
             None,
             Service::Redis,
+            "redis-sentinel",
+            port,
             libc::SIGTERM,
         )?;
         sentinels.push(port);
@@ -221,6 +227,8 @@ pub(super) async fn start(
         &log,
         None,
         Service::Redis,
+        "redis",
+        port,
         libc::SIGTERM,
     )?;
     stack

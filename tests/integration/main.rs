@@ -17,6 +17,7 @@ mod kills;
 mod no_business_write;
 mod redis_ops;
 mod reports;
+mod service_faults;
 mod stack;
 mod strategies;
 mod topology;

@@ -1,0 +1,303 @@
+//! The faults that live in production (#15), on a stack the run starts itself: a Redis
+//! restart, a Redis failover behind Sentinels, a Kafka broker kill on a 3-broker cluster, and
+//! a schedule that carries three kinds in one run. Each run must stay within its strategy's
+//! rule (the oracle agrees with the audit), log each fault with its target, start and end, and
+//! show that the fault was felt.
+
+use std::process::{Command, Output};
+
+use idembench::faults::FaultKind;
+use idembench::results::RunResult;
+
+fn idembench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_idembench"))
+        .args(args)
+        .env_remove("IDEMBENCH_KAFKA_BROKERS")
+        .env_remove("IDEMBENCH_REDIS_URL")
+        .env_remove("IDEMBENCH_POSTGRES_URL")
+        .env_remove("IDEMBENCH_STACK")
+        .output()
+        .expect("the idembench binary starts")
+}
+
+/// `idembench matrix --stack embedded` with `args`; every run
+/// complete, its audit identity holding and the oracle agreeing.
+fn matrix(args: &[&str]) -> Vec<(std::path::PathBuf, RunResult)> {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("matrix");
+    let mut argv = vec!["matrix", "--stack", "embedded", "--quiet"];
+    argv.extend_from_slice(args);
+    argv.extend(["--out", dir.to_str().unwrap()]);
+    let output = idembench(&argv);
+    assert!(
+        output.status.success(),
+        "idembench {} failed ({}):\n{}\n{}",
+        argv.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let results = idembench::results::load(&dir).unwrap();
+    assert!(!results.is_empty());
+    for (file, result) in &results {
+        let c = &result.correctness;
+        assert!(c.identity_holds, "{}: {c:?}", file.display());
+        assert_eq!(
+            result.oracle.mismatches,
+            0,
+            "{}: {:?}",
+            file.display(),
+            result.oracle
+        );
+        assert_eq!(
+            result.status,
+            idembench::results::Status::Complete,
+            "{}: {:?}",
+            file.display(),
+            result.partial_reason
+        );
+    }
+    results
+}
+
+/// The run's faults of `kind`: each logged with a target and healed (an end after its start).
+fn healed(result: &RunResult, kind: FaultKind) -> Vec<String> {
+    let events: Vec<_> = result
+        .faults
+        .log
+        .iter()
+        .filter(|e| e.kind == kind)
+        .collect();
+    assert!(
+        !events.is_empty(),
+        "no {} in {:?}",
+        kind.name(),
+        result.faults.log
+    );
+    events
+        .iter()
+        .map(|event| {
+            let end = event
+                .end_us
+                .unwrap_or_else(|| panic!("{event:?} never healed"));
+            assert!(end > event.at_us, "{event:?}");
+            event
+                .target
+                .clone()
+                .unwrap_or_else(|| panic!("{event:?} has no target"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_redis_restart_is_felt_and_every_strategy_keeps_its_rule() {
+    let results = matrix(&[
+        "--strategies",
+        "redis-only,db-only,db-authority-redis-cache",
+        "--trades",
+        "3000",
+        "--rate",
+        "500",
+        "--fault",
+        "redis-restart@2000+1000",
+    ]);
+    assert_eq!(results.len(), 5, "2 Redis strategies × 2 clients + db-only");
+    for (file, result) in &results {
+        let targets = healed(result, FaultKind::RedisRestart);
+        assert!(targets[0].starts_with("127.0.0.1:"), "{targets:?}");
+        if result.strategy != "db-only" {
+            let p = &result.processor;
+            assert!(
+                p.redis_errors + p.redis_timeouts + p.redis_reconnects > 0,
+                "{}: the processor never noticed Redis go away: {p:?}",
+                file.display()
+            );
+        }
+        if result.strategy != "redis-only" {
+            let c = &result.correctness;
+            assert_eq!(
+                (c.lost, c.double_applied),
+                (0, 0),
+                "{}: {c:?}",
+                file.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_redis_failover_behind_sentinels_is_followed_by_both_clients() {
+    let results = matrix(&[
+        "--strategies",
+        "redis-only,db-only",
+        "--redis-topology",
+        "sentinel",
+        "--trades",
+        "4000",
+        "--rate",
+        "500",
+        "--fault",
+        "redis-failover@2000",
+    ]);
+    assert_eq!(results.len(), 3);
+    for (file, result) in &results {
+        let old = healed(result, FaultKind::RedisFailover);
+        if result.strategy == "redis-only" {
+            assert!(
+                result.processor.redis_primaries_followed >= 1,
+                "{}: no connection followed the promoted replica away from {old:?}: {:?}",
+                file.display(),
+                result.processor
+            );
+        } else {
+            let c = &result.correctness;
+            assert_eq!(
+                (c.lost, c.double_applied),
+                (0, 0),
+                "{}: {c:?}",
+                file.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_broker_kill_on_three_brokers_loses_and_doubles_nothing() {
+    let results = matrix(&[
+        "--strategies",
+        "redis-only,db-only",
+        "--redis-clients",
+        "redis-rs",
+        "--kafka-nodes",
+        "3",
+        "--replication-factor",
+        "3",
+        "--trades",
+        "3000",
+        "--rate",
+        "500",
+        "--fault",
+        "kafka-broker-kill@2000+2000",
+    ]);
+    assert_eq!(results.len(), 2);
+    for (file, result) in &results {
+        let brokers = &result.services.kafka.brokers;
+        let target = &healed(result, FaultKind::KafkaBrokerKill)[0];
+        assert!(
+            brokers.contains(target.as_str()),
+            "{target} is none of {brokers}"
+        );
+        let c = &result.correctness;
+        assert_eq!(
+            (c.exactly_once, c.lost, c.double_applied),
+            (3000, 0, 0),
+            "{}: {c:?}",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn one_schedule_carries_three_fault_kinds_from_a_scenario_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("three.toml");
+    std::fs::write(
+        &scenario,
+        r#"
+[[scenario]]
+name = "three-faults"
+claim = "Redis restart → Kafka replays safely; the database survives an outage"
+strategies = ["db-only", "db-authority-redis-cache"]
+trades = 4000
+rate = 500
+
+[[scenario.fault]]
+kind = "redis-restart"
+at_ms = 1500
+duration_ms = 1000
+
+[[scenario.fault]]
+kind = "kafka-broker-kill"
+at_ms = 3500
+duration_ms = 1500
+
+[[scenario.fault]]
+kind = "db-outage"
+at_ms = 6000
+duration_ms = 1000
+"#,
+    )
+    .unwrap();
+    let results = matrix(&[
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--redis-clients",
+        "redis-rs",
+        "--kafka-nodes",
+        "3",
+        "--replication-factor",
+        "3",
+    ]);
+    assert_eq!(results.len(), 2);
+    for (file, result) in &results {
+        for kind in [
+            FaultKind::RedisRestart,
+            FaultKind::KafkaBrokerKill,
+            FaultKind::DbOutage,
+        ] {
+            assert_eq!(
+                result.faults.log.iter().filter(|e| e.kind == kind).count(),
+                1,
+                "{}: {:?}",
+                file.display(),
+                result.faults.log
+            );
+        }
+        let c = &result.correctness;
+        assert_eq!(
+            (c.exactly_once, c.lost, c.double_applied),
+            (4000, 0, 0),
+            "{}: {c:?}",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn service_faults_are_refused_where_the_run_cannot_carry_them_out() {
+    let out = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let mut argv = vec![
+            "run",
+            "--trades",
+            "10",
+            "--out",
+            out.path().to_str().unwrap(),
+        ];
+        argv.extend_from_slice(extra);
+        let output = idembench(&argv);
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&["--stack", "external", "--fault", "redis-restart@1000"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("redis-restart") && stderr.contains("--stack embedded"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(&["--fault", "redis-failover@1000"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--redis-topology sentinel"), "{stderr}");
+    let (code, stderr) = run(&["--fault", "redis-nap@1000"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("kafka-broker-kill"),
+        "the kinds are listed: {stderr}"
+    );
+    let (code, stderr) = run(&["--fault", "redis-restart@1000+500/400"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("every_ms"), "{stderr}");
+    assert!(!out.path().join("result.json").exists());
+}

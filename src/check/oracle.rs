@@ -174,6 +174,7 @@ struct Facts {
     redis_kills: u64,
     failovers: u64,
     broker_kills: u64,
+    zombies: u64,
     can: Capabilities,
 }
 
@@ -187,6 +188,7 @@ pub fn predict(shape: &RunShape, log: &[FaultEvent]) -> Prediction {
         redis_kills: count(FaultKind::RedisRestart) + count(FaultKind::RedisFailover),
         failovers: count(FaultKind::RedisFailover),
         broker_kills: count(FaultKind::KafkaBrokerKill),
+        zombies: count(FaultKind::ZombieConsumer),
         can: shape.strategy.capabilities(),
     };
     let mut tally = Tally {
@@ -205,6 +207,7 @@ pub fn predict(shape: &RunShape, log: &[FaultEvent]) -> Prediction {
     outages(shape, &facts, &mut tally);
     redis_kills(shape, &facts, &mut tally);
     broker_kills(shape, &facts, &mut tally);
+    zombies(shape, &facts, &mut tally);
     if shape.unprocessed > 0 {
         tally.lost = tally.lost.plus(Bounds::up_to(shape.unprocessed));
         tally.rule(format!(
@@ -441,6 +444,31 @@ fn broker_kills(shape: &RunShape, facts: &Facts, tally: &mut Tally) {
     } else {
         tally.rule(format!(
             "{}: a broker kill only redelivers; the strategy absorbs redeliveries",
+            shape.strategy.name()
+        ));
+    }
+}
+
+/// A zombie consumer: a processor process paused past its session, whose partitions the group
+/// gave to another member, wakes and finishes what it held. Its in-flight messages (a worker's
+/// each) and whatever it processed but had not committed are processed again by the new owner.
+/// A claim (its TTL outlives the pause), a DONE mark, an inbox row or the constraint stops the
+/// second application; the in-flight work is finished, never dropped, so nothing is lost. Only
+/// what knows messages, not trades, applies twice: `none` without the constraint (every
+/// redelivered copy), and db-offsets without it, whose zombie transaction and the new owner's
+/// may both commit one offset (up to a worker's message each).
+fn zombies(shape: &RunShape, facts: &Facts, tally: &mut Tally) {
+    if facts.zombies == 0 || shape.unique_constraint {
+        return;
+    }
+    if shape.strategy == StrategyKind::None {
+        tally.double = Bounds::at_least(tally.double.min);
+        tally.rule("none: the new owner replays everything the zombie had not committed");
+    } else if facts.can.stores_offsets {
+        let bound = facts.zombies * shape.workers as u64;
+        tally.double = tally.double.plus(Bounds::up_to(bound));
+        tally.rule(format!(
+            "{}: a zombie's open transaction and the new owner's may both apply its in-flight messages, up to {bound}",
             shape.strategy.name()
         ));
     }

@@ -317,6 +317,24 @@ impl RunConfig {
                     ),
                 );
             }
+            if fault.kind == FaultKind::ZombieConsumer {
+                if self.processes < 2 {
+                    return fail(
+                        &["fault", "processes"],
+                        "zombie-consumer pauses one processor process while another takes its partitions: add --processes 2 (or more)",
+                    );
+                }
+                if fault.duration().as_millis() as u64 <= self.session_timeout_ms {
+                    return fail(
+                        &["fault", "session_timeout_ms"],
+                        format!(
+                            "zombie-consumer: the pause ({} ms) must outlast --session-timeout-ms ({}), or the group never moves its partitions",
+                            fault.duration().as_millis(),
+                            self.session_timeout_ms
+                        ),
+                    );
+                }
+            }
             if fault.kind == FaultKind::ProcessKill && self.processes == 0 {
                 return fail(
                     &["fault", "processes"],

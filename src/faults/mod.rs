@@ -106,6 +106,10 @@ pub enum FaultKind {
     /// A Kafka broker the stack started (the leader of partition 0 unless `target` names a
     /// broker address) is SIGKILLed and started again after `duration_ms`.
     KafkaBrokerKill,
+    /// A processor process is SIGSTOPped for `duration_ms` — longer than its session timeout,
+    /// so the group moves its partitions — then SIGCONTed: it finishes its in-flight work and
+    /// tries to commit, a zombie.
+    ZombieConsumer,
 }
 
 impl FaultKind {
@@ -119,14 +123,16 @@ impl FaultKind {
             FaultKind::RedisRestart => "redis-restart",
             FaultKind::RedisFailover => "redis-failover",
             FaultKind::KafkaBrokerKill => "kafka-broker-kill",
+            FaultKind::ZombieConsumer => "zombie-consumer",
         }
     }
 
     /// The kinds a fault schedule (`[[scenario.fault]]`, `--fault`) may hold.
-    pub const SCHEDULED: [FaultKind; 6] = [
+    pub const SCHEDULED: [FaultKind; 7] = [
         FaultKind::RedisWipe,
         FaultKind::DbOutage,
         FaultKind::ProcessKill,
+        FaultKind::ZombieConsumer,
         FaultKind::RedisRestart,
         FaultKind::RedisFailover,
         FaultKind::KafkaBrokerKill,
@@ -193,6 +199,8 @@ impl ScheduledFault {
         let default_ms = match self.kind {
             FaultKind::RedisFailover => 8_000,
             FaultKind::DbOutage | FaultKind::RedisRestart | FaultKind::KafkaBrokerKill => 2_000,
+            // Past the default session timeout (10 s), so the partitions move.
+            FaultKind::ZombieConsumer => 15_000,
             _ => 0,
         };
         Duration::from_millis(if self.duration_ms == 0 {

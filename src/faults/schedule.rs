@@ -11,50 +11,60 @@ use super::{FaultKind, ScheduledFault};
 /// `kill_every_ms` while production runs, and each scheduled `process-kill` at its time and
 /// then every `every_ms` while production runs.
 pub struct KillSchedule {
-    /// (next time, period): an entry without a period is dropped once it fired.
-    entries: Vec<(Instant, Option<Duration>)>,
+    /// (next time, period, how long it lasts): an entry without a period is dropped once it
+    /// fired.
+    entries: Vec<(Instant, Option<Duration>, Duration)>,
 }
 
 impl KillSchedule {
     pub fn new(plan: &super::FaultPlan, started: Instant) -> KillSchedule {
         let ms = Duration::from_millis;
-        let mut entries: Vec<(Instant, Option<Duration>)> = plan
-            .kill_at_ms
-            .iter()
-            .map(|at| (started + ms(*at), None))
-            .collect();
+        let mut schedule = KillSchedule::of(plan, started, FaultKind::ProcessKill);
+        schedule.entries.extend(
+            plan.kill_at_ms
+                .iter()
+                .map(|at| (started + ms(*at), None, Duration::ZERO)),
+        );
         if let Some(every) = plan.kill_every_ms.map(ms) {
-            entries.push((started + every, Some(every)));
+            schedule
+                .entries
+                .push((started + every, Some(every), Duration::ZERO));
         }
-        for fault in plan
-            .schedule
-            .iter()
-            .filter(|f| f.kind == FaultKind::ProcessKill)
-        {
-            entries.push((started + ms(fault.at_ms), fault.every_ms.map(ms)));
-        }
-        KillSchedule { entries }
+        schedule
     }
 
-    /// True (once) when a kill is due now. A periodic entry fires only while `producing`, and
-    /// is dropped once production ended.
-    pub fn due(&mut self, producing: bool) -> bool {
+    /// When the scheduled faults of `kind` the fleet carries out (`zombie-consumer`) are due.
+    pub fn of(plan: &super::FaultPlan, started: Instant, kind: FaultKind) -> KillSchedule {
+        let ms = Duration::from_millis;
+        KillSchedule {
+            entries: plan
+                .schedule
+                .iter()
+                .filter(|f| f.kind == kind)
+                .map(|f| (started + ms(f.at_ms), f.every_ms.map(ms), f.duration()))
+                .collect(),
+        }
+    }
+
+    /// The fault's duration (once) when one is due now. A periodic entry fires only while
+    /// `producing`, and is dropped once production ended.
+    pub fn due(&mut self, producing: bool) -> Option<Duration> {
         let now = Instant::now();
-        let Some(i) = self.entries.iter().position(|(next, _)| *next <= now) else {
-            return false;
-        };
-        match self.entries[i].1 {
-            Some(every) if producing => {
-                self.entries[i].0 += every;
-                true
-            }
-            Some(_) => {
-                self.entries.remove(i);
-                false
-            }
-            None => {
-                self.entries.remove(i);
-                true
+        loop {
+            let i = self.entries.iter().position(|(next, _, _)| *next <= now)?;
+            let (_, every, lasting) = self.entries[i];
+            match every {
+                Some(every) if producing => {
+                    self.entries[i].0 += every;
+                    return Some(lasting);
+                }
+                Some(_) => {
+                    self.entries.remove(i);
+                }
+                None => {
+                    self.entries.remove(i);
+                    return Some(lasting);
+                }
             }
         }
     }
@@ -98,14 +108,15 @@ mod tests {
             ..Default::default()
         };
         let mut kills = KillSchedule::new(&plan, Instant::now() - Duration::from_millis(5));
-        assert!(kills.due(false), "a one-off fires after production too");
-        assert!(kills.due(true), "the periodic entry, while producing");
-        std::thread::sleep(Duration::from_millis(2));
         assert!(
-            !kills.due(false),
-            "production ended: the periodic entry is dropped"
+            kills.due(true).is_some(),
+            "the periodic entry, while producing"
         );
         std::thread::sleep(Duration::from_millis(2));
-        assert!(!kills.due(true), "nothing left");
+        assert!(
+            kills.due(false).is_some(),
+            "production ended: the periodic entry is dropped, the one-off still fires"
+        );
+        assert!(kills.due(true).is_none(), "nothing left");
     }
 }

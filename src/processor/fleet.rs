@@ -48,6 +48,7 @@ pub struct Fleet {
     gone: ProcessorReport,
     spawned: u64,
     kills: u64,
+    pauses: u64,
     /// Killed children whose last second of measurements is missing from the report.
     lost_snapshots: u64,
     offsets: Arc<BaseConsumer>,
@@ -74,6 +75,7 @@ impl Fleet {
             gone: ProcessorReport::default(),
             spawned: 0,
             kills: 0,
+            pauses: 0,
             lost_snapshots: 0,
             offsets: Arc::new(offsets),
             topic: spec.processor.topic.clone(),
@@ -218,6 +220,25 @@ impl Fleet {
         Some(member.id)
     }
 
+    /// SIGSTOPs one process (round robin over the live ones, as kills go); returns its
+    /// number. It stays a member until [`Fleet::resume`]: the group moves its partitions once
+    /// its session times out.
+    pub fn pause_one(&mut self) -> Option<u64> {
+        let member = self
+            .members
+            .get(self.pauses as usize % self.members.len().max(1))?;
+        self.pauses += 1;
+        signal(member, libc::SIGSTOP).then_some(member.id)
+    }
+
+    /// SIGCONTs process `id`, if it is still a member.
+    pub fn resume(&mut self, id: u64) -> bool {
+        self.members
+            .iter()
+            .find(|member| member.id == id)
+            .is_some_and(|member| signal(member, libc::SIGCONT))
+    }
+
     fn keep(&mut self, report: Option<&WireReport>) {
         match report.map(ProcessorReport::from_wire) {
             Some(Ok(report)) => self.gone.add(report),
@@ -297,4 +318,13 @@ fn warm_up_line(until_us: u64) -> String {
         serde_json::to_string(&crate::processor::member::Command::WarmUpUntil { until_us })
             .expect("commands serialize")
     )
+}
+
+/// Sends `signal` to a member's process; false if it is gone.
+fn signal(member: &Member, signal: libc::c_int) -> bool {
+    let Some(pid) = member.child.id() else {
+        return false;
+    };
+    // SAFETY: kill on the pid of a child we have not reaped (tokio reaps only on wait).
+    unsafe { libc::kill(pid as libc::pid_t, signal) == 0 }
 }

@@ -91,6 +91,12 @@ pub(super) async fn supervise(
         earlier: ProcessorReport::default(),
         kills: KillSchedule::new(started.faults.plan(), run_started),
         respawns: Vec::new(),
+        pauses: KillSchedule::of(
+            started.faults.plan(),
+            run_started,
+            FaultKind::ZombieConsumer,
+        ),
+        resumes: Vec::new(),
         offsets_read: Instant::now(),
         p99_read: Instant::now(),
         p99_us,
@@ -233,6 +239,10 @@ struct Supervisor<'a> {
     earlier: ProcessorReport,
     kills: KillSchedule,
     respawns: Vec<Instant>,
+    /// Zombie consumers: when a pause is due, and the paused processes to resume (when, which,
+    /// the fault's place in the log).
+    pauses: KillSchedule,
+    resumes: Vec<(Instant, u64, usize)>,
     offsets_read: Instant,
     p99_read: Instant,
     /// End-to-end p99 so far, for the progress line.
@@ -358,7 +368,7 @@ impl Supervisor<'_> {
             unreachable!("called for a fleet")
         };
         fleet.check().map_err(RunError::Processes)?;
-        if self.kills.due(producing) {
+        if self.kills.due(producing).is_some() {
             faults.record(FaultKind::ProcessKill);
             if let Some(member) = fleet.kill_one().await {
                 say(
@@ -367,6 +377,34 @@ impl Supervisor<'_> {
                 );
                 self.respawns.push(Instant::now() + restart_delay);
             }
+        }
+        if let Some(lasting) = self.pauses.due(producing)
+            && let Some(member) = fleet.pause_one()
+        {
+            let logged = faults.begin(
+                FaultKind::ZombieConsumer,
+                Some(format!("processor process {member}")),
+            );
+            say(
+                self.config,
+                format!("paused processor process {member} (SIGSTOP) for {lasting:?}"),
+            );
+            self.resumes
+                .push((Instant::now() + lasting, member, logged));
+        }
+        if let Some(due) = self
+            .resumes
+            .iter()
+            .position(|(at, _, _)| *at <= Instant::now())
+        {
+            let (_, member, logged) = self.resumes.swap_remove(due);
+            if fleet.resume(member) {
+                say(
+                    self.config,
+                    format!("resumed processor process {member} (SIGCONT)"),
+                );
+            }
+            faults.end(logged);
         }
         if let Some(due) = self.respawns.iter().position(|at| *at <= Instant::now()) {
             self.respawns.swap_remove(due);

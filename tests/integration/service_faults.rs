@@ -1,6 +1,6 @@
 //! The faults that live in production (#15), on a stack the run starts itself: a Redis
-//! restart, a Redis failover behind Sentinels, a Kafka broker kill on a 3-broker cluster, and
-//! a schedule that carries three kinds in one run. Each run must stay within its strategy's
+//! restart, a Redis failover behind Sentinels, a Kafka broker kill on a 3-broker cluster, a
+//! zombie consumer, and a schedule that carries three kinds in one run. Each run must stay within its strategy's
 //! rule (the oracle agrees with the audit), log each fault with its target, start and end, and
 //! show that the fault was felt.
 
@@ -198,6 +198,52 @@ fn a_broker_kill_on_three_brokers_loses_and_doubles_nothing() {
 }
 
 #[test]
+fn a_zombie_consumer_wakes_after_its_partitions_moved_and_only_none_applies_twice() {
+    let results = matrix(&[
+        "--strategies",
+        "none,redis-only,db-only",
+        "--redis-clients",
+        "redis-rs",
+        "--processes",
+        "2",
+        "--session-timeout-ms",
+        "6000",
+        "--trades",
+        "4000",
+        "--rate",
+        "500",
+        "--no-unique-constraint",
+        "--fault",
+        "zombie-consumer@2000+9000",
+    ]);
+    assert_eq!(results.len(), 3);
+    let duplicates = crate::common::planned_duplicates(4000, 0.1, 1);
+    for (file, result) in &results {
+        let paused = &result.faults.log[0];
+        assert_eq!(
+            paused.kind,
+            FaultKind::ZombieConsumer,
+            "{:?}",
+            result.faults.log
+        );
+        assert!(
+            paused.end_us.unwrap() - paused.at_us >= 9_000_000,
+            "{}: paused {paused:?}",
+            file.display()
+        );
+        let c = &result.correctness;
+        assert_eq!(c.lost, 0, "{}: {c:?}", file.display());
+        if result.strategy == "none" {
+            // Beyond the stream's own duplicates: the new owner replayed what the zombie had
+            // processed and not committed — two consumers processed one partition.
+            assert!(c.double_applied > duplicates, "{}: {c:?}", file.display());
+        } else {
+            assert_eq!(c.double_applied, 0, "{}: {c:?}", file.display());
+        }
+    }
+}
+
+#[test]
 fn one_schedule_carries_three_fault_kinds_from_a_scenario_file() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("three.toml");
@@ -296,6 +342,9 @@ fn service_faults_are_refused_where_the_run_cannot_carry_them_out() {
         stderr.contains("kafka-broker-kill"),
         "the kinds are listed: {stderr}"
     );
+    let (code, stderr) = run(&["--processes", "2", "--fault", "zombie-consumer@1000+5000"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--session-timeout-ms"), "{stderr}");
     let (code, stderr) = run(&["--fault", "redis-restart@1000+500/400"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("every_ms"), "{stderr}");

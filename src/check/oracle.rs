@@ -87,6 +87,8 @@ pub struct RunShape {
     /// Messages produced but never processed (a run abandoned or undrained): each may be a
     /// trade that was never applied.
     pub unprocessed: u64,
+    /// Keys Redis evicted under `maxmemory` during the run (DONE marks and claims among them).
+    pub redis_evictions: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -182,7 +184,7 @@ pub fn predict(shape: &RunShape, log: &[FaultEvent]) -> Prediction {
     let count = |kind| log.iter().filter(|event| event.kind == kind).count() as u64;
     let facts = Facts {
         crashes: log.iter().filter_map(|event| event.point).collect(),
-        wiped: log.iter().any(|event| event.kind.loses_redis_keys()),
+        wiped: log.iter().any(|event| event.kind.loses_redis_keys()) || shape.redis_evictions > 0,
         kills: count(FaultKind::ProcessKill),
         outages: count(FaultKind::DbOutage),
         redis_kills: count(FaultKind::RedisRestart) + count(FaultKind::RedisFailover),
@@ -254,12 +256,12 @@ fn late_copies(shape: &RunShape, facts: &Facts, tally: &mut Tally) {
             tally.double = tally
                 .double
                 .plus(Bounds::up_to(shape.late_duplicated_trades));
-            tally.rule("late copies near done_ttl or after a Redis wipe may apply again");
+            tally.rule("late copies near done_ttl, or after a Redis wipe, restart, failover or eviction, may apply again");
         }
     } else if facts.wiped {
         tally.double = tally.double.plus(Bounds::up_to(shape.duplicated_trades));
         tally.rule(
-            "a Redis wipe, restart or failover forgets DONE: copies after it may apply again",
+            "a Redis wipe, restart, failover or eviction forgets DONE: copies after it may apply again",
         );
     }
 }
@@ -498,6 +500,7 @@ mod tests {
             copies_concurrent: false,
             processes: 0,
             unprocessed: 0,
+            redis_evictions: 0,
         }
     }
 

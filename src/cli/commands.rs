@@ -135,6 +135,10 @@ async fn provision(common: &CommonArgs, explicit: Explicit) -> Result<Stack, i32
     let topology = crate::stack::Topology {
         kafka_nodes: common.kafka_nodes,
         redis: common.redis_topology,
+        redis_maxmemory: common
+            .redis_maxmemory
+            .clone()
+            .map(|size| (size, common.redis_maxmemory_policy)),
     };
     crate::stack::provision(
         common.stack,
@@ -182,7 +186,14 @@ async fn run(
                 outcome.dir.join("summary.md").display(),
                 outcome.dir.join("report.html").display()
             );
-            if !outcome.result.correctness.identity_holds {
+            if let Some(failure) = &outcome.result.failure {
+                fail(
+                    format!(
+                        "the run ended early, partial: {failure} — its report says what it measured"
+                    ),
+                    3,
+                )
+            } else if !outcome.result.correctness.identity_holds {
                 fail(
                     "the audit identity does not hold — see correctness in result.json",
                     1,

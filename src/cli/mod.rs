@@ -312,6 +312,14 @@ pub struct CommonArgs {
     /// the URL's scheme says it: redis:// or redis-cluster://host:port[,host:port].
     #[arg(long, value_parser = values::<crate::redis::RedisTopology>(), default_value = "standalone")]
     pub redis_topology: crate::redis::RedisTopology,
+    /// The memory limit of the Redis the stack starts (`maxmemory`: `2mb`, `512kb`, bytes
+    /// without a unit), so DONE marks and claims can be evicted (or refused) under load.
+    #[arg(long, value_name = "SIZE")]
+    pub redis_maxmemory: Option<String>,
+    /// What that Redis does when full: refuse writes with OOM (`noeviction`, Redis's default),
+    /// or evict the least recently used key (`allkeys-lru`) or keyed-with-TTL key (`volatile-lru`).
+    #[arg(long, value_parser = values::<crate::redis::MaxmemoryPolicy>(), default_value = "noeviction")]
+    pub redis_maxmemory_policy: crate::redis::MaxmemoryPolicy,
     /// Worker tasks; each owns the partitions p with p % workers == its index. Default: one per partition.
     #[arg(long)]
     pub workers: Option<usize>,

@@ -333,6 +333,8 @@ impl CommonArgs {
                 .unwrap_or(if self.replication_factor >= 3 { 2 } else { 1 }),
             kafka_nodes: self.kafka_nodes,
             redis_topology: self.redis_topology,
+            redis_maxmemory: self.redis_maxmemory.clone(),
+            redis_maxmemory_policy: self.redis_maxmemory_policy,
             workers,
             commit_mode: self.commit_mode,
             commit_interval_ms: self.commit_interval_ms,

@@ -118,6 +118,12 @@ pub struct RunConfig {
     /// What Redis the run expects (`--redis-topology`): the URL's scheme must say the same.
     #[serde(default)]
     pub redis_topology: crate::redis::RedisTopology,
+    /// `--redis-maxmemory`: the memory limit of the Redis the stack starts (`64mb`, bytes
+    /// without a unit), and what it does when full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_maxmemory: Option<String>,
+    #[serde(default)]
+    pub redis_maxmemory_policy: crate::redis::MaxmemoryPolicy,
     pub workers: usize,
     pub commit_mode: CommitMode,
     pub commit_interval_ms: u64,

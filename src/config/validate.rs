@@ -146,6 +146,12 @@ impl RunConfig {
             crate::config::StackMode::Embedded | crate::config::StackMode::Docker
         );
         self.replicas_fit(always_starts)?;
+        if mode == crate::config::StackMode::External && self.redis_maxmemory.is_some() {
+            return fail(
+                &["redis_maxmemory", "stack"],
+                "--redis-maxmemory sets the limit of a Redis this run starts, and --stack external starts none: run with --stack embedded",
+            );
+        }
         if mode == crate::config::StackMode::External
             && let Some(fault) = self
                 .crash_plan
@@ -197,6 +203,30 @@ impl RunConfig {
                     format!(
                         "--redis-topology {asked}, but --redis-url names a {named} Redis: give a redis-cluster:\u{2f}/host:port[,host:port] URL for a cluster, a redis:\u{2f}/ one for a single server, or leave the URL at its default so the stack starts the topology"
                     ),
+                );
+            }
+        }
+        if let Some(size) = &self.redis_maxmemory {
+            let digits = size.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+            let unit = size[digits.len()..].to_ascii_lowercase();
+            if digits.parse::<u64>().map_or(true, |n| n == 0)
+                || !["", "b", "kb", "mb", "gb"].contains(&unit.as_str())
+            {
+                return fail(
+                    &["redis_maxmemory"],
+                    format!(
+                        "--redis-maxmemory {size:?}: give a size such as 2mb, 512kb or 1048576 (bytes)"
+                    ),
+                );
+            }
+            if self
+                .stack
+                .as_ref()
+                .is_some_and(|stack| stack.redis != crate::config::Origin::Child)
+            {
+                return fail(
+                    &["redis_maxmemory", "stack"],
+                    "--redis-maxmemory sets the limit of a Redis this run starts, and this run did not start Redis (one answered at its address, or was given): run with --stack embedded",
                 );
             }
         }

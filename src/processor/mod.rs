@@ -568,6 +568,15 @@ impl Processor {
     /// Stops consuming, waits for the workers, merges their metrics, and leaves the group
     /// (off the runtime, and no longer than `close_timeout`).
     pub async fn stop(self) -> Result<ProcessorReport, ProcessorError> {
+        match self.stop_keeping_report().await {
+            (_, Some(error)) => Err(error),
+            (report, None) => Ok(report),
+        }
+    }
+
+    /// [`Processor::stop`], keeping what the workers measured even when one failed (the
+    /// first failure comes beside it).
+    pub async fn stop_keeping_report(self) -> (ProcessorReport, Option<ProcessorError>) {
         self.stop.cancel();
         let consumer_errors = self.dispatcher.await.unwrap_or(0);
         let mut metrics = WorkerMetrics::default();
@@ -593,10 +602,7 @@ impl Processor {
         }
         let elapsed = self.started.elapsed();
         let close_timed_out = !close_consumer(self.consumer, self.close_timeout).await;
-        if let Some(error) = first_error {
-            return Err(error.into());
-        }
-        Ok(ProcessorReport {
+        let report = ProcessorReport {
             incarnations: 1,
             metrics,
             elapsed,
@@ -605,7 +611,8 @@ impl Processor {
             rebalances: self.progress.rebalances.load(Ordering::Relaxed),
             close_timed_out,
             redis: Default::default(),
-        })
+        };
+        (report, first_error.map(ProcessorError::from))
     }
 }
 

@@ -57,6 +57,29 @@ pub async fn cpu_seconds(
     Ok((user, system, nodes.len()))
 }
 
+/// `evicted_keys` of `INFO stats`, summed over the server or every primary: keys Redis
+/// removed under `maxmemory` since it started.
+pub async fn evicted_keys(url: &str, timeout: Duration) -> Result<u64, super::RedisError> {
+    let mut evicted = 0;
+    for node in primaries(url, timeout).await? {
+        let mut connection = admin_connection(&node, timeout).await?;
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| super::RedisError::Command {
+                command: "INFO stats",
+                cause: e.to_string(),
+            })?;
+        evicted += info
+            .lines()
+            .find_map(|line| line.strip_prefix("evicted_keys:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(evicted)
+}
+
 /// Removes every key of the run (`SCAN MATCH prefix*` + `UNLINK`), on every primary of a
 /// cluster. Returns how many were removed.
 pub async fn delete_keys(

@@ -10,7 +10,7 @@ pub mod fred_client;
 pub mod redis_rs;
 pub mod topology;
 
-pub use topology::RedisTopology;
+pub use topology::{MaxmemoryPolicy, RedisTopology};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

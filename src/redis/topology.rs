@@ -41,6 +41,33 @@ pub enum RedisTopology {
     Sentinel,
 }
 
+/// `maxmemory-policy` of the Redis the stack starts under `--redis-maxmemory`.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    strum::EnumMessage,
+    Serialize,
+    Deserialize,
+)]
+#[strum(serialize_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
+pub enum MaxmemoryPolicy {
+    /// Refuse writes once full (`OOM command not allowed`): Redis's default.
+    #[default]
+    Noeviction,
+    /// Evict the least recently used key, any key.
+    AllkeysLru,
+    /// Evict the least recently used key among those with a TTL (every key of a run has one).
+    VolatileLru,
+}
+
 /// A Redis address, resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Address {

@@ -37,6 +37,10 @@ pub struct RunResult {
     /// `complete`, or `partial` when the run was interrupted or did not drain.
     pub status: Status,
     pub partial_reason: Option<String>,
+    /// Why the run ended early when the processor failed (a store stayed unreachable through
+    /// every retry); the run is partial and exits 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
     pub strategy: String,
     /// The client library, or `none` where the strategy uses no Redis.
     pub redis_client: String,
@@ -187,6 +191,10 @@ pub struct RedisService {
     /// The primaries at the start of the run (one for a standalone server), redacted.
     #[serde(default)]
     pub nodes: Vec<String>,
+    /// Keys Redis evicted under `maxmemory` while the run ran (`INFO stats`, every primary);
+    /// absent where it could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evicted_keys: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -22,6 +22,8 @@ use crate::results::{
 /// An audited result and the histograms behind its percentiles.
 pub(super) struct Measured {
     pub result: RunResult,
+    /// Keys Redis evicted while the run ran (`services.redis.evicted_keys`).
+    pub evicted_keys: Option<u64>,
     pub histograms: Vec<(&'static str, Histogram<u64>)>,
 }
 
@@ -37,13 +39,32 @@ pub(super) async fn assemble(
     let mut report = std::mem::take(&mut supervised.earlier);
     let Stopped {
         report: last,
+        error,
         processes,
         killed_measurement_windows,
     } = stopped;
-    report.add(last?);
+    // A processor that failed still leaves the store to audit, and what its workers measured.
+    let mut failure = supervised.failure.clone();
+    report.add(last);
+    if let Some(error) = error {
+        failure = Some(match failure {
+            Some(why) => format!("{why}: {error}"),
+            None => error.to_string(),
+        });
+    }
     let observed = match &started.memory {
         Some(memory) => memory.observed(),
         None => crate::db::observe(&reached.db).await?,
+    };
+    let evicted_keys = match reached.evicted_at_start {
+        Some(start) => crate::redis::admin::evicted_keys(
+            &config.connections.redis_url,
+            config.connect_timeout(),
+        )
+        .await
+        .ok()
+        .map(|end| end.saturating_sub(start)),
+        None => None,
     };
     let counts = report.metrics.counts;
     let correctness = audit::reconcile(
@@ -73,6 +94,7 @@ pub(super) async fn assemble(
             Status::Complete
         },
         partial_reason: supervised.partial_reason.clone(),
+        failure,
         strategy: config.strategy.name().into(),
         redis_client: if reached.redis.is_some() {
             config.redis_client.name().into()
@@ -87,7 +109,7 @@ pub(super) async fn assemble(
         clients: clients(reached),
         throughput: throughput(config, &supervised, counts.messages),
         latency_us: latencies(&report, &supervised, &histograms),
-        oracle: oracle(config, &started, &supervised, &correctness),
+        oracle: oracle(config, &started, &supervised, &correctness, evicted_keys),
         correctness,
         faults: FaultsReport::new(&started.faults),
         processor: processor_stats(config, &started, &supervised, &report, reached, fleet),
@@ -102,7 +124,11 @@ pub(super) async fn assemble(
         },
         merged_from: Vec::new(),
     };
-    Ok(Measured { result, histograms })
+    Ok(Measured {
+        result,
+        evicted_keys,
+        histograms,
+    })
 }
 
 fn placeholder_services() -> Services {
@@ -186,6 +212,7 @@ fn oracle(
     started: &Started,
     supervised: &Supervised,
     correctness: &Correctness,
+    evicted_keys: Option<u64>,
 ) -> OracleReport {
     let copies_elsewhere =
         config.duplicate_partition == DuplicatePartition::Next && config.partitions > 1;
@@ -211,6 +238,7 @@ fn oracle(
             && config.workers >= config.partitions,
         processes: config.processes,
         unprocessed: supervised.lag_at_stop.max(0) as u64,
+        redis_evictions: evicted_keys.unwrap_or(0),
     };
     OracleReport::compare(
         oracle::predict(&shape, &started.faults.log()),

@@ -12,7 +12,9 @@ pub(super) enum Consumers {
 }
 
 pub(super) struct Stopped {
-    pub report: Result<ProcessorReport, RunError>,
+    pub report: ProcessorReport,
+    /// Why the processor failed, if it did (its report keeps what it measured).
+    pub error: Option<RunError>,
     /// Processor processes that ran (0 in-process).
     pub processes: u64,
     /// Killed processes whose last second of measurements died with them.
@@ -22,15 +24,20 @@ pub(super) struct Stopped {
 impl Consumers {
     pub async fn stop(self) -> Stopped {
         match self {
-            Consumers::InProcess(processor) => Stopped {
-                report: processor.stop().await.map_err(RunError::from),
-                processes: 0,
-                killed_measurement_windows: 0,
-            },
+            Consumers::InProcess(processor) => {
+                let (report, error) = processor.stop_keeping_report().await;
+                Stopped {
+                    report,
+                    error: error.map(RunError::from),
+                    processes: 0,
+                    killed_measurement_windows: 0,
+                }
+            }
             Consumers::Processes(fleet) => {
                 let fleet = fleet.stop().await;
                 Stopped {
-                    report: Ok(fleet.report),
+                    report: fleet.report,
+                    error: None,
                     processes: fleet.processes,
                     killed_measurement_windows: fleet.killed_measurement_windows,
                 }

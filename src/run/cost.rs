@@ -92,6 +92,9 @@ impl Meter {
                 );
             }
         }
+        if messages == 0 {
+            return;
+        }
         let per_message = |seconds: f64| {
             let us = seconds * 1e6 / messages.max(1) as f64;
             (us * 10.0).round() / 10.0

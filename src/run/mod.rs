@@ -141,6 +141,9 @@ pub async fn execute(config: RunConfig, cancel: CancellationToken) -> Result<Run
     reached.clean_up(&config, &names).await;
     let mut measured = measured?;
     measured.result.services = reached.services(&config, &names);
+    if let Some(redis) = &mut measured.result.services.redis {
+        redis.evicted_keys = measured.evicted_keys;
+    }
     measured.result.clients.librdkafka = reached.cluster.librdkafka_version.clone();
     write(&config, &names, measured)
 }

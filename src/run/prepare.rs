@@ -26,6 +26,8 @@ pub(super) struct Reached {
     pub leaders: Vec<crate::kafka::PartitionLeader>,
     /// Redis's primaries (one for a standalone server), redacted.
     pub redis_nodes: Vec<String>,
+    /// `evicted_keys` when the run started.
+    pub evicted_at_start: Option<u64>,
 }
 
 pub(super) async fn reach(config: &RunConfig, names: &RunNames) -> Result<Reached, RunError> {
@@ -76,6 +78,12 @@ pub(super) async fn reach(config: &RunConfig, names: &RunNames) -> Result<Reache
         ),
         None => (None, Vec::new()),
     };
+    let evicted_at_start = match &redis {
+        Some(_) => redis_seam::admin::evicted_keys(&connections.redis_url, timeout)
+            .await
+            .ok(),
+        None => None,
+    };
     Ok(Reached {
         admin,
         cluster,
@@ -85,6 +93,7 @@ pub(super) async fn reach(config: &RunConfig, names: &RunNames) -> Result<Reache
         redis_version,
         leaders: Vec::new(),
         redis_nodes,
+        evicted_at_start,
     })
 }
 
@@ -169,6 +178,8 @@ impl Reached {
                 version,
                 topology: config.redis_topology,
                 nodes: self.redis_nodes.clone(),
+                // Filled in by the caller, from the assembly's count.
+                evicted_keys: None,
             }),
             postgres: ServiceVersion {
                 url: redact_url(&connections.postgres_url),

@@ -25,6 +25,8 @@ use crate::results::SeriesPoint;
 pub(super) struct Supervised {
     pub produced: ProduceReport,
     pub partial_reason: Option<String>,
+    /// Why the processor failed, when it did (the run ended early).
+    pub failure: Option<String>,
     /// The reports of processor incarnations that crashed and were replaced.
     pub earlier: ProcessorReport,
     pub series: Vec<SeriesPoint>,
@@ -87,6 +89,7 @@ pub(super) async fn supervise(
         production: None,
         produced: None,
         partial_reason: None,
+        halted: None,
         drain_deadline: None,
         earlier: ProcessorReport::default(),
         kills: KillSchedule::new(started.faults.plan(), run_started),
@@ -139,6 +142,7 @@ pub(super) async fn supervise(
         lag_at_stop: progress.lag(&produced.end_offsets),
         produced,
         partial_reason: loop_state.partial_reason,
+        failure: loop_state.halted,
         earlier: loop_state.earlier,
         series: std::mem::take(&mut *series.lock().expect("series lock")),
         process_seconds,
@@ -235,6 +239,8 @@ struct Supervisor<'a> {
         Option<JoinHandle<Result<ProduceReport, idembench_loadgen::producer::ProduceError>>>,
     produced: Option<ProduceReport>,
     partial_reason: Option<String>,
+    /// Why the processor failed, once it did: the run ends early, partial (exit 3).
+    halted: Option<String>,
     drain_deadline: Option<Instant>,
     earlier: ProcessorReport,
     kills: KillSchedule,
@@ -324,15 +330,10 @@ impl Supervisor<'_> {
             }
         }
         if processor.failed().is_cancelled() {
-            let Some(Consumers::InProcess(processor)) = self.consumers.take() else {
-                unreachable!()
-            };
-            return Err(processor
-                .stop()
-                .await
-                .err()
-                .map(RunError::from)
-                .unwrap_or_else(|| RunError::Config("processor failed".into())));
+            // A store stayed unreachable through every retry: the harness survives it. Stop
+            // producing, audit what was produced, report the run partial and failed.
+            self.halt("the processor gave up (a store stayed unreachable through every retry)");
+            return Ok(());
         }
         if processor.crashed().is_cancelled() {
             let Some(Consumers::InProcess(crashed)) = self.consumers.take() else {
@@ -367,7 +368,10 @@ impl Supervisor<'_> {
         let Some(Consumers::Processes(fleet)) = &mut self.consumers else {
             unreachable!("called for a fleet")
         };
-        fleet.check().map_err(RunError::Processes)?;
+        if let Err(error) = fleet.check() {
+            self.halt(&error);
+            return Ok(());
+        }
         if self.kills.due(producing).is_some() {
             faults.record(FaultKind::ProcessKill);
             if let Some(member) = fleet.kill_one().await {
@@ -419,6 +423,17 @@ impl Supervisor<'_> {
         Ok(())
     }
 
+    /// Ends the run early because the processor failed: production stops, and the run ends
+    /// once the producer returned, with what was produced audited and the run reported
+    /// partial, naming `why`.
+    fn halt(&mut self, why: &str) {
+        if self.halted.is_none() {
+            tracing::error!("{why}; stopping the run and reporting what it measured");
+            self.halted = Some(why.to_string());
+            self.produce_cancel.cancel();
+        }
+    }
+
     /// Whether supervision ends: everything produced is committed, or Ctrl-C abandons (at
     /// once with `abandon`, at the second Ctrl-C with `drain`), or the drain timed out.
     fn drained(&mut self) -> bool {
@@ -426,6 +441,13 @@ impl Supervisor<'_> {
             return false;
         };
         let progress = &self.started.progress;
+        if let Some(why) = &self.halted {
+            self.partial_reason = Some(format!(
+                "{why}; production stopped and the run ended with {} messages unprocessed (counted as lost if never applied)",
+                progress.lag(&report.end_offsets).max(0)
+            ));
+            return true;
+        }
         // A fault still in progress (a server down, an outage) heals before the run ends.
         if progress.caught_up(&report.end_offsets) && self.started.faults.open() == 0 {
             return true;

@@ -37,12 +37,14 @@ pub use docker::{KAFKA_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE};
 pub use kafka::kafka_answers;
 
 /// How many nodes of each service a stack starts where it starts one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Topology {
     /// Apache Kafka brokers (3 or more: a 3-voter KRaft quorum, every node also a broker).
     pub kafka_nodes: usize,
     /// One Redis server, or a Redis Cluster.
     pub redis: crate::redis::RedisTopology,
+    /// `maxmemory` and its policy for every Redis data node it starts.
+    pub redis_maxmemory: Option<(String, crate::redis::MaxmemoryPolicy)>,
 }
 
 impl Default for Topology {
@@ -50,6 +52,7 @@ impl Default for Topology {
         Topology {
             kafka_nodes: 1,
             redis: crate::redis::RedisTopology::Standalone,
+            redis_maxmemory: None,
         }
     }
 }
@@ -167,7 +170,7 @@ pub async fn provision(
         let wrong_topology = service == Service::Redis
             && !given
             && crate::redis::topology::Address::parse(&address)
-                .is_ok_and(|a| a.topology() != topology.redis);
+                .is_ok_and(|a| a.topology() != stack.topology.redis);
         let answering = mode == StackMode::Auto && !wrong_topology && answers(service, &address);
         let available = programs(service);
         let decided = decide(

@@ -27,7 +27,7 @@ pub(super) async fn start_cluster(
         let dir = root.join(format!("redis-{node}"));
         std::fs::create_dir_all(&dir)?;
         stack.start_process(
-            server_command(server, port, &dir)
+            server_command(server, port, &dir, &stack.topology.redis_maxmemory.clone())
                 .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "3000"])
                 .arg("--cluster-config-file")
                 .arg(dir.join("nodes.conf")),
@@ -100,7 +100,7 @@ pub(super) async fn start_sentinel(
     ] {
         let dir = root.join(format!("redis-{name}"));
         std::fs::create_dir_all(&dir)?;
-        let mut command = server_command(server, port, &dir);
+        let mut command = server_command(server, port, &dir, &stack.topology.redis_maxmemory);
         if let Some(primary) = replica_of {
             command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
         }
@@ -170,8 +170,19 @@ pub(super) async fn start_sentinel(
 /// A `redis-server` on `port` with its files in `dir`: loopback only and no persistence (the
 /// run's Redis holds idempotency keys only; a restart loses them, as the design note's
 /// "Redis restart" case does).
-fn server_command(server: &Path, port: u16, dir: &Path) -> Command {
+/// With `memory`, it holds at most that much (`maxmemory`) and does what the policy says when
+/// full.
+fn server_command(
+    server: &Path,
+    port: u16,
+    dir: &Path,
+    memory: &Option<(String, crate::redis::MaxmemoryPolicy)>,
+) -> Command {
     let mut command = Command::new(server);
+    if let Some((size, policy)) = memory {
+        let policy: &str = (*policy).into();
+        command.args(["--maxmemory", size, "--maxmemory-policy", policy]);
+    }
     command
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
         .args([
@@ -223,7 +234,7 @@ pub(super) async fn start(
     std::fs::create_dir_all(&dir)?;
     let log = dir.join("redis.log");
     stack.start_process(
-        &mut server_command(server, port, &dir),
+        &mut server_command(server, port, &dir, &stack.topology.redis_maxmemory.clone()),
         &log,
         None,
         Service::Redis,

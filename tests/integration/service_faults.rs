@@ -309,6 +309,87 @@ duration_ms = 1000
     }
 }
 
+/// Late copies (2 s after their originals) meet a Redis that evicts under `maxmemory`: DONE
+/// marks evicted before their copy arrives let redis-only apply it again; the database's
+/// inbox keeps db-authority-redis-cache exact.
+#[test]
+fn evicted_done_marks_let_late_copies_apply_again_where_redis_decides() {
+    let results = matrix(&[
+        "--strategies",
+        "redis-only,db-authority-redis-cache",
+        "--redis-clients",
+        "redis-rs",
+        "--trades",
+        "4000",
+        "--late-duplicate-share",
+        "1",
+        "--late-duplicate-delay-ms",
+        "2000",
+        "--no-unique-constraint",
+        "--redis-maxmemory",
+        "1200kb",
+        "--redis-maxmemory-policy",
+        "allkeys-lru",
+    ]);
+    assert_eq!(results.len(), 2);
+    for (file, result) in &results {
+        let redis = result.services.redis.as_ref().unwrap();
+        assert!(
+            redis.evicted_keys.unwrap() > 0,
+            "{}: {redis:?}",
+            file.display()
+        );
+        let c = &result.correctness;
+        assert_eq!(c.lost, 0, "{}: {c:?}", file.display());
+        match result.strategy.as_str() {
+            "redis-only" => assert!(c.double_applied > 0, "{}: {c:?}", file.display()),
+            _ => assert_eq!(c.double_applied, 0, "{}: {c:?}", file.display()),
+        }
+    }
+}
+
+/// Under `noeviction` a full Redis refuses `SET` with OOM: the errors are counted, the worker
+/// gives up after its retries, and the run ends early — exit 3, a partial report whose audit
+/// counts every trade never applied — instead of losing trades silently or hanging.
+#[test]
+fn a_full_redis_that_refuses_writes_ends_the_run_partial_and_loud() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("run");
+    let output = idembench(&[
+        "run",
+        "--stack",
+        "embedded",
+        "--quiet",
+        "--strategy",
+        "redis-only",
+        "--trades",
+        "4000",
+        "--redis-maxmemory",
+        "1200kb",
+        "--redis-maxmemory-policy",
+        "noeviction",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("OOM") && stderr.contains("partial"),
+        "{stderr}"
+    );
+    let result = RunResult::read(&dir.join("result.json")).unwrap();
+    assert_eq!(result.status, idembench::results::Status::Partial);
+    assert!(
+        result.failure.as_deref().unwrap().contains("OOM"),
+        "{:?}",
+        result.failure
+    );
+    assert!(result.processor.redis_errors > 0, "{:?}", result.processor);
+    let c = &result.correctness;
+    assert!(c.identity_holds && c.lost > 0, "{c:?}");
+    assert_eq!(result.oracle.mismatches, 0, "{:?}", result.oracle);
+}
+
 #[test]
 fn service_faults_are_refused_where_the_run_cannot_carry_them_out() {
     let out = tempfile::tempdir().unwrap();
@@ -345,6 +426,12 @@ fn service_faults_are_refused_where_the_run_cannot_carry_them_out() {
     let (code, stderr) = run(&["--processes", "2", "--fault", "zombie-consumer@1000+5000"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--session-timeout-ms"), "{stderr}");
+    let (code, stderr) = run(&["--stack", "external", "--redis-maxmemory", "1mb"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--stack embedded"), "{stderr}");
+    let (code, stderr) = run(&["--redis-maxmemory", "lots"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("2mb"), "{stderr}");
     let (code, stderr) = run(&["--fault", "redis-restart@1000+500/400"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("every_ms"), "{stderr}");

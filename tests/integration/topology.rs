@@ -165,6 +165,7 @@ async fn a_runs_keys_spread_over_the_primaries_and_their_removal_reaches_them_al
         Topology {
             kafka_nodes: 1,
             redis: idembench::redis::RedisTopology::Cluster,
+            ..Topology::default()
         },
         true,
     )

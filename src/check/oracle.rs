@@ -177,6 +177,8 @@ struct Facts {
     failovers: u64,
     broker_kills: u64,
     zombies: u64,
+    /// Network faults that cut replies (timeouts, resets), on the Redis and the Postgres link.
+    cut_replies: (u64, u64),
     can: Capabilities,
 }
 
@@ -191,6 +193,20 @@ pub fn predict(shape: &RunShape, log: &[FaultEvent]) -> Prediction {
         failovers: count(FaultKind::RedisFailover),
         broker_kills: count(FaultKind::KafkaBrokerKill),
         zombies: count(FaultKind::ZombieConsumer),
+        cut_replies: {
+            let cut = |postgres: bool| {
+                log.iter()
+                    .filter(|e| matches!(e.kind, FaultKind::NetTimeout | FaultKind::NetResetPeer))
+                    .filter(|e| {
+                        e.target
+                            .as_deref()
+                            .is_some_and(|t| t.starts_with("postgres"))
+                            == postgres
+                    })
+                    .count() as u64
+            };
+            (cut(false), cut(true))
+        },
         can: shape.strategy.capabilities(),
     };
     let mut tally = Tally {
@@ -210,6 +226,7 @@ pub fn predict(shape: &RunShape, log: &[FaultEvent]) -> Prediction {
     redis_kills(shape, &facts, &mut tally);
     broker_kills(shape, &facts, &mut tally);
     zombies(shape, &facts, &mut tally);
+    cut_replies(shape, &facts, &mut tally);
     if shape.unprocessed > 0 {
         tally.lost = tally.lost.plus(Bounds::up_to(shape.unprocessed));
         tally.rule(format!(
@@ -447,6 +464,33 @@ fn broker_kills(shape: &RunShape, facts: &Facts, tally: &mut Tally) {
         tally.rule(format!(
             "{}: a broker kill only redelivers; the strategy absorbs redeliveries",
             shape.strategy.name()
+        ));
+    }
+}
+
+/// A network fault that cuts replies (`net-timeout`: requests arrive, replies never do;
+/// `net-reset-peer`: connections reset as they send). On the Redis link a claim's `SET NX` may
+/// have run with its reply lost: the step's retry meets its own PROCESSING claim and, skipping,
+/// loses the trade — one per worker in flight per fault. On the Postgres link a COMMIT may have
+/// committed with its reply lost: only a check inside the transaction makes its retry harmless.
+/// Latency and bandwidth faults only slow replies, within the command timeout: no rule.
+fn cut_replies(shape: &RunShape, facts: &Facts, tally: &mut Tally) {
+    let per_fault = (shape.workers * shape.processes.max(1)) as u64;
+    let (redis, postgres) = facts.cut_replies;
+    if redis > 0 && facts.can.claims && shape.on_in_progress == OnInProgress::Skip {
+        let bound = redis * per_fault;
+        tally.lost = tally.lost.plus(Bounds::up_to(bound));
+        tally.rule(format!(
+            "{}: a claim whose reply the network cut ran anyway; its retry meets its own PROCESSING claim and skips, up to {bound} lost",
+            shape.strategy.name()
+        ));
+    }
+    let unchecked = facts.can.redis_decides || shape.strategy == StrategyKind::None;
+    if postgres > 0 && unchecked && !shape.unique_constraint {
+        let bound = postgres * per_fault;
+        tally.double = tally.double.plus(Bounds::up_to(bound));
+        tally.rule(format!(
+            "a COMMIT whose reply the network cut may have committed; its retry applies again, up to {bound}"
         ));
     }
 }

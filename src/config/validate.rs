@@ -371,6 +371,36 @@ impl RunConfig {
                     "process-kill kills processor processes: add --processes N (2 or more for a rebalance onto survivors)",
                 );
             }
+            if fault.kind.through_proxy() {
+                match fault.link() {
+                    "redis" if self.redis_topology != crate::redis::RedisTopology::Standalone => {
+                        return fail(
+                            &["fault", "redis_topology"],
+                            format!(
+                                "{kind} on Redis needs a standalone Redis: a cluster's or Sentinels' replies name the nodes themselves, so the client would go around the proxy"
+                            ),
+                        );
+                    }
+                    "redis" => {}
+                    "postgres" if self.crash_plan.schedules(FaultKind::DbOutage) => {
+                        return fail(
+                            &["fault"],
+                            format!(
+                                "{kind} on Postgres and db-outage both reroute the processor's Postgres link: use one per run"
+                            ),
+                        );
+                    }
+                    "postgres" => {}
+                    other => {
+                        return fail(
+                            &["fault"],
+                            format!(
+                                "{kind}: target {other:?} is not a link the proxy can cut; give redis or postgres"
+                            ),
+                        );
+                    }
+                }
+            }
             if fault.kind == FaultKind::RedisFailover
                 && self.redis_topology == crate::redis::RedisTopology::Standalone
             {

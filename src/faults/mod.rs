@@ -29,6 +29,7 @@ pub mod outage;
 pub mod schedule;
 pub mod services;
 pub mod timers;
+pub mod toxiproxy;
 
 /// Named points of the flow where a crash can be injected.
 #[derive(
@@ -110,6 +111,16 @@ pub enum FaultKind {
     /// so the group moves its partitions — then SIGCONTed: it finishes its in-flight work and
     /// tries to commit, a zombie.
     ZombieConsumer,
+    /// Through Toxiproxy, between the processor and `target` (`redis`, the default, or
+    /// `postgres`): replies delayed by `latency_ms` (± `jitter_ms`).
+    NetLatency,
+    /// Through Toxiproxy: requests reach the server, replies never come back, and each
+    /// connection is closed after 1 s — an ambiguous outcome for every command in flight.
+    NetTimeout,
+    /// Through Toxiproxy: every connection is reset (TCP RST) as it sends.
+    NetResetPeer,
+    /// Through Toxiproxy: replies limited to `rate_kbps` KB/s.
+    NetBandwidth,
 }
 
 impl FaultKind {
@@ -124,11 +135,19 @@ impl FaultKind {
             FaultKind::RedisFailover => "redis-failover",
             FaultKind::KafkaBrokerKill => "kafka-broker-kill",
             FaultKind::ZombieConsumer => "zombie-consumer",
+            FaultKind::NetLatency => "net-latency",
+            FaultKind::NetTimeout => "net-timeout",
+            FaultKind::NetResetPeer => "net-reset-peer",
+            FaultKind::NetBandwidth => "net-bandwidth",
         }
     }
 
     /// The kinds a fault schedule (`[[scenario.fault]]`, `--fault`) may hold.
-    pub const SCHEDULED: [FaultKind; 7] = [
+    pub const SCHEDULED: [FaultKind; 11] = [
+        FaultKind::NetLatency,
+        FaultKind::NetTimeout,
+        FaultKind::NetResetPeer,
+        FaultKind::NetBandwidth,
         FaultKind::RedisWipe,
         FaultKind::DbOutage,
         FaultKind::ProcessKill,
@@ -143,6 +162,17 @@ impl FaultKind {
         matches!(
             self,
             FaultKind::RedisRestart | FaultKind::RedisFailover | FaultKind::KafkaBrokerKill
+        )
+    }
+
+    /// Goes through the fault proxy (Toxiproxy).
+    pub fn through_proxy(self) -> bool {
+        matches!(
+            self,
+            FaultKind::NetLatency
+                | FaultKind::NetTimeout
+                | FaultKind::NetResetPeer
+                | FaultKind::NetBandwidth
         )
     }
 
@@ -190,6 +220,14 @@ pub struct ScheduledFault {
     /// `host:port`; default the leader of partition 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// `net-latency`: the delay (default 200) and its jitter (default 0), ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<u64>,
+    /// `net-bandwidth`: the rate, KB/s (default 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_kbps: Option<u64>,
 }
 
 impl ScheduledFault {
@@ -201,6 +239,10 @@ impl ScheduledFault {
             FaultKind::DbOutage | FaultKind::RedisRestart | FaultKind::KafkaBrokerKill => 2_000,
             // Past the default session timeout (10 s), so the partitions move.
             FaultKind::ZombieConsumer => 15_000,
+            FaultKind::NetLatency
+            | FaultKind::NetTimeout
+            | FaultKind::NetResetPeer
+            | FaultKind::NetBandwidth => 2_000,
             _ => 0,
         };
         Duration::from_millis(if self.duration_ms == 0 {
@@ -242,6 +284,43 @@ impl ScheduledFault {
             duration_ms,
             every_ms,
             target,
+            latency_ms: None,
+            jitter_ms: None,
+            rate_kbps: None,
+        })
+    }
+
+    /// Which link a network fault cuts: `redis` (the default) or `postgres`.
+    pub fn link(&self) -> &str {
+        self.target.as_deref().unwrap_or("redis")
+    }
+
+    /// The Toxiproxy toxic of a network fault, named `name`: on the replies (`downstream`), so
+    /// a request still reaches the server.
+    pub fn toxic(&self, name: &str) -> serde_json::Value {
+        let (kind, attributes) = match self.kind {
+            FaultKind::NetLatency => (
+                "latency",
+                serde_json::json!({
+                    "latency": self.latency_ms.unwrap_or(200),
+                    "jitter": self.jitter_ms.unwrap_or(0),
+                }),
+            ),
+            // Data is dropped and the connection closed after 1 s, so the client reconnects
+            // rather than wait on a connection whose replies are gone.
+            FaultKind::NetTimeout => ("timeout", serde_json::json!({ "timeout": 1000 })),
+            FaultKind::NetResetPeer => ("reset_peer", serde_json::json!({ "timeout": 0 })),
+            _ => (
+                "bandwidth",
+                serde_json::json!({ "rate": self.rate_kbps.unwrap_or(16) }),
+            ),
+        };
+        serde_json::json!({
+            "name": name,
+            "type": kind,
+            "stream": "downstream",
+            "toxicity": 1.0,
+            "attributes": attributes,
         })
     }
 }
@@ -292,6 +371,9 @@ impl FaultPlan {
                 duration_ms: 0,
                 every_ms: None,
                 target: None,
+                latency_ms: None,
+                jitter_ms: None,
+                rate_kbps: None,
             });
         }
         if let Some(at_ms) = self.db_outage_at_ms {
@@ -301,6 +383,9 @@ impl FaultPlan {
                 duration_ms: self.db_outage_ms,
                 every_ms: None,
                 target: None,
+                latency_ms: None,
+                jitter_ms: None,
+                rate_kbps: None,
             });
         }
         timeline.sort_by_key(|fault| fault.at_ms);
@@ -636,6 +721,9 @@ mod tests {
                 duration_ms: 3000,
                 every_ms: Some(20000),
                 target: Some("127.0.0.1:9093".into()),
+                latency_ms: None,
+                jitter_ms: None,
+                rate_kbps: None,
             }
         );
         let short = ScheduledFault::parse_flag("redis-restart@5000").unwrap();

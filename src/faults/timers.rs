@@ -18,6 +18,26 @@ pub async fn redis_wipe(url: &str, prefix: &str, faults: &Faults, timeout: Durat
     faults.end(logged);
 }
 
+/// Adds `fault`'s toxic to `proxy` for the fault's duration, then removes it.
+pub async fn network(
+    toxiproxy: &super::toxiproxy::Toxiproxy,
+    proxy: &str,
+    fault: &super::ScheduledFault,
+    faults: &Faults,
+) {
+    let toxic = fault.kind.name();
+    if let Err(error) = toxiproxy.add_toxic(proxy, fault.toxic(toxic)).await {
+        tracing::warn!(%error, "the network fault was not injected");
+        return;
+    }
+    let logged = faults.begin(fault.kind, Some(format!("{} via Toxiproxy", fault.link())));
+    tokio::time::sleep(fault.duration()).await;
+    if let Err(error) = toxiproxy.remove_toxic(proxy, toxic).await {
+        tracing::warn!(%error, "cannot remove the network fault's toxic");
+    }
+    faults.end(logged);
+}
+
 /// Cuts every connection through `relay` and refuses new ones for `lasting`.
 pub async fn db_outage(relay: &Arc<Relay>, lasting: Duration, faults: &Faults) {
     let logged = faults.begin(FaultKind::DbOutage, None);

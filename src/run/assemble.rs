@@ -36,6 +36,13 @@ pub(super) async fn assemble(
     usage_at_start: (Usage, Usage),
 ) -> Result<Measured, RunError> {
     let stopped = consumers.stop().await;
+    if let Some((toxiproxy, proxies)) = &started.toxiproxy {
+        for (_, name) in proxies {
+            if let Err(error) = toxiproxy.delete_proxy(name).await {
+                tracing::warn!(%error, "cannot remove the run's proxy");
+            }
+        }
+    }
     let mut report = std::mem::take(&mut supervised.earlier);
     let Stopped {
         report: last,
@@ -256,7 +263,8 @@ fn processor_stats(
     (processes, killed_measurement_windows): (u64, u64),
 ) -> ProcessorStats {
     let mut redis_counts = report.redis;
-    if let Some(redis) = &reached.redis {
+    // The in-process processor's client (its own, through Toxiproxy, under a network fault).
+    if let Some(redis) = started.redis.as_ref().or(reached.redis.as_ref()) {
         redis_counts.add(redis.counters().values());
     }
     let counts = report.metrics.counts;

@@ -13,6 +13,7 @@ use crate::config::{RunConfig, RunNames};
 use crate::db::{Db, MemoryEffects};
 use crate::faults::Faults;
 use crate::faults::outage::Relay;
+use crate::faults::toxiproxy::Toxiproxy;
 use crate::kafka::{self, LoadProducer};
 use crate::processor::fleet::Fleet;
 use crate::processor::member::MemberSpec;
@@ -32,7 +33,15 @@ pub(super) struct Started {
     pub producer: LoadProducer,
     /// The run's admin connection to Kafka (a broker kill asks it for partition 0's leader).
     pub kafka: crate::kafka::Admin,
+    /// The Redis client of an in-process processor (through Toxiproxy under a network fault).
+    pub redis: Option<Arc<dyn crate::redis::RedisOps>>,
+    /// Toxiproxy and the run's proxies on it (link — `redis` or `postgres` — and name), when
+    /// the plan has network faults.
+    pub toxiproxy: Option<Proxied>,
 }
+
+/// Toxiproxy and the run's proxies on it: (link, proxy name) each.
+pub(super) type Proxied = (Arc<Toxiproxy>, Vec<(String, String)>);
 
 pub(super) async fn start(
     config: &RunConfig,
@@ -51,11 +60,26 @@ pub(super) async fn start(
         false => None,
         true => Some(Arc::new(relay_for(config, &mut spec).await?)),
     };
-    let processor_db = match relay {
-        Some(_) => Db::connect(&spec.db_settings(), &names.schema)
+    // The network faults put Toxiproxy between the processor and Redis or Postgres.
+    let toxiproxy = proxies(config, names, &mut spec).await?;
+    let proxied = |link: &str| {
+        toxiproxy
+            .as_ref()
+            .is_some_and(|(_, proxies)| proxies.iter().any(|(l, _)| l == link))
+    };
+    let processor_db = match relay.is_some() || proxied("postgres") {
+        true => Db::connect(&spec.db_settings(), &names.schema)
             .await
             .map_err(db_error)?,
-        None => reached.db.clone(),
+        false => reached.db.clone(),
+    };
+    let processor_redis = match proxied("redis") {
+        true => Some(
+            crate::redis::connect(config.redis_client, &spec.redis_settings())
+                .await
+                .map_err(super::redis_error)?,
+        ),
+        false => reached.redis.clone(),
     };
     let memory = config
         .no_business_write
@@ -64,7 +88,7 @@ pub(super) async fn start(
         config.strategy,
         spec.strategy_settings(faults.clone()),
         processor_db,
-        reached.redis.clone(),
+        processor_redis.clone(),
         memory.clone(),
     );
     let producer = kafka::producer(&config.connections.kafka_brokers, config.linger_ms, timeout)
@@ -101,6 +125,8 @@ pub(super) async fn start(
         relay,
         producer,
         kafka: reached.admin.clone(),
+        redis: processor_redis,
+        toxiproxy,
     };
     Ok((started, consumers))
 }
@@ -141,6 +167,47 @@ fn member_spec(config: &RunConfig, names: &RunNames) -> MemberSpec {
 }
 
 /// Starts the outage relay and points the processor's Postgres URL at it.
+/// Starts Toxiproxy and a proxy per link the plan's network faults cut, and points the
+/// processor's URLs at them (the audit keeps its direct connections).
+async fn proxies(
+    config: &RunConfig,
+    names: &RunNames,
+    spec: &mut MemberSpec,
+) -> Result<Option<Proxied>, RunError> {
+    let mut links: Vec<String> = config
+        .crash_plan
+        .schedule
+        .iter()
+        .filter(|f| f.kind.through_proxy())
+        .map(|f| f.link().to_string())
+        .filter(|link| link != "redis" || config.strategy.capabilities().uses_redis)
+        .collect();
+    links.sort();
+    links.dedup();
+    if links.is_empty() {
+        return Ok(None);
+    }
+    let toxiproxy = Toxiproxy::start(config.connect_timeout())
+        .await
+        .map_err(RunError::Config)?;
+    let mut proxies = Vec::new();
+    for link in links {
+        let url = match link.as_str() {
+            "redis" => &mut spec.redis_url,
+            _ => &mut spec.postgres_url,
+        };
+        let upstream = crate::faults::outage::address_of(url).map_err(RunError::Config)?;
+        let name = format!("{}-{link}", names.run_id);
+        let listen = toxiproxy
+            .proxy(&name, &upstream)
+            .await
+            .map_err(RunError::Config)?;
+        *url = crate::faults::outage::reroute(url, listen).map_err(RunError::Config)?;
+        proxies.push((link, name));
+    }
+    Ok(Some((Arc::new(toxiproxy), proxies)))
+}
+
 async fn relay_for(config: &RunConfig, spec: &mut MemberSpec) -> Result<Relay, RunError> {
     let url = &config.connections.postgres_url;
     let upstream = crate::faults::outage::address_of(url).map_err(RunError::Config)?;

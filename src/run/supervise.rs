@@ -212,6 +212,26 @@ fn timed_faults(
                     async move { timers::db_outage(&relay, lasting, &faults).await }
                 }));
             }
+            kind if kind.through_proxy() => {
+                // No proxy for a link the strategy does not use (Redis under db-only).
+                let Some((toxiproxy, proxies)) = &started.toxiproxy else {
+                    continue;
+                };
+                let Some((_, proxy)) = proxies.iter().find(|(link, _)| link == fault.link()) else {
+                    continue;
+                };
+                let (toxiproxy, proxy) = (toxiproxy.clone(), proxy.clone());
+                let scheduled = fault.clone();
+                tasks.push(repeat(&fault, produced, move || {
+                    let (toxiproxy, proxy, fault, faults) = (
+                        toxiproxy.clone(),
+                        proxy.clone(),
+                        scheduled.clone(),
+                        faults.clone(),
+                    );
+                    async move { timers::network(&toxiproxy, &proxy, &fault, &faults).await }
+                }));
+            }
             kind if kind.needs_stack() => {
                 let injector = injector
                     .clone()

@@ -211,3 +211,29 @@ fn the_cluster_profile_is_the_clustered_topology_on_loopback() {
         "{create}"
     );
 }
+
+/// `docker compose --profile faults up -d` starts the Toxiproxy the network faults can use
+/// instead of their own: the release `scripts/services install` builds, on loopback only.
+#[test]
+fn the_faults_profile_runs_the_toxiproxy_release_the_scripts_build_on_loopback() {
+    let file = compose();
+    let toxiproxy = &file["services"]["toxiproxy"];
+    assert_eq!(text(&toxiproxy["profiles"][0]), "faults");
+    let script =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services")).unwrap();
+    let version = script
+        .lines()
+        .find_map(|l| l.strip_prefix("toxiproxy_version=v"))
+        .expect("scripts/services names the Toxiproxy release");
+    assert_eq!(
+        text(&toxiproxy["image"]),
+        format!("ghcr.io/shopify/toxiproxy:{version}")
+    );
+    let command: Vec<String> = toxiproxy["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(text)
+        .collect();
+    assert_eq!(command[..2], ["-host".to_string(), "127.0.0.1".to_string()]);
+}

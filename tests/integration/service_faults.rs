@@ -390,6 +390,56 @@ fn a_full_redis_that_refuses_writes_ends_the_run_partial_and_loud() {
     assert_eq!(result.oracle.mismatches, 0, "{:?}", result.oracle);
 }
 
+/// Through Toxiproxy: replies from Redis cut every 600 ms for 300 ms. A claim whose `SET NX`
+/// ran but whose reply never came meets itself on the retry, and redis-only skips it — the
+/// lost trade the design note's flow allows; the oracle bounds it by the workers in flight.
+/// With the database deciding, nothing is lost or doubled, on the Redis link or the Postgres one.
+#[test]
+fn replies_cut_by_the_fault_proxy_lose_only_what_a_redis_claim_decides() {
+    let results = matrix(&[
+        "--strategies",
+        "redis-only,db-authority-redis-cache,db-only",
+        "--redis-clients",
+        "redis-rs",
+        "--trades",
+        "3000",
+        "--rate",
+        "500",
+        "--fault",
+        "net-timeout@1000+300/600",
+        "--fault",
+        "net-latency@1500+1000:postgres",
+    ]);
+    assert_eq!(results.len(), 3);
+    for (file, result) in &results {
+        let c = &result.correctness;
+        let cut = result
+            .faults
+            .log
+            .iter()
+            .filter(|e| e.kind == FaultKind::NetTimeout)
+            .count();
+        assert_eq!(
+            healed(result, FaultKind::NetLatency),
+            vec!["postgres via Toxiproxy".to_string()]
+        );
+        if result.strategy == "db-only" {
+            assert_eq!(cut, 0, "no Redis link to cut: {:?}", result.faults.log);
+        } else {
+            assert!(cut >= 3, "{}: {:?}", file.display(), result.faults.log);
+            assert!(result.processor.redis_errors > 0, "{:?}", result.processor);
+        }
+        if result.strategy != "redis-only" {
+            assert_eq!(
+                (c.lost, c.double_applied),
+                (0, 0),
+                "{}: {c:?}",
+                file.display()
+            );
+        }
+    }
+}
+
 #[test]
 fn service_faults_are_refused_where_the_run_cannot_carry_them_out() {
     let out = tempfile::tempdir().unwrap();
@@ -432,6 +482,12 @@ fn service_faults_are_refused_where_the_run_cannot_carry_them_out() {
     let (code, stderr) = run(&["--redis-maxmemory", "lots"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("2mb"), "{stderr}");
+    let (code, stderr) = run(&["--redis-topology", "cluster", "--fault", "net-timeout@1000"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("standalone"), "{stderr}");
+    let (code, stderr) = run(&["--fault", "net-timeout@1000:kafka"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("redis or postgres"), "{stderr}");
     let (code, stderr) = run(&["--fault", "redis-restart@1000+500/400"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("every_ms"), "{stderr}");

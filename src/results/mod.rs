@@ -11,6 +11,7 @@
 pub mod compare;
 pub mod environment;
 pub mod merge;
+pub mod recovery;
 mod summary;
 
 use std::io::Write;
@@ -115,6 +116,10 @@ pub struct FaultsReport {
     /// Every injected fault (kind, point, trade id, time), the first 1000.
     pub log: Vec<FaultEvent>,
     pub log_truncated: bool,
+    /// Per fault from outside the flow: how long until it healed, the group committed again
+    /// and the backlog drained (from the once-a-second series: 1 s resolution).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recovery: Vec<recovery::Recovery>,
 }
 
 impl FaultsReport {
@@ -133,7 +138,17 @@ impl FaultsReport {
             by_point,
             log,
             log_truncated,
+            recovery: Vec::new(),
         }
+    }
+}
+
+impl FaultsReport {
+    /// With each fault's recovery, from the run's series (production started at
+    /// `started_us`).
+    pub fn with_recovery(mut self, series: &[SeriesPoint], started_us: u64) -> FaultsReport {
+        self.recovery = recovery::recoveries(series, &self.log, started_us);
+        self
     }
 }
 

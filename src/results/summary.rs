@@ -90,11 +90,12 @@ impl RunResult {
                     ),
                 };
                 format!(
-                    "  faults       {} injected ({}), {} restarts, {} redeliveries{missing}\n",
+                    "  faults       {} injected ({}), {} restarts, {} redeliveries{missing}\n{}",
                     self.faults.log.len(),
                     points.join(", "),
                     self.processor.restarts,
-                    self.processor.redeliveries
+                    self.processor.redeliveries,
+                    self.recovery_lines()
                 )
             } else {
                 String::new()
@@ -104,6 +105,34 @@ impl RunResult {
 }
 
 impl RunResult {
+    /// One line per fault that lasts (the first five): when, how long, and the recovery.
+    fn recovery_lines(&self) -> String {
+        let s = |ms: Option<u64>| {
+            ms.map_or("never".to_string(), |ms| {
+                format!("{:.1} s", ms as f64 / 1000.0)
+            })
+        };
+        self.faults
+            .recovery
+            .iter()
+            .take(5)
+            .map(|r| {
+                format!(
+                    "               {} at {:.1} s{}: healed {}, committing again {}, drained {}\n",
+                    r.kind.name(),
+                    r.at_ms as f64 / 1000.0,
+                    r.target
+                        .as_deref()
+                        .map(|t| format!(" ({t})"))
+                        .unwrap_or_default(),
+                    s(r.healed_after_ms),
+                    s(r.committed_again_after_ms),
+                    s(r.drained_after_ms),
+                )
+            })
+            .collect()
+    }
+
     /// `  cpu / msg    idembench 612 µs  redis 48 µs …`, and the services not measured.
     fn cpu_line(&self) -> String {
         let r = &self.resources;

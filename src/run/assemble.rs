@@ -118,7 +118,14 @@ pub(super) async fn assemble(
         latency_us: latencies(&report, &supervised, &histograms),
         oracle: oracle(config, &started, &supervised, &correctness, evicted_keys),
         correctness,
-        faults: FaultsReport::new(&started.faults),
+        faults: FaultsReport::new(&started.faults).with_recovery(
+            &supervised.series,
+            supervised
+                .produced
+                .started_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
+        ),
         processor: processor_stats(config, &started, &supervised, &report, reached, fleet),
         environment: Environment::read().with_stack(config.stack.clone()),
         resources: Resources {

@@ -105,6 +105,12 @@ fn a_redis_restart_is_felt_and_every_strategy_keeps_its_rule() {
     for (file, result) in &results {
         let targets = healed(result, FaultKind::RedisRestart);
         assert!(targets[0].starts_with("127.0.0.1:"), "{targets:?}");
+        // The recovery, from the series: healed after the 1 s downtime, and the group
+        // committing again after that.
+        let recovery = &result.faults.recovery[0];
+        assert_eq!(recovery.kind, FaultKind::RedisRestart);
+        assert!(recovery.healed_after_ms.unwrap() >= 1000, "{recovery:?}");
+        assert!(recovery.committed_again_after_ms.is_some(), "{recovery:?}");
         if result.strategy != "db-only" {
             let p = &result.processor;
             assert!(

@@ -26,6 +26,7 @@ pub(super) struct Running {
 }
 
 /// What a process was started with.
+#[derive(Clone)]
 struct Respawn {
     program: std::ffi::OsString,
     args: Vec<std::ffi::OsString>,
@@ -72,6 +73,52 @@ impl Respawn {
 #[derive(Clone, Default)]
 pub(super) struct Children {
     inner: Arc<Mutex<Inner>>,
+    spawner: Spawner,
+}
+
+/// Starts restarted processes from one thread of its own that lives as long as the stack.
+/// `PR_SET_PDEATHSIG` fires when the *thread* that spawned a child ends, and a fault restarts a
+/// process from an async task, whose runtime thread may retire (after a `block_in_place`, or
+/// as an idle blocking thread): the child would be SIGKILLed with it, minutes later.
+#[derive(Clone)]
+struct Spawner {
+    requests: std::sync::mpsc::Sender<SpawnRequest>,
+}
+
+type SpawnRequest = (
+    Box<dyn FnOnce() -> std::io::Result<Child> + Send>,
+    std::sync::mpsc::Sender<std::io::Result<Child>>,
+);
+
+impl Default for Spawner {
+    fn default() -> Spawner {
+        let (requests, incoming) = std::sync::mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("idembench-respawn".into())
+            .spawn(move || {
+                // Ends when every Children handle (and so every sender) is gone.
+                for (spawn, reply) in incoming {
+                    let _ = reply.send(spawn());
+                }
+            })
+            .expect("a thread to restart service processes from");
+        Spawner { requests }
+    }
+}
+
+impl Spawner {
+    fn spawn(
+        &self,
+        spawn: Box<dyn FnOnce() -> std::io::Result<Child> + Send>,
+    ) -> std::io::Result<Child> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.requests
+            .send((spawn, reply))
+            .map_err(|_| std::io::Error::other("the restart thread is gone"))?;
+        answer
+            .recv()
+            .map_err(|_| std::io::Error::other("the restart thread is gone"))?
+    }
 }
 
 #[derive(Default)]
@@ -105,7 +152,9 @@ impl Children {
         stop_signal: libc::c_int,
     ) -> std::io::Result<u32> {
         let respawn = Respawn::of(command, log, user, detached);
-        let child = spawn(command, log, user, detached)?;
+        // From the spawner's thread too: a stack may be provisioned from any task.
+        let first = respawn.clone();
+        let child = self.spawner.spawn(Box::new(move || first.spawn()))?;
         let pid = child.id();
         self.lock().running.push(Running {
             service,
@@ -225,9 +274,10 @@ impl ServiceControl for Children {
         if running.child.is_some() {
             return Err(format!("{address} is running; kill it first"));
         }
-        let child = running
-            .respawn
-            .spawn()
+        let respawn = running.respawn.clone();
+        let child = self
+            .spawner
+            .spawn(Box::new(move || respawn.spawn()))
             .map_err(|e| format!("cannot start {address} again: {e}"))?;
         running.child = Some(child);
         Ok(())
@@ -295,5 +345,70 @@ impl ServiceControl for StackControl {
 
     fn spent(&self, service: &str) -> Spent {
         self.children.spent(service)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alive(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    }
+
+    /// PR_SET_PDEATHSIG kills a child when the thread that spawned it ends: a process started
+    /// (or restarted, by a fault from an async task) on a thread that then ends must live on.
+    #[test]
+    fn processes_started_from_threads_that_end_outlive_them() {
+        let children = Children::default();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("sleep.log");
+        let starter = children.clone();
+        std::thread::spawn(move || {
+            starter
+                .start(
+                    Command::new("sleep").arg("30"),
+                    &log,
+                    None,
+                    false,
+                    Service::Redis,
+                    "redis",
+                    1,
+                    libc::SIGTERM,
+                )
+                .unwrap();
+        })
+        .join()
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let first = children.nodes()[0].pid.unwrap();
+        assert!(
+            alive(first),
+            "the child died with the thread that started it"
+        );
+        let restarter = children.clone();
+        std::thread::spawn(move || {
+            restarter.kill("127.0.0.1:1").unwrap();
+            restarter.restart("127.0.0.1:1").unwrap();
+        })
+        .join()
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let second = children.nodes()[0].pid.unwrap();
+        assert_ne!(first, second);
+        assert!(!alive(first), "the killed process is reaped");
+        assert!(
+            alive(second),
+            "the restarted child died with the thread that restarted it"
+        );
+        children.stop_all();
+        assert!(!alive(second));
     }
 }

@@ -427,6 +427,8 @@ pub struct Faults {
     plan: FaultPlan,
     threshold: u64,
     crashes: AtomicU64,
+    /// Injections at work ([`Faults::injecting`]).
+    injecting: AtomicU64,
     /// Touched only when a crash is due — rare by construction — so this lock is not on the
     /// hot path.
     fired: Mutex<Fired>,
@@ -453,6 +455,15 @@ impl Default for Fired {
             log: Vec::new(),
             armed: true,
         }
+    }
+}
+
+/// An injection at work; see [`Faults::injecting`].
+pub struct Injecting<'a>(&'a Faults);
+
+impl Drop for Injecting<'_> {
+    fn drop(&mut self) {
+        self.0.injecting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -558,8 +569,10 @@ impl Faults {
         fired.log.len() - 1
     }
 
-    /// Faults from outside the flow that started and have not healed yet.
+    /// Faults from outside the flow that started and have not healed yet, and injections
+    /// still at work (a failover whose old primary is not back yet).
     pub fn open(&self) -> usize {
+        let busy = self.injecting.load(Ordering::Acquire) as usize;
         let fired = self.fired.lock().expect("fault log lock");
         fired
             .log
@@ -569,6 +582,13 @@ impl Faults {
             })
             .filter(|e| e.end_us.is_none())
             .count()
+            + busy
+    }
+
+    /// Marks an injection at work until the guard is dropped: the run does not end under it.
+    pub fn injecting(&self) -> Injecting<'_> {
+        self.injecting.fetch_add(1, Ordering::AcqRel);
+        Injecting(self)
     }
 
     /// Logs that the fault at `index` was healed, now.
@@ -748,6 +768,24 @@ mod tests {
                 .unwrap_err()
                 .contains("AT_MS")
         );
+    }
+
+    #[test]
+    fn a_run_waits_for_open_faults_and_injections_at_work() {
+        let faults = Faults::new(plan(0.0));
+        let logged = faults.begin(FaultKind::RedisFailover, Some("127.0.0.1:7001".into()));
+        assert_eq!(faults.open(), 1, "not healed");
+        {
+            let _at_work = faults.injecting();
+            faults.end(logged);
+            assert_eq!(
+                faults.open(),
+                1,
+                "healed, but its old primary is not back yet"
+            );
+        }
+        assert_eq!(faults.open(), 0);
+        assert!(faults.log()[0].end_us.is_some());
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub fn run(
 
 impl Injector {
     async fn inject(&self, fault: &ScheduledFault) -> Result<(), String> {
+        let _at_work = self.faults.injecting();
         match fault.kind {
             FaultKind::RedisRestart => {
                 let target = match &fault.target {

@@ -191,7 +191,9 @@ pub async fn primaries(url: &str, timeout: Duration) -> Result<Vec<String>, supe
                         let fields: Vec<&str> = line.split_whitespace().collect();
                         let flags = fields.get(2)?;
                         let primary = flags.split(',').any(|f| f == "master")
-                            && !flags.split(',').any(|f| f == "fail" || f == "noaddr");
+                            && !flags
+                                .split(',')
+                                .any(|f| f == "fail" || f == "fail?" || f == "noaddr");
                         let host = fields.get(1)?.split('@').next()?;
                         primary.then(|| format!("{REDIS}{credentials}{host}"))
                     })

@@ -72,6 +72,12 @@ async fn an_asynchronous_commit_counts_only_once_the_broker_answers() {
         samples > 3,
         "only {samples} samples while the processor ran"
     );
-    assert_eq!(report.metrics.counts.messages, 3_000);
+    // Every message once — unless the group rebalanced (on a starved machine a member can
+    // miss its session), which redelivers what was not committed yet: never fewer.
+    if report.rebalances <= 1 {
+        assert_eq!(report.metrics.counts.messages, 3_000, "{report:?}");
+    } else {
+        assert!(report.metrics.counts.messages >= 3_000, "{report:?}");
+    }
     assert_eq!(report.commit_errors, 0);
 }

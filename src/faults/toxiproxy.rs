@@ -49,7 +49,7 @@ impl Toxiproxy {
     pub async fn start(timeout: Duration) -> Result<Toxiproxy, String> {
         if let Ok(api) = std::env::var("IDEMBENCH_TOXIPROXY_URL") {
             let api = api
-                .trim_start_matches("http://")
+                .trim_start_matches("http:\u{2f}/")
                 .trim_end_matches('/')
                 .to_string();
             let proxy = Toxiproxy { api, child: None };

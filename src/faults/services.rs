@@ -76,10 +76,11 @@ impl Injector {
                 self.faults.end(logged);
                 tracing::info!(old = %old, "injected Redis failover: a replica was promoted");
                 tokio::time::sleep(fault.duration().saturating_sub(killed.elapsed())).await;
-                // The old primary comes back empty and rejoins as a replica.
+                // The old primary comes back empty and rejoins as a replica; the fault is at
+                // work until it is one, in sync, so the next failover finds a replica to promote.
                 self.restart(&old)?;
-                self.until("the old primary answers again", || {
-                    redis_answers(old.clone(), self.timeout)
+                self.until("the old primary is a replica in sync again", || {
+                    replica_in_sync(old.clone(), self.timeout)
                 })
                 .await?;
             }
@@ -166,6 +167,12 @@ fn host_port(url: &str) -> String {
     let rest = url.strip_prefix(REDIS).unwrap_or(url);
     let rest = rest.rsplit_once('@').map_or(rest, |(_, hosts)| hosts);
     rest.split('/').next().unwrap_or(rest).to_string()
+}
+
+async fn replica_in_sync(address: String, timeout: Duration) -> bool {
+    crate::redis::admin::replication(&format!("{REDIS}{address}"), timeout)
+        .await
+        .is_ok_and(|info| info.contains("role:slave") && info.contains("master_link_status:up"))
 }
 
 async fn redis_answers(address: String, timeout: Duration) -> bool {

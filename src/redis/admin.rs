@@ -80,6 +80,19 @@ pub async fn evicted_keys(url: &str, timeout: Duration) -> Result<u64, super::Re
     Ok(evicted)
 }
 
+/// `INFO replication` of one server (a `redis://` URL), as the server wrote it.
+pub async fn replication(url: &str, timeout: Duration) -> Result<String, super::RedisError> {
+    let mut connection = admin_connection(url, timeout).await?;
+    redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut connection)
+        .await
+        .map_err(|e| super::RedisError::Command {
+            command: "INFO replication",
+            cause: e.to_string(),
+        })
+}
+
 /// Removes every key of the run (`SCAN MATCH prefix*` + `UNLINK`), on every primary of a
 /// cluster. Returns how many were removed.
 pub async fn delete_keys(

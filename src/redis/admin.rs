@@ -10,18 +10,8 @@ use crate::redact::redact_url;
 /// cluster, of its first seed node).
 pub async fn server_version(url: &str, timeout: Duration) -> Result<String, super::RedisError> {
     let first = primaries(url, timeout).await?.remove(0);
-    let mut connection = admin_connection(&first, timeout).await?;
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut connection)
-        .await
-        .map_err(|e| super::RedisError::Command {
-            command: "INFO",
-            cause: e.to_string(),
-        })?;
-    Ok(info
-        .lines()
-        .find_map(|line| line.strip_prefix("redis_version:"))
+    let info = info(&first, ("server", "INFO"), timeout).await?;
+    Ok(field(&info, "redis_version")
         .unwrap_or("unknown")
         .trim()
         .to_string())
@@ -36,23 +26,10 @@ pub async fn cpu_seconds(
     let nodes = primaries(url, timeout).await?;
     let (mut user, mut system) = (0.0, 0.0);
     for node in &nodes {
-        let mut connection = admin_connection(node, timeout).await?;
-        let info: String = redis::cmd("INFO")
-            .arg("cpu")
-            .query_async(&mut connection)
-            .await
-            .map_err(|e| super::RedisError::Command {
-                command: "INFO cpu",
-                cause: e.to_string(),
-            })?;
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|line| line.strip_prefix(name))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        user += field("used_cpu_user:");
-        system += field("used_cpu_sys:");
+        let info = info(node, ("cpu", "INFO cpu"), timeout).await?;
+        let seconds = |name| field(&info, name).and_then(|v| v.trim().parse::<f64>().ok());
+        user += seconds("used_cpu_user").unwrap_or(0.0);
+        system += seconds("used_cpu_sys").unwrap_or(0.0);
     }
     Ok((user, system, nodes.len()))
 }
@@ -62,18 +39,8 @@ pub async fn cpu_seconds(
 pub async fn evicted_keys(url: &str, timeout: Duration) -> Result<u64, super::RedisError> {
     let mut evicted = 0;
     for node in primaries(url, timeout).await? {
-        let mut connection = admin_connection(&node, timeout).await?;
-        let info: String = redis::cmd("INFO")
-            .arg("stats")
-            .query_async(&mut connection)
-            .await
-            .map_err(|e| super::RedisError::Command {
-                command: "INFO stats",
-                cause: e.to_string(),
-            })?;
-        evicted += info
-            .lines()
-            .find_map(|line| line.strip_prefix("evicted_keys:"))
+        let info = info(&node, ("stats", "INFO stats"), timeout).await?;
+        evicted += field(&info, "evicted_keys")
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0);
     }
@@ -82,15 +49,33 @@ pub async fn evicted_keys(url: &str, timeout: Duration) -> Result<u64, super::Re
 
 /// `INFO replication` of one server (a `redis://` URL), as the server wrote it.
 pub async fn replication(url: &str, timeout: Duration) -> Result<String, super::RedisError> {
-    let mut connection = admin_connection(url, timeout).await?;
+    info(url, ("replication", "INFO replication"), timeout).await
+}
+
+/// `INFO SECTION` of one server, on a short-lived connection of the run's own;
+/// `(section, command)`: the command names the section in an error, as each caller did.
+async fn info(
+    node: &str,
+    (section, command): (&str, &'static str),
+    timeout: Duration,
+) -> Result<String, super::RedisError> {
+    let mut connection = admin_connection(node, timeout).await?;
     redis::cmd("INFO")
-        .arg("replication")
+        .arg(section)
         .query_async(&mut connection)
         .await
         .map_err(|e| super::RedisError::Command {
-            command: "INFO replication",
+            command,
             cause: e.to_string(),
         })
+}
+
+/// The value of `name:` in an `INFO` reply.
+fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines().find_map(|line| {
+        line.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(':'))
+    })
 }
 
 /// Removes every key of the run (`SCAN MATCH prefix*` + `UNLINK`), on every primary of a

@@ -8,7 +8,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,7 +16,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// A Toxiproxy server the run talks to (and stops, if it started it).
 pub struct Toxiproxy {
     api: String,
-    child: Option<Child>,
+    server: Option<Server>,
+}
+
+/// A server this run started: its pid, and the thread that started it and waits for it.
+/// `PR_SET_PDEATHSIG` follows the *thread* that spawned a child, and an async task's runtime
+/// thread may retire mid-run (after a `block_in_place`), so the child belongs to a thread that
+/// lives exactly as long as it does.
+struct Server {
+    pid: u32,
+    waiter: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Toxiproxy {
@@ -52,7 +61,7 @@ impl Toxiproxy {
                 .trim_start_matches("http:\u{2f}/")
                 .trim_end_matches('/')
                 .to_string();
-            let proxy = Toxiproxy { api, child: None };
+            let proxy = Toxiproxy { api, server: None };
             proxy.request("GET", "/version", None).await.map_err(|e| {
                 format!(
                     "the Toxiproxy at IDEMBENCH_TOXIPROXY_URL={} does not answer: {e}",
@@ -81,12 +90,29 @@ impl Toxiproxy {
                 Ok(())
             });
         }
-        let child = command
-            .spawn()
+        let (started, pid) = std::sync::mpsc::channel();
+        let waiter = std::thread::Builder::new()
+            .name("idembench-toxiproxy".into())
+            .spawn(move || match command.spawn() {
+                Ok(mut child) => {
+                    let _ = started.send(Ok(child.id()));
+                    let _ = child.wait();
+                }
+                Err(error) => {
+                    let _ = started.send(Err(error));
+                }
+            })
+            .map_err(|e| format!("cannot start a thread for Toxiproxy: {e}"))?;
+        let pid = pid
+            .recv()
+            .map_err(|_| "the Toxiproxy thread ended before it started the server".to_string())?
             .map_err(|e| format!("cannot start Toxiproxy ({}): {e}", server.display()))?;
         let proxy = Toxiproxy {
             api: format!("127.0.0.1:{port}"),
-            child: Some(child),
+            server: Some(Server {
+                pid,
+                waiter: Some(waiter),
+            }),
         };
         let deadline = Instant::now() + timeout.max(Duration::from_secs(5));
         while proxy.request("GET", "/version", None).await.is_err() {
@@ -188,9 +214,12 @@ impl Toxiproxy {
 
 impl Drop for Toxiproxy {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(mut server) = self.server.take() {
+            // SAFETY: kill on the pid of a child its waiter thread has not reaped yet.
+            unsafe { libc::kill(server.pid as libc::pid_t, libc::SIGKILL) };
+            if let Some(waiter) = server.waiter.take() {
+                let _ = waiter.join();
+            }
         }
     }
 }

@@ -30,6 +30,7 @@ fn connect(runtime: &tokio::runtime::Runtime, kind: RedisClientKind) -> Arc<dyn 
         connections: 1,
         connect_timeout: Duration::from_secs(5),
         command_timeout: Duration::from_secs(2),
+        wait: None,
     };
     runtime
         .block_on(redis::connect(kind, &settings))

@@ -139,6 +139,8 @@ async fn provision(common: &CommonArgs, explicit: Explicit) -> Result<Stack, i32
             .redis_maxmemory
             .clone()
             .map(|size| (size, common.redis_maxmemory_policy)),
+        redis_persistence: common.redis_persistence,
+        redis_replication_lag_ms: common.redis_replication_lag_ms,
     };
     crate::stack::provision(
         common.stack,

@@ -320,6 +320,16 @@ pub struct CommonArgs {
     /// or evict the least recently used key (`allkeys-lru`) or keyed-with-TTL key (`volatile-lru`).
     #[arg(long, value_parser = values::<crate::redis::MaxmemoryPolicy>(), default_value = "noeviction")]
     pub redis_maxmemory_policy: crate::redis::MaxmemoryPolicy,
+    /// What the Redis the stack starts keeps on disk: nothing (`none`: a restart comes back
+    /// empty), or an append-only file fsynced every second (`aof-everysec`: a restart reloads
+    /// it, less at most the last second).
+    #[arg(long, value_parser = values::<crate::redis::RedisPersistence>(), default_value = "none")]
+    pub redis_persistence: crate::redis::RedisPersistence,
+    /// With `--redis-topology sentinel`: the replica replicates through Toxiproxy, its link
+    /// this many ms late, and a `redis-failover` cuts that link as it kills the primary — the
+    /// writes of the last moments are acknowledged and then exist nowhere.
+    #[arg(long, value_name = "MS")]
+    pub redis_replication_lag_ms: Option<u64>,
     /// Worker tasks; each owns the partitions p with p % workers == its index. Default: one per partition.
     #[arg(long)]
     pub workers: Option<usize>,
@@ -423,6 +433,14 @@ pub struct CommonArgs {
     /// flow is two round trips.
     #[arg(long)]
     pub redis_pipeline: bool,
+    /// After every Redis write (claim, DONE), `WAIT` on its connection until this many
+    /// replicas acknowledged it, so a mark survives a failover (0: no WAIT). A WAIT that
+    /// times out with fewer is counted (`wait_short`), not failed: the write happened.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub redis_wait_replicas: u32,
+    /// How long each `WAIT` waits, ms.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub redis_wait_timeout_ms: u64,
     /// Connections (redis-rs) or pool size (fred) to Redis.
     #[arg(long, default_value_t = 1)]
     pub redis_connections: usize,

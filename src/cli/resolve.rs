@@ -256,6 +256,8 @@ fn apply(settings: &Settings, args: &mut CommonArgs) {
         drain_timeout_ms,
         redis_pipeline,
         redis_connections,
+        redis_wait_replicas,
+        redis_wait_timeout_ms,
     );
     if let Some(min_insync) = settings.min_insync_replicas {
         args.min_insync_replicas = Some(min_insync);
@@ -335,6 +337,8 @@ impl CommonArgs {
             redis_topology: self.redis_topology,
             redis_maxmemory: self.redis_maxmemory.clone(),
             redis_maxmemory_policy: self.redis_maxmemory_policy,
+            redis_persistence: self.redis_persistence,
+            redis_replication_lag_ms: self.redis_replication_lag_ms,
             workers,
             commit_mode: self.commit_mode,
             commit_interval_ms: self.commit_interval_ms,
@@ -366,6 +370,8 @@ impl CommonArgs {
             unique_constraint: !self.no_unique_constraint && !self.no_business_write,
             no_business_write: self.no_business_write,
             redis_pipeline: self.redis_pipeline,
+            redis_wait_replicas: self.redis_wait_replicas,
+            redis_wait_timeout_ms: self.redis_wait_timeout_ms,
             redis_connections: self.redis_connections,
             postgres_connections: self
                 .postgres_connections

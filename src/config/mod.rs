@@ -124,6 +124,12 @@ pub struct RunConfig {
     pub redis_maxmemory: Option<String>,
     #[serde(default)]
     pub redis_maxmemory_policy: crate::redis::MaxmemoryPolicy,
+    /// `--redis-persistence`: what the Redis the stack starts keeps on disk.
+    #[serde(default)]
+    pub redis_persistence: crate::redis::RedisPersistence,
+    /// `--redis-replication-lag-ms`: behind Sentinels, the replica's link runs this late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_replication_lag_ms: Option<u64>,
     pub workers: usize,
     pub commit_mode: CommitMode,
     pub commit_interval_ms: u64,
@@ -148,6 +154,12 @@ pub struct RunConfig {
     /// `--redis-pipeline`: a two-step claim's GET and SET NX PX went in one round trip.
     #[serde(default)]
     pub redis_pipeline: bool,
+    /// `--redis-wait-replicas`: `WAIT` for this many replicas after every Redis write (0: no
+    /// `WAIT`), each waiting at most `redis_wait_timeout_ms`.
+    #[serde(default)]
+    pub redis_wait_replicas: u32,
+    #[serde(default = "wait_timeout")]
+    pub redis_wait_timeout_ms: u64,
     pub unique_constraint: bool,
     pub redis_connections: usize,
     pub postgres_connections: u32,
@@ -191,4 +203,8 @@ impl RunConfig {
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
     }
+}
+
+fn wait_timeout() -> u64 {
+    1000
 }

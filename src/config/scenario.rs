@@ -144,6 +144,8 @@ settings! {
     drain_timeout_ms: u64,
     redis_pipeline: bool,
     redis_connections: usize,
+    redis_wait_replicas: u32,
+    redis_wait_timeout_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -146,6 +146,17 @@ impl RunConfig {
             crate::config::StackMode::Embedded | crate::config::StackMode::Docker
         );
         self.replicas_fit(always_starts)?;
+        if mode == crate::config::StackMode::External
+            && let Some(flag) = self.redis_stack_setting()
+        {
+            return fail(
+                &[flag, "stack"],
+                format!(
+                    "--{} sets up a Redis this run starts, and --stack external starts none: run with --stack embedded",
+                    flag.replace('_', "-")
+                ),
+            );
+        }
         if mode == crate::config::StackMode::External && self.redis_maxmemory.is_some() {
             return fail(
                 &["redis_maxmemory", "stack"],
@@ -181,6 +192,66 @@ impl RunConfig {
                     self.replication_factor, self.replication_factor
                 ),
             );
+        }
+        Ok(())
+    }
+
+    /// The first setting of the Redis the stack starts that differs from its default
+    /// (`--redis-persistence`, `--redis-replication-lag-ms`).
+    fn redis_stack_setting(&self) -> Option<&'static str> {
+        if self.redis_persistence != crate::redis::RedisPersistence::None {
+            Some("redis_persistence")
+        } else if self.redis_replication_lag_ms.is_some() {
+            Some("redis_replication_lag_ms")
+        } else {
+            None
+        }
+    }
+
+    /// The replication knobs: a lagging link exists only behind Sentinels the stack starts,
+    /// and `WAIT` needs replicas to wait for.
+    fn validate_replication(&self) -> Result<(), ConfigError> {
+        let started = self.stack.as_ref().map(|stack| stack.redis);
+        if let Some(lag) = self.redis_replication_lag_ms {
+            if self.redis_topology != crate::redis::RedisTopology::Sentinel {
+                return fail(
+                    &["redis_replication_lag_ms", "redis_topology"],
+                    "--redis-replication-lag-ms puts the replica's link to its primary through a proxy, which only --redis-topology sentinel allows (a cluster's replicas reach their primary at the address its clients use): add --redis-topology sentinel",
+                );
+            }
+            if lag == 0 || lag > 60_000 {
+                return fail(
+                    &["redis_replication_lag_ms"],
+                    "--redis-replication-lag-ms must be between 1 and 60000",
+                );
+            }
+        }
+        if let Some(flag) = self.redis_stack_setting()
+            && started.is_some_and(|origin| origin != crate::config::Origin::Child)
+        {
+            return fail(
+                &[flag, "stack"],
+                format!(
+                    "--{} sets up a Redis this run starts, and this run did not start Redis (one answered at its address, or was given): run with --stack embedded",
+                    flag.replace('_', "-")
+                ),
+            );
+        }
+        if self.redis_wait_replicas > 0 {
+            if self.redis_wait_timeout_ms == 0 {
+                return fail(
+                    &["redis_wait_timeout_ms"],
+                    "--redis-wait-timeout-ms 0 would make WAIT block until the replicas answer, however long: give a bound in ms",
+                );
+            }
+            if self.redis_topology == crate::redis::RedisTopology::Standalone
+                && started == Some(crate::config::Origin::Child)
+            {
+                return fail(
+                    &["redis_wait_replicas", "redis_topology"],
+                    "--redis-wait-replicas waits for replicas, and the standalone Redis this run starts has none: add --redis-topology sentinel (or cluster)",
+                );
+            }
         }
         Ok(())
     }
@@ -230,6 +301,7 @@ impl RunConfig {
                 );
             }
         }
+        self.validate_replication()?;
         if self.kafka_nodes == 0 || self.kafka_nodes > 9 {
             return fail(&["kafka_nodes"], "--kafka-nodes must be between 1 and 9");
         }

@@ -40,4 +40,26 @@ pub trait ServiceControl: Send + Sync + std::fmt::Debug {
 
     /// CPU of the processes of `service` that faults killed, so far.
     fn spent(&self, service: &str) -> Spent;
+
+    /// Cuts the lagging replication link from the Redis primary at `primary`, if there is
+    /// one (`--redis-replication-lag-ms`), dropping the writes still on their way to the
+    /// replica; returns its lag.
+    fn cut_replication<'a>(
+        &'a self,
+        primary: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<u64>, String>> {
+        let _ = primary;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// After a failover that cut it: the lagging link forwards to the new `primary`, and
+    /// `replica` replicates through it; false where there is no such link.
+    fn relink_replication<'a>(
+        &'a self,
+        primary: &'a str,
+        replica: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<bool, String>> {
+        let _ = (primary, replica);
+        Box::pin(async { Ok(false) })
+    }
 }

@@ -65,7 +65,16 @@ impl Injector {
                 let before = self.redis_primaries().await?;
                 let old = before.first().cloned().ok_or("no Redis primary answers")?;
                 let killed = Instant::now();
-                let logged = self.kill(fault.kind, &old)?;
+                self.control.kill(&old)?;
+                // What the lagging link still carried dies with the primary.
+                let cut = self.control.cut_replication(&old).await?;
+                tracing::info!(kind = fault.kind.name(), target = %old, "injected: SIGKILL");
+                let target = match cut {
+                    Some(lag) => format!("{old} (its replica's link, {lag} ms behind, cut)"),
+                    None => old.clone(),
+                };
+                let lagging = cut.is_some();
+                let logged = self.faults.begin(fault.kind, Some(target));
                 // Promoted: as many primaries as before, the killed one not among them.
                 self.until("a replica is promoted", || async {
                     self.redis_primaries()
@@ -83,6 +92,16 @@ impl Injector {
                     replica_in_sync(old.clone(), self.timeout)
                 })
                 .await?;
+                if lagging {
+                    // The rejoined replica goes through the lagging link again, so the next
+                    // failover loses the same window.
+                    let primary = self.redis_primary().await?;
+                    self.control.relink_replication(&primary, &old).await?;
+                    self.until("the replica is in sync through the lagging link", || {
+                        replica_in_sync(old.clone(), self.timeout)
+                    })
+                    .await?;
+                }
             }
             FaultKind::KafkaBrokerKill => {
                 let target = match &fault.target {

@@ -159,6 +159,20 @@ impl Toxiproxy {
             .map(drop)
     }
 
+    /// Enables or disables proxy `name`; disabling closes its connections at once, dropping
+    /// whatever a toxic still held.
+    pub async fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), String> {
+        self.update(name, serde_json::json!({ "enabled": enabled }))
+            .await
+    }
+
+    /// Changes proxy `name`'s `fields` (`upstream`, `enabled`); its toxics stay.
+    pub async fn update(&self, name: &str, fields: serde_json::Value) -> Result<(), String> {
+        self.request("POST", &format!("/proxies/{name}"), Some(fields))
+            .await
+            .map(drop)
+    }
+
     pub async fn delete_proxy(&self, name: &str) -> Result<(), String> {
         self.request("DELETE", &format!("/proxies/{name}"), None)
             .await

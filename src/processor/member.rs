@@ -38,6 +38,11 @@ pub struct MemberSpec {
     /// Pipeline a two-step claim's GET and SET NX PX (`--redis-pipeline`).
     #[serde(default)]
     pub redis_pipeline: bool,
+    /// `--redis-wait-replicas` (0: none) and `--redis-wait-timeout-ms`.
+    #[serde(default)]
+    pub redis_wait_replicas: u32,
+    #[serde(default)]
+    pub redis_wait_timeout_ms: u64,
     /// The run's Postgres schema (already migrated by the run).
     pub schema: String,
     pub redis_url: String,
@@ -94,6 +99,10 @@ impl MemberSpec {
             connections: self.redis_connections,
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             command_timeout: Duration::from_secs(2),
+            wait: (self.redis_wait_replicas > 0).then(|| crate::redis::WaitReplicas {
+                replicas: self.redis_wait_replicas,
+                timeout: Duration::from_millis(self.redis_wait_timeout_ms),
+            }),
         }
     }
 }

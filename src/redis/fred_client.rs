@@ -9,12 +9,16 @@ use fred::types::{Expiration, SetOptions};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::{ClientCounters, ClientInfo, KeyState, RedisError, RedisOps, RedisSettings, ttl_ms};
+use super::{
+    ClientCounters, ClientInfo, KeyState, RedisError, RedisOps, RedisSettings, WaitReplicas, ttl_ms,
+};
 use crate::redact::redact_url;
 
 pub struct Fred {
     pool: Pool,
     command_timeout: Duration,
+    wait: Option<WaitReplicas>,
+    cluster: bool,
     counters: ClientCounters,
 }
 
@@ -71,9 +75,9 @@ impl Fred {
         let pool = Builder::from_config(config)
             .with_connection_config(|c| {
                 c.connection_timeout = settings.connect_timeout;
-                c.internal_command_timeout = settings.command_timeout;
+                c.internal_command_timeout = settings.reply_timeout();
             })
-            .with_performance_config(|p| p.default_command_timeout = settings.command_timeout)
+            .with_performance_config(|p| p.default_command_timeout = settings.reply_timeout())
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
             .build_pool(settings.connections.max(1))
             .map_err(|e| connect_error(e.to_string()))?;
@@ -120,9 +124,15 @@ impl Fred {
                 }
             });
         }
+        let cluster = matches!(
+            super::topology::Address::parse(&settings.url),
+            Ok(super::topology::Address::Cluster(_))
+        );
         Ok(Fred {
             pool,
-            command_timeout: settings.command_timeout,
+            command_timeout: settings.reply_timeout(),
+            wait: settings.wait,
+            cluster,
             counters,
         })
     }
@@ -159,11 +169,55 @@ impl Fred {
         get: bool,
     ) -> Result<R, RedisError> {
         let expiry = Expiration::PX(i64::try_from(ttl_ms(ttl)).unwrap_or(i64::MAX));
-        let reply = self
-            .pool
+        let client = self.pool.next();
+        let reply = client
             .set(key, value.as_str(), Some(expiry), options, get)
             .await;
-        self.counted(reply.map_err(|e| self.classify(command, e)))
+        let reply = self.counted(reply.map_err(|e| self.classify(command, e)))?;
+        self.wait_after(command, client, key).await;
+        Ok(reply)
+    }
+
+    /// Under `--redis-wait-replicas`, `WAIT` on the connection that wrote `key` (on a
+    /// cluster, `client`'s connection to the key's primary), counted short if too few
+    /// replicas acknowledged. The write's own reply came back: a WAIT that fails (the
+    /// connection dropped, the reply timed out, no primary known for the slot) leaves it done,
+    /// only not known to be replicated — counted short, never failed, or a retry of SET NX
+    /// would meet its own claim and skip the trade.
+    async fn wait_after(&self, command: &'static str, client: &Client, key: &str) {
+        let Some(wait) = self.wait else {
+            return;
+        };
+        let timeout = i64::try_from(ttl_ms(wait.timeout)).unwrap_or(i64::MAX);
+        let acked: Result<i64, RedisError> = if self.cluster {
+            let slot = fred::util::redis_keyslot(key.as_bytes());
+            match client
+                .cached_cluster_state()
+                .and_then(|state| state.get_server(slot).cloned())
+            {
+                Some(server) => client
+                    .with_cluster_node(server)
+                    .wait(i64::from(wait.replicas), timeout)
+                    .await
+                    .map_err(|e| self.classify(command, e)),
+                None => Err(RedisError::Command {
+                    command,
+                    cause: format!("WAIT: no primary known for slot {slot}"),
+                }),
+            }
+        } else {
+            client
+                .wait(i64::from(wait.replicas), timeout)
+                .await
+                .map_err(|e| self.classify(command, e))
+        };
+        match self.counted(acked) {
+            Ok(acked) => self.counters.waited(wait, acked),
+            Err(error) => {
+                tracing::debug!(%error, "WAIT after a write failed; the write stands");
+                self.counters.waited(wait, -1);
+            }
+        }
     }
 }
 
@@ -219,7 +273,8 @@ impl RedisOps for Fred {
         async move {
             let command = "GET + SET NX PX";
             let expiry = Expiration::PX(i64::try_from(ttl_ms(ttl)).unwrap_or(i64::MAX));
-            let pipeline = self.pool.next().pipeline();
+            let client = self.pool.next();
+            let pipeline = client.pipeline();
             // Each call only queues its command; `all` sends both in one write.
             let queued: Result<(), _> = async {
                 let () = pipeline.get(key).await?;
@@ -239,6 +294,7 @@ impl RedisOps for Fred {
                 Err(error) => Err(error),
             };
             let (state, created) = self.counted(replies.map_err(|e| self.classify(command, e)))?;
+            self.wait_after(command, client, key).await;
             Ok((KeyState::from_reply(state)?, created.is_some()))
         }
         .boxed()

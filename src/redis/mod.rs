@@ -10,7 +10,7 @@ pub mod fred_client;
 pub mod redis_rs;
 pub mod topology;
 
-pub use topology::{MaxmemoryPolicy, RedisTopology};
+pub use topology::{MaxmemoryPolicy, RedisPersistence, RedisTopology};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,6 +88,8 @@ pub struct ClientCounters {
     pub reconnects: Arc<AtomicU64>,
     /// Behind Sentinels: connections that moved to a new primary after a failover.
     pub primaries_followed: Arc<AtomicU64>,
+    /// Writes whose `WAIT` ([`WaitReplicas`]) saw fewer replicas acknowledge than asked.
+    pub wait_short: AtomicU64,
 }
 
 /// [`ClientCounters`] read at one moment; summed over processes.
@@ -98,6 +100,8 @@ pub struct CounterValues {
     pub reconnects: u64,
     #[serde(default)]
     pub primaries_followed: u64,
+    #[serde(default)]
+    pub wait_short: u64,
 }
 
 impl CounterValues {
@@ -106,6 +110,7 @@ impl CounterValues {
         self.timeouts += other.timeouts;
         self.reconnects += other.reconnects;
         self.primaries_followed += other.primaries_followed;
+        self.wait_short += other.wait_short;
     }
 }
 
@@ -116,6 +121,14 @@ impl ClientCounters {
             timeouts: self.timeouts.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
             primaries_followed: self.primaries_followed.load(Ordering::Relaxed),
+            wait_short: self.wait_short.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts a `WAIT` that saw `acked` replicas where `wait` asked for more.
+    fn waited(&self, wait: WaitReplicas, acked: i64) {
+        if acked < i64::from(wait.replicas) {
+            self.wait_short.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -214,6 +227,25 @@ pub struct RedisSettings {
     pub connections: usize,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
+    /// `--redis-wait-replicas`: every write is followed, on its connection, by `WAIT`.
+    pub wait: Option<WaitReplicas>,
+}
+
+/// `WAIT replicas timeout` after each write, on the connection that sent it, so the write
+/// returns only once that many replicas acknowledged it (or the timeout passed: Redis then
+/// answers how many did; a short count is not an error — the write happened — but is counted
+/// as `wait_short`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitReplicas {
+    pub replicas: u32,
+    pub timeout: Duration,
+}
+
+impl RedisSettings {
+    /// The command timeout a client applies: the configured one, plus a `WAIT`'s own.
+    fn reply_timeout(&self) -> Duration {
+        self.command_timeout + self.wait.map_or(Duration::ZERO, |w| w.timeout)
+    }
 }
 
 /// Connects the chosen client, failing within `connect_timeout` if Redis does not answer.

@@ -12,7 +12,9 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{ClientCounters, ClientInfo, KeyState, RedisError, RedisOps, RedisSettings, ttl_ms};
+use super::{
+    ClientCounters, ClientInfo, KeyState, RedisError, RedisOps, RedisSettings, WaitReplicas, ttl_ms,
+};
 use crate::redact::redact_url;
 
 /// One connection of either kind; both are cheap handles onto multiplexed connections.
@@ -20,7 +22,8 @@ use crate::redact::redact_url;
 enum Connection {
     Single(ConnectionManager),
     Cluster(redis::cluster_async::ClusterConnection),
-    Sentinel(Arc<SentinelPrimary>),
+    /// One of the managers of the primary the Sentinels name, by index.
+    Sentinel(Arc<SentinelPrimary>, usize),
 }
 
 impl Connection {
@@ -28,8 +31,8 @@ impl Connection {
         match self {
             Connection::Single(mut c) => cmd.query_async(&mut c).await,
             Connection::Cluster(mut c) => cmd.query_async(&mut c).await,
-            Connection::Sentinel(primary) => {
-                let reply = cmd.query_async(&mut primary.manager()).await;
+            Connection::Sentinel(primary, i) => {
+                let reply = cmd.query_async(&mut primary.manager(i)).await;
                 primary.after(&reply);
                 reply
             }
@@ -43,8 +46,8 @@ impl Connection {
         match self {
             Connection::Single(mut c) => pipeline.query_async(&mut c).await,
             Connection::Cluster(mut c) => pipeline.query_async(&mut c).await,
-            Connection::Sentinel(primary) => {
-                let reply = pipeline.query_async(&mut primary.manager()).await;
+            Connection::Sentinel(primary, i) => {
+                let reply = pipeline.query_async(&mut primary.manager(i)).await;
                 primary.after(&reply);
                 reply
             }
@@ -52,16 +55,19 @@ impl Connection {
     }
 }
 
-/// The primary a group of Sentinels names, followed across failovers. Each connection is a
-/// `ConnectionManager` to the primary named at connect time; after a reply that says the
-/// primary is gone (a refused or dropped connection, a timeout) or demoted (`READONLY`: the old
-/// primary came back as a replica), the Sentinels are asked again in the background — redis-rs's
-/// `SentinelClient`, which also checks that the node it names answers `ROLE` as a master — and
-/// a new primary replaces the old one. The command that failed stays failed (its outcome is
-/// unknown to the strategy, which counts it); later ones go to the new primary.
+/// The primary a group of Sentinels names, followed across failovers, for all of a client's
+/// connections at once. Each connection is a `ConnectionManager` to the primary named at
+/// connect time; after a reply on any of them that says the primary is gone (a refused or
+/// dropped connection, a timeout) or demoted (`READONLY`: the old primary came back as a
+/// replica), the Sentinels are asked again in the background — redis-rs's `SentinelClient`,
+/// which also checks that the node it names answers `ROLE` as a master — and connections to a
+/// new primary replace every old one. (Followed one connection at a time, a connection that
+/// met no error after the promotion stayed on the dead address, and a retry that landed on
+/// it failed again.) The command that failed stays failed (its outcome is unknown to the
+/// strategy, which counts it); later ones go to the new primary.
 struct SentinelPrimary {
     sentinels: tokio::sync::Mutex<SentinelAsked>,
-    current: std::sync::RwLock<(String, ConnectionManager)>,
+    current: std::sync::RwLock<(String, Vec<ConnectionManager>)>,
     settings: RedisSettings,
     /// Primaries this connection moved to (shared with the client's counters).
     followed: Arc<std::sync::atomic::AtomicU64>,
@@ -99,20 +105,21 @@ impl SentinelPrimary {
             ),
             redis::sentinel::SentinelServerType::Master,
         )?;
-        let (address, manager) = primary_of(&mut client, settings).await?;
+        let (address, managers) = primary_of(&mut client, settings).await?;
         Ok(Arc::new(SentinelPrimary {
             sentinels: tokio::sync::Mutex::new(SentinelAsked {
                 client,
                 last: Some(Instant::now()),
             }),
-            current: std::sync::RwLock::new((address, manager)),
+            current: std::sync::RwLock::new((address, managers)),
             settings: settings.clone(),
             followed,
         }))
     }
 
-    fn manager(&self) -> ConnectionManager {
-        self.current.read().expect("not poisoned").1.clone()
+    fn manager(&self, i: usize) -> ConnectionManager {
+        let current = self.current.read().expect("not poisoned");
+        current.1[i % current.1.len()].clone()
     }
 
     /// Asks the Sentinels again, in the background, if `reply` says the primary is gone.
@@ -146,8 +153,16 @@ impl SentinelPrimary {
             primary_of(&mut asked.client, &self.settings),
         )
         .await;
-        let Ok(Ok((address, manager))) = named else {
-            return;
+        let (address, managers) = match named {
+            Ok(Ok(named)) => named,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "redis-rs: asking the Sentinels failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("redis-rs: the Sentinels did not answer in time");
+                return;
+            }
         };
         let mut current = self.current.write().expect("not poisoned");
         if current.0 != address {
@@ -156,27 +171,37 @@ impl SentinelPrimary {
                 to = %address,
                 "redis-rs: the Sentinels name a new primary; following it"
             );
-            *current = (address, manager);
-            self.followed.fetch_add(1, Ordering::Relaxed);
+            let moved = managers.len() as u64;
+            *current = (address, managers);
+            self.followed.fetch_add(moved, Ordering::Relaxed);
         }
     }
 }
 
-/// The primary the Sentinels name now, its address, and a connection to it.
+/// The primary the Sentinels name now, its address, and `settings.connections` connections
+/// to it.
 async fn primary_of(
     client: &mut redis::sentinel::SentinelClient,
     settings: &RedisSettings,
-) -> redis::RedisResult<(String, ConnectionManager)> {
+) -> redis::RedisResult<(String, Vec<ConnectionManager>)> {
     let primary = client.async_get_client().await?;
     let address = primary.get_connection_info().addr().to_string();
-    let manager = ConnectionManager::new_with_config(primary, manager_config(settings)).await?;
-    Ok((address, manager))
+    let mut managers = Vec::with_capacity(settings.connections.max(1));
+    for _ in 0..settings.connections.max(1) {
+        managers.push(
+            ConnectionManager::new_with_config(primary.clone(), manager_config(settings)).await?,
+        );
+    }
+    Ok((address, managers))
 }
 
 pub struct RedisRs {
     connections: Vec<Connection>,
+    /// Writes in flight on each connection, for `WAIT`'s choice of connection.
+    writing: Vec<AtomicUsize>,
     next: AtomicUsize,
     command_timeout: Duration,
+    wait: Option<WaitReplicas>,
     counters: ClientCounters,
 }
 
@@ -188,46 +213,53 @@ impl RedisRs {
         };
         let address = super::topology::Address::parse(&settings.url).map_err(connect_error)?;
         let counters = ClientCounters::default();
-        let mut connections = Vec::with_capacity(settings.connections.max(1));
-        for _ in 0..settings.connections.max(1) {
-            let connecting = async {
-                match &address {
-                    super::topology::Address::Standalone(url) => {
-                        single(url, settings).await.map(Connection::Single)
-                    }
-                    super::topology::Address::Cluster(nodes) => {
-                        cluster(nodes, settings).await.map(Connection::Cluster)
-                    }
-                    super::topology::Address::Sentinel {
-                        sentinels,
-                        service,
-                        credentials,
-                    } => SentinelPrimary::connect(
+        let count = settings.connections.max(1);
+        let limit = settings.connect_timeout * 2;
+        let mut connections = Vec::with_capacity(count);
+        match &address {
+            super::topology::Address::Standalone(url) => {
+                for _ in 0..count {
+                    connections.push(Connection::Single(
+                        within(single(url, settings).boxed(), limit, &connect_error).await?,
+                    ));
+                }
+            }
+            super::topology::Address::Cluster(nodes) => {
+                for _ in 0..count {
+                    connections.push(Connection::Cluster(
+                        within(cluster(nodes, settings).boxed(), limit, &connect_error).await?,
+                    ));
+                }
+            }
+            super::topology::Address::Sentinel {
+                sentinels,
+                service,
+                credentials,
+            } => {
+                // One follower for all the connections: a failover any of them meets moves
+                // them all.
+                let primary = within(
+                    SentinelPrimary::connect(
                         sentinels,
                         service,
                         credentials,
                         settings,
                         Arc::clone(&counters.primaries_followed),
                     )
-                    .await
-                    .map(Connection::Sentinel),
-                }
-            };
-            let connection = tokio::time::timeout(settings.connect_timeout * 2, connecting)
-                .await
-                .map_err(|_| {
-                    connect_error(format!(
-                        "no answer within {:?}",
-                        settings.connect_timeout * 2
-                    ))
-                })?
-                .map_err(|e| connect_error(e.to_string()))?;
-            connections.push(connection);
+                    .boxed(),
+                    limit,
+                    &connect_error,
+                )
+                .await?;
+                connections.extend((0..count).map(|i| Connection::Sentinel(primary.clone(), i)));
+            }
         }
         Ok(RedisRs {
+            writing: connections.iter().map(|_| AtomicUsize::new(0)).collect(),
             connections,
             next: AtomicUsize::new(0),
-            command_timeout: settings.command_timeout,
+            command_timeout: settings.reply_timeout(),
+            wait: settings.wait,
             counters,
         })
     }
@@ -257,6 +289,71 @@ impl RedisRs {
             self.connection().pipeline::<T>(&pipeline),
         );
         self.classified(command, reply.await)
+    }
+
+    /// Sends a write's `commands` — followed, under `--redis-wait-replicas`, by `WAIT` on the
+    /// same connection in the same pipeline (a cluster routes it with the key) — and reads the
+    /// write's reply: one command's, or a tuple of several commands' replies.
+    async fn write<T: redis::FromRedisValue>(
+        &self,
+        command: &'static str,
+        commands: Vec<redis::Cmd>,
+    ) -> Result<T, RedisError> {
+        let single = commands.len() == 1;
+        if self.wait.is_none() && single {
+            if let Some(cmd) = commands.into_iter().next() {
+                return self.query(command, cmd).await;
+            }
+            return Err(RedisError::Command {
+                command,
+                cause: "nothing to send".into(),
+            });
+        }
+        let mut pipeline = redis::pipe();
+        for cmd in commands {
+            pipeline.add_command(cmd);
+        }
+        let Some(wait) = self.wait else {
+            return self.query_pipeline(command, pipeline).await;
+        };
+        pipeline.add_command(
+            redis::cmd("WAIT")
+                .arg(wait.replicas)
+                .arg(ttl_ms(wait.timeout))
+                .clone(),
+        );
+        // A WAIT holds its connection until the replicas answer, and every command behind it
+        // on that multiplexed connection waits too: it goes where the fewest writes wait.
+        let (i, _) = self
+            .writing
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, n)| n.load(Ordering::Relaxed))
+            .unwrap_or((0, &self.writing[0]));
+        self.writing[i].fetch_add(1, Ordering::Relaxed);
+        let reply = tokio::time::timeout(
+            self.command_timeout,
+            self.connections[i]
+                .clone()
+                .pipeline::<Vec<redis::Value>>(&pipeline),
+        )
+        .await;
+        self.writing[i].fetch_sub(1, Ordering::Relaxed);
+        let mut replies = self.classified(command, reply)?;
+        let unexpected = |cause: String| RedisError::Command { command, cause };
+        match replies.pop() {
+            Some(redis::Value::Int(acked)) => self.counters.waited(wait, acked),
+            other => return Err(unexpected(format!("WAIT answered {other:?}"))),
+        }
+        let reply = match (single, replies.pop()) {
+            (true, Some(reply)) => reply,
+            (true, None) => return Err(unexpected("no reply before WAIT's".into())),
+            (false, last) => {
+                replies.extend(last);
+                redis::Value::Array(replies)
+            }
+        };
+        redis::from_redis_value(reply).map_err(|e| unexpected(e.to_string()))
     }
 
     /// Turns a reply, or the timeout around it, into a counted [`RedisError`].
@@ -292,6 +389,18 @@ impl RedisRs {
     }
 }
 
+/// `connecting`, given at most `limit`, its failure in `connect_error`'s words.
+async fn within<T>(
+    connecting: BoxFuture<'_, redis::RedisResult<T>>,
+    limit: Duration,
+    connect_error: &impl Fn(String) -> RedisError,
+) -> Result<T, RedisError> {
+    tokio::time::timeout(limit, connecting)
+        .await
+        .map_err(|_| connect_error(format!("no answer within {limit:?}")))?
+        .map_err(|e| connect_error(e.to_string()))
+}
+
 /// A reconnecting multiplexed connection to one server.
 async fn single(url: &str, settings: &RedisSettings) -> redis::RedisResult<ConnectionManager> {
     let client = redis::Client::open(url)?;
@@ -301,7 +410,7 @@ async fn single(url: &str, settings: &RedisSettings) -> redis::RedisResult<Conne
 fn manager_config(settings: &RedisSettings) -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(settings.connect_timeout))
-        .set_response_timeout(Some(settings.command_timeout))
+        .set_response_timeout(Some(settings.reply_timeout()))
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_millis(500))
 }
@@ -313,7 +422,7 @@ async fn cluster(
 ) -> redis::RedisResult<redis::cluster_async::ClusterConnection> {
     let client = redis::cluster::ClusterClient::builder(nodes.to_vec())
         .connection_timeout(settings.connect_timeout)
-        .response_timeout(settings.command_timeout)
+        .response_timeout(settings.reply_timeout())
         .retries(2)
         .build()?;
     client.get_async_connection().await
@@ -353,7 +462,7 @@ impl RedisOps for RedisRs {
         async move {
             // Nil when the key existed, "OK" when this call set it.
             let reply: Option<String> = self
-                .query("SET NX PX", set(key, value, ttl, true, false))
+                .write("SET NX PX", vec![set(key, value, ttl, true, false)])
                 .await?;
             Ok(reply.is_some())
         }
@@ -368,7 +477,7 @@ impl RedisOps for RedisRs {
     ) -> BoxFuture<'a, Result<Option<KeyState>, RedisError>> {
         async move {
             KeyState::from_reply(
-                self.query("SET NX PX GET", set(key, value, ttl, true, true))
+                self.write("SET NX PX GET", vec![set(key, value, ttl, true, true)])
                     .await?,
             )
         }
@@ -382,12 +491,15 @@ impl RedisOps for RedisRs {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(Option<KeyState>, bool), RedisError>> {
         async move {
-            let mut pipeline = redis::pipe();
-            pipeline
-                .add_command(redis::cmd("GET").arg(key).clone())
-                .add_command(set(key, value, ttl, true, false));
-            let (state, created): (Option<Vec<u8>>, Option<String>) =
-                self.query_pipeline("GET + SET NX PX", pipeline).await?;
+            let (state, created): (Option<Vec<u8>>, Option<String>) = self
+                .write(
+                    "GET + SET NX PX",
+                    vec![
+                        redis::cmd("GET").arg(key).clone(),
+                        set(key, value, ttl, true, false),
+                    ],
+                )
+                .await?;
             Ok((KeyState::from_reply(state)?, created.is_some()))
         }
         .boxed()
@@ -400,7 +512,7 @@ impl RedisOps for RedisRs {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), RedisError>> {
         async move {
-            self.query("SET PX", set(key, value, ttl, false, false))
+            self.write("SET PX", vec![set(key, value, ttl, false, false)])
                 .await
         }
         .boxed()

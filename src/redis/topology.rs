@@ -68,6 +68,32 @@ pub enum MaxmemoryPolicy {
     VolatileLru,
 }
 
+/// What the Redis the stack starts keeps on disk (`--redis-persistence`).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    strum::EnumMessage,
+    Serialize,
+    Deserialize,
+)]
+#[strum(serialize_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
+pub enum RedisPersistence {
+    /// Nothing: a restarted server is empty (`--save "" --appendonly no`).
+    #[default]
+    None,
+    /// An append-only file fsynced once a second (`--appendonly yes --appendfsync everysec`):
+    /// a restarted server reloads it, less at most the last second of writes.
+    AofEverysec,
+}
+
 /// A Redis address, resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Address {

@@ -158,12 +158,45 @@ fn scenario_section(
                 .collect(),
         })
         .collect();
+    let windows = fault_windows(members);
+    let shaded = if windows.is_empty() {
+        ""
+    } else {
+        " Shaded: each run's faults, from the injection until the service healed."
+    };
     if !rates.is_empty() {
         charts += 1;
         let _ = write!(
             body,
-            "<figure>{}<figcaption>Messages committed per second over the run, one line per run.</figcaption></figure>",
-            svg::lines("throughput over time", "seconds", "messages/s", &rates)
+            "<figure>{}<figcaption>Messages committed per second over the run, one line per run.{shaded}</figcaption></figure>",
+            svg::lines(
+                "throughput over time",
+                "seconds",
+                "messages/s",
+                &rates,
+                &windows
+            )
+        );
+    }
+    let tails: Vec<Series> = members
+        .iter()
+        .filter(|r| r.throughput.series.iter().any(|p| p.p99_us.is_some()))
+        .map(|r| Series {
+            label: r.label(),
+            points: r
+                .throughput
+                .series
+                .iter()
+                .filter_map(|p| Some((p.t_s, p.p99_us? as f64 / 1000.0)))
+                .collect(),
+        })
+        .collect();
+    if !tails.is_empty() && !windows.is_empty() {
+        charts += 1;
+        let _ = write!(
+            body,
+            "<figure>{}<figcaption>End-to-end p99 of the messages completed in each second (in-process processors only), one line per run.{shaded}</figcaption></figure>",
+            svg::lines("p99 per second", "seconds", "p99 ms", &tails, &windows)
         );
     }
     let bars: Vec<(String, u64, u64)> = members
@@ -178,6 +211,30 @@ fn scenario_section(
     );
     body.push_str("</section>");
     charts
+}
+
+/// Every run's fault windows (start to heal, from `faults.recovery`), each kind labelled
+/// once.
+fn fault_windows(members: &[&crate::results::RunResult]) -> Vec<svg::Window> {
+    let mut labelled = std::collections::BTreeSet::new();
+    members
+        .iter()
+        .flat_map(|r| r.faults.recovery.iter())
+        .map(|recovery| {
+            let from_s = recovery.at_ms as f64 / 1000.0;
+            let lasted = recovery.healed_after_ms.unwrap_or(0) as f64 / 1000.0;
+            let kind = recovery.kind.name();
+            svg::Window {
+                from_s,
+                to_s: from_s + lasted,
+                label: if labelled.insert(kind) {
+                    kind.to_string()
+                } else {
+                    String::new()
+                },
+            }
+        })
+        .collect()
 }
 
 fn table(out: &mut String, runs: &[&crate::results::RunResult]) {

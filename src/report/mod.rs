@@ -308,6 +308,19 @@ fn processor_line(c: &crate::config::RunConfig) -> String {
     if c.redis_pipeline {
         knobs.push_str(", GET and SET NX PX pipelined");
     }
+    if c.redis_wait_replicas > 0 {
+        knobs.push_str(&format!(
+            ", WAIT {} {} after every Redis write",
+            c.redis_wait_replicas, c.redis_wait_timeout_ms
+        ));
+    }
+    if c.redis_persistence != crate::redis::RedisPersistence::None {
+        let persistence: &str = c.redis_persistence.into();
+        knobs.push_str(&format!(", Redis persistence {persistence}"));
+    }
+    if let Some(lag) = c.redis_replication_lag_ms {
+        knobs.push_str(&format!(", the replica's link {lag} ms late"));
+    }
     if c.no_business_write {
         knobs.push_str(", business write replaced by an in-memory record (--no-business-write)");
     }

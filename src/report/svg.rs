@@ -191,29 +191,45 @@ pub fn percentile_curves(title: &str, series: &[Series]) -> String {
 }
 
 /// Plain lines on linear axes, y from zero.
-pub fn lines(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
+/// A shaded stretch of a timeline: a fault's window, from its start to its end (seconds).
+pub struct Window {
+    pub from_s: f64,
+    pub to_s: f64,
+    pub label: String,
+}
+
+/// Lines over time, with `windows` shaded behind them and labelled along the top; the x axis
+/// ends at a round number of seconds and is ticked at round steps.
+pub fn lines(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    windows: &[Window],
+) -> String {
     let height = (TOP + BOTTOM + 220.0).max(TOP + BOTTOM + 15.0 * series.len() as f64 + 20.0);
     let x_max = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.0))
+        .chain(windows.iter().map(|w| w.to_s))
         .fold(1.0f64, f64::max);
     let y_max = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.1))
         .fold(1.0f64, f64::max);
+    let (x_step, x_end) = round_steps(x_max);
     let y_top = nice_ceiling(y_max);
     let frame = Frame {
         height,
-        x: (0.0, x_max),
+        x: (0.0, x_end),
         y: (0.0, y_top),
     };
     let mut out = String::new();
     open(&mut out, title, height);
-    let x_ticks: Vec<(f64, String)> = (0..=5)
-        .map(|i| {
-            let x = x_max * f64::from(i) / 5.0;
-            (x, format!("{x:.0}"))
-        })
+    let x_ticks: Vec<(f64, String)> = (0..)
+        .map(|i| f64::from(i) * x_step)
+        .take_while(|x| *x <= x_end + x_step / 1000.0)
+        .map(|x| (x, format!("{x}")))
         .collect();
     let y_ticks: Vec<(f64, String)> = (0..=4)
         .map(|i| {
@@ -221,11 +237,41 @@ pub fn lines(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> St
             (y, format!("{y:.0}"))
         })
         .collect();
+    let (top, bottom) = (frame.py(y_top), frame.py(0.0));
+    for (i, window) in windows.iter().enumerate() {
+        let (x0, x1) = (
+            frame.px(window.from_s),
+            frame.px(window.to_s.max(window.from_s)),
+        );
+        let _ = write!(
+            out,
+            r##"<rect x="{x0:.1}" y="{top:.1}" width="{:.1}" height="{:.1}" fill="#f4a582" fill-opacity="0.25"><title>{}</title></rect>"##,
+            (x1 - x0).max(2.0),
+            bottom - top,
+            escape(&window.label),
+        );
+        if !window.label.is_empty() {
+            let _ = write!(
+                out,
+                r##"<text x="{:.1}" y="{:.1}" font-size="10" fill="#a0522d">{}</text>"##,
+                x0 + 2.0,
+                top + 11.0 + (i % 3) as f64 * 11.0,
+                escape(&window.label)
+            );
+        }
+    }
     axes(&mut out, &frame, &x_ticks, &y_ticks);
     labels(&mut out, &frame, x_label, y_label);
     lines_and_legend(&mut out, &frame, series);
     out.push_str("</svg>");
     out
+}
+
+/// A round tick step for an axis from 0 to `max`, and the first multiple of it at or past
+/// `max`: about five ticks.
+fn round_steps(max: f64) -> (f64, f64) {
+    let step = nice_ceiling((max / 5.0).max(f64::EPSILON));
+    (step, (max / step).ceil().max(1.0) * step)
 }
 
 /// Horizontal bars, two per row (lost, applied twice), each labelled with its count.
@@ -319,6 +365,33 @@ mod tests {
             y: (0.0, 2.0),
         };
         assert!((frame.px(2.0) - (LEFT + 0.4 * (WIDTH - LEFT - RIGHT))).abs() < 1e-9);
+    }
+
+    #[test]
+    fn round_steps_tick_short_and_long_runs_at_whole_numbers() {
+        assert_eq!(round_steps(4.3), (1.0, 5.0));
+        assert_eq!(round_steps(37.0), (10.0, 40.0));
+        assert_eq!(round_steps(12.0), (2.5, 12.5));
+    }
+
+    #[test]
+    fn timeline_windows_are_shaded_and_labelled() {
+        let svg = lines(
+            "t",
+            "seconds",
+            "messages/s",
+            &[Series {
+                label: "a".into(),
+                points: vec![(1.0, 10.0), (2.0, 20.0)],
+            }],
+            &[Window {
+                from_s: 0.5,
+                to_s: 1.5,
+                label: "redis-restart <x>".into(),
+            }],
+        );
+        assert!(svg.contains(r##"fill="#f4a582""##), "{svg}");
+        assert!(svg.contains("redis-restart &lt;x&gt;"), "{svg}");
     }
 
     #[test]

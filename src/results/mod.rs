@@ -104,6 +104,11 @@ pub struct SeriesPoint {
     pub produced: u64,
     /// Messages the group has committed so far (sum of committed offsets).
     pub committed: u64,
+    /// End-to-end p99 (from the intended send, µs) of the messages an in-process processor
+    /// completed in the second before this sample; absent when it completed none, or when
+    /// processor processes ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_us: Option<u64>,
 }
 
 /// The fault plan and what was injected.
@@ -327,6 +332,10 @@ pub struct ProcessorStats {
     /// Behind Sentinels: Redis connections that moved to a newly promoted primary.
     #[serde(default)]
     pub redis_primaries_followed: u64,
+    /// Under `--redis-wait-replicas`: writes whose `WAIT` timed out with fewer replicas
+    /// acknowledging than asked (the write stands; its copy on a replica is not assured).
+    #[serde(default)]
+    pub redis_wait_short: u64,
     pub consumer_errors: u64,
     pub commit_errors: u64,
     pub rebalances: u64,

@@ -282,6 +282,7 @@ fn processor_stats(
         redis_timeouts: redis_counts.timeouts,
         redis_reconnects: redis_counts.reconnects,
         redis_primaries_followed: redis_counts.primaries_followed,
+        redis_wait_short: redis_counts.wait_short,
         consumer_errors: report.consumer_errors,
         commit_errors: report.commit_errors,
         rebalances: report.rebalances,

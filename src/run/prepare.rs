@@ -43,6 +43,11 @@ pub(super) async fn reach(config: &RunConfig, names: &RunNames) -> Result<Reache
         connections: config.redis_connections,
         connect_timeout: timeout,
         command_timeout: Duration::from_secs(2),
+        // The in-process processor uses this client.
+        wait: (config.redis_wait_replicas > 0).then(|| crate::redis::WaitReplicas {
+            replicas: config.redis_wait_replicas,
+            timeout: Duration::from_millis(config.redis_wait_timeout_ms),
+        }),
     };
     let uses_redis = config.strategy.capabilities().uses_redis;
     let (kafka, db, redis) = tokio::join!(

@@ -155,6 +155,8 @@ fn member_spec(config: &RunConfig, names: &RunNames) -> MemberSpec {
         key_prefix: names.key_prefix.clone(),
         on_in_progress: config.on_in_progress,
         redis_pipeline: config.redis_pipeline,
+        redis_wait_replicas: config.redis_wait_replicas,
+        redis_wait_timeout_ms: config.redis_wait_timeout_ms,
         schema: names.schema.clone(),
         redis_url: config.connections.redis_url.clone(),
         postgres_url: config.connections.postgres_url.clone(),

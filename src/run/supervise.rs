@@ -65,6 +65,7 @@ pub(super) async fn supervise(
     let acked = Arc::new(AtomicU64::new(0));
     let series = Arc::new(std::sync::Mutex::new(Vec::new()));
     let p99_us = Arc::new(AtomicU64::new(0));
+    let second_p99_us = Arc::new(AtomicU64::new(0));
     let ticker = Ticker {
         quiet: config.quiet,
         progress: started.progress.clone(),
@@ -72,6 +73,7 @@ pub(super) async fn supervise(
         series: series.clone(),
         faults: started.faults.clone(),
         p99_us: p99_us.clone(),
+        second_p99_us: second_p99_us.clone(),
         planned,
         rate: config.rate,
     }
@@ -103,6 +105,8 @@ pub(super) async fn supervise(
         offsets_read: Instant::now(),
         p99_read: Instant::now(),
         p99_us,
+        second_p99_us,
+        e2e_before: None,
     };
     loop_state.set_warm_up().await;
     loop_state.production = Some(tokio::spawn({
@@ -133,6 +137,7 @@ pub(super) async fn supervise(
         processed: progress.completed(),
         produced: acked.load(Ordering::Relaxed),
         committed: progress.committed_total().max(0) as u64,
+        p99_us: None,
     });
     let consumers = loop_state
         .consumers
@@ -273,6 +278,10 @@ struct Supervisor<'a> {
     p99_read: Instant,
     /// End-to-end p99 so far, for the progress line.
     p99_us: Arc<AtomicU64>,
+    /// The p99 of the messages completed since the last read, for the series.
+    second_p99_us: Arc<AtomicU64>,
+    /// The end-to-end histogram at the last read.
+    e2e_before: Option<hdrhistogram::Histogram<u64>>,
 }
 
 impl Supervisor<'_> {
@@ -340,14 +349,25 @@ impl Supervisor<'_> {
         let Some(Consumers::InProcess(processor)) = &self.consumers else {
             unreachable!("called for an in-process processor")
         };
-        // Only the progress line reads it: no snapshot for a quiet run.
-        if !self.config.quiet && self.p99_read.elapsed() >= Duration::from_secs(1) {
+        // Once a second: the p99 so far for the progress line, and the p99 of the second's
+        // messages (the histogram's growth since the last read) for the series.
+        if self.p99_read.elapsed() >= Duration::from_secs(1) {
             self.p99_read = Instant::now();
             let e2e = processor.snapshot().end_to_end_from_intended_us;
             if !e2e.is_empty() {
                 self.p99_us
                     .store(e2e.value_at_quantile(0.99), Ordering::Relaxed);
             }
+            let mut second = e2e.clone();
+            let grown = match &self.e2e_before {
+                Some(before) if before.len() <= e2e.len() => second.subtract(before).is_ok(),
+                _ => true,
+            };
+            if grown && !second.is_empty() {
+                self.second_p99_us
+                    .store(second.value_at_quantile(0.99), Ordering::Relaxed);
+            }
+            self.e2e_before = Some(e2e);
         }
         if processor.failed().is_cancelled() {
             // A store stayed unreachable through every retry: the harness survives it. Stop

@@ -16,6 +16,8 @@ pub(super) struct Ticker {
     pub faults: Arc<Faults>,
     /// End-to-end p99 so far (µs), kept current by the supervision loop; 0 = not known.
     pub p99_us: Arc<std::sync::atomic::AtomicU64>,
+    /// The p99 of the last second's messages (µs), taken by each sample; 0 = none.
+    pub second_p99_us: Arc<std::sync::atomic::AtomicU64>,
     pub planned: u64,
     pub rate: f64,
 }
@@ -49,6 +51,7 @@ impl Ticker {
                     processed: self.progress.completed(),
                     produced: self.acked.load(Relaxed),
                     committed: self.progress.committed_total().max(0) as u64,
+                    p99_us: Some(self.second_p99_us.swap(0, Relaxed)).filter(|us| *us > 0),
                 };
                 self.series.lock().expect("series lock").push(point);
                 let rate = previous.map_or(0.0, |p| {

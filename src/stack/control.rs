@@ -312,15 +312,37 @@ fn find<'a>(running: &'a mut [Running], address: &str) -> Result<&'a mut Running
 }
 
 /// What a run gets: the stack's children, and the long-lived services it only measures.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct StackControl {
     children: Children,
     adopted: Vec<ServiceNode>,
+    replication: Option<Arc<super::redis::ReplicationLink>>,
+}
+
+impl std::fmt::Debug for StackControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StackControl")
+            .field("children", &self.children)
+            .field("adopted", &self.adopted)
+            .field(
+                "replication",
+                &self.replication.as_ref().map(|r| r.primary()),
+            )
+            .finish()
+    }
 }
 
 impl StackControl {
-    pub(super) fn new(children: Children, adopted: Vec<ServiceNode>) -> StackControl {
-        StackControl { children, adopted }
+    pub(super) fn new(
+        children: Children,
+        adopted: Vec<ServiceNode>,
+        replication: Option<Arc<super::redis::ReplicationLink>>,
+    ) -> StackControl {
+        StackControl {
+            children,
+            adopted,
+            replication,
+        }
     }
 }
 
@@ -345,6 +367,34 @@ impl ServiceControl for StackControl {
 
     fn spent(&self, service: &str) -> Spent {
         self.children.spent(service)
+    }
+
+    fn cut_replication<'a>(
+        &'a self,
+        primary: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<u64>, String>> {
+        Box::pin(async move {
+            match &self.replication {
+                Some(link) if link.primary() == primary => {
+                    link.cut().await?;
+                    Ok(Some(link.lag_ms()))
+                }
+                _ => Ok(None),
+            }
+        })
+    }
+
+    fn relink_replication<'a>(
+        &'a self,
+        primary: &'a str,
+        replica: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move {
+            match &self.replication {
+                Some(link) => link.relink(primary, replica).await.map(|()| true),
+                None => Ok(false),
+            }
+        })
     }
 }
 

@@ -45,6 +45,12 @@ pub struct Topology {
     pub redis: crate::redis::RedisTopology,
     /// `maxmemory` and its policy for every Redis data node it starts.
     pub redis_maxmemory: Option<(String, crate::redis::MaxmemoryPolicy)>,
+    /// What every Redis data node it starts keeps on disk.
+    pub redis_persistence: crate::redis::RedisPersistence,
+    /// Behind Sentinels: the replica replicates through a Toxiproxy proxy whose replies are
+    /// late by this much, and a failover cuts that link as it kills the primary, so writes of
+    /// the last moments exist only on the dead primary.
+    pub redis_replication_lag_ms: Option<u64>,
 }
 
 impl Default for Topology {
@@ -53,6 +59,8 @@ impl Default for Topology {
             kafka_nodes: 1,
             redis: crate::redis::RedisTopology::Standalone,
             redis_maxmemory: None,
+            redis_persistence: crate::redis::RedisPersistence::None,
+            redis_replication_lag_ms: None,
         }
     }
 }
@@ -113,6 +121,8 @@ pub struct Stack {
     home: Option<services::Home>,
     /// How many of each service to start.
     topology: Topology,
+    /// Behind Sentinels with `--redis-replication-lag-ms`: the replica's lagging link.
+    replication: Option<std::sync::Arc<redis::ReplicationLink>>,
     #[cfg(feature = "docker")]
     containers: Vec<Box<dyn std::any::Any + Send>>,
     #[cfg(feature = "tansu")]
@@ -144,6 +154,7 @@ pub async fn provision(
         },
         connections,
         children: control::Children::default(),
+        replication: None,
         adopted: Vec::new(),
         dir: None,
         home: None,
@@ -575,7 +586,11 @@ impl Stack {
 
     /// The processes of this stack, for a run's faults and its cost figures.
     pub fn control(&self) -> StackControl {
-        StackControl::new(self.children.clone(), self.adopted.clone())
+        StackControl::new(
+            self.children.clone(),
+            self.adopted.clone(),
+            self.replication.clone(),
+        )
     }
 
     /// Whether what this stack starts outlives it.

@@ -27,7 +27,7 @@ pub(super) async fn start_cluster(
         let dir = root.join(format!("redis-{node}"));
         std::fs::create_dir_all(&dir)?;
         stack.start_process(
-            server_command(server, port, &dir, &stack.topology.redis_maxmemory.clone())
+            server_command(server, port, &dir, &stack.topology)
                 .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "3000"])
                 .arg("--cluster-config-file")
                 .arg(dir.join("nodes.conf")),
@@ -94,13 +94,28 @@ pub(super) async fn start_sentinel(
     root: &Path,
 ) -> Result<(), StackError> {
     let (primary, replica) = (free_port()?, free_port()?);
+    // With a replication lag, the replica replicates through a proxy the stack owns.
+    let link = match stack.topology.redis_replication_lag_ms {
+        Some(lag) => Some(
+            ReplicationLink::start(primary, lag)
+                .await
+                .map_err(|cause| {
+                    stack.fail(
+                        Service::Redis,
+                        format!("the replication link's proxy: {cause}"),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let upstream = link.as_ref().map_or(primary, |link| link.listen.port());
     for (name, port, replica_of) in [
         ("primary", primary, None),
-        ("replica", replica, Some(primary)),
+        ("replica", replica, Some(upstream)),
     ] {
         let dir = root.join(format!("redis-{name}"));
         std::fs::create_dir_all(&dir)?;
-        let mut command = server_command(server, port, &dir, &stack.topology.redis_maxmemory);
+        let mut command = server_command(server, port, &dir, &stack.topology);
         if let Some(primary) = replica_of {
             command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
         }
@@ -114,6 +129,12 @@ pub(super) async fn start_sentinel(
             libc::SIGTERM,
         )?;
     }
+    // A Sentinel points a replica that replicates from another address than the primary's
+    // straight at the primary (`+fix-slave-config`) once `failover-timeout` passed since it
+    // last changed; behind the lagging proxy that would end the lag after 10 s, so it waits
+    // 10 min instead (it also bounds a failover that cannot finish, which one replica and
+    // no others to reconfigure never reach).
+    let failover_timeout = if link.is_some() { 600_000 } else { 10_000 };
     let mut sentinels = Vec::new();
     for n in 1..=3 {
         let port = free_port()?;
@@ -126,7 +147,7 @@ pub(super) async fn start_sentinel(
                 "bind 127.0.0.1\nport {port}\ndir {}\n\
                  sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {primary} 2\n\
                  sentinel down-after-milliseconds {SENTINEL_SERVICE} 2000\n\
-                 sentinel failover-timeout {SENTINEL_SERVICE} 10000\n\
+                 sentinel failover-timeout {SENTINEL_SERVICE} {failover_timeout}\n\
                  sentinel parallel-syncs {SENTINEL_SERVICE} 1\n",
                 dir.display()
             ),
@@ -162,39 +183,122 @@ pub(super) async fn start_sentinel(
             },
         )
         .await?;
+    if let Some(link) = link {
+        // Lagging only once the replica is in sync: its first full copy goes at full speed.
+        link.lag().await.map_err(|cause| {
+            stack.fail(
+                Service::Redis,
+                format!("the replication link's latency: {cause}"),
+            )
+        })?;
+        stack.replication = Some(std::sync::Arc::new(link));
+    }
     let hosts: Vec<String> = sentinels.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     stack.connections.redis_url = format!("{REDIS_SENTINEL}{}/{SENTINEL_SERVICE}", hosts.join(","));
     Ok(())
 }
 
-/// A `redis-server` on `port` with its files in `dir`: loopback only and no persistence (the
-/// run's Redis holds idempotency keys only; a restart loses them, as the design note's
-/// "Redis restart" case does).
-/// With `memory`, it holds at most that much (`maxmemory`) and does what the policy says when
+/// The replica's link to its primary through Toxiproxy (`--redis-replication-lag-ms`): the
+/// replication stream, and the `REPLCONF GETACK` a `WAIT` sends, reach the replica `lag_ms`
+/// late. A failover [cuts](ReplicationLink::cut) it as it kills the primary, dropping what
+/// was still on the way: writes the primary acknowledged that no replica will ever have.
+pub struct ReplicationLink {
+    toxiproxy: crate::faults::toxiproxy::Toxiproxy,
+    listen: SocketAddr,
+    lag_ms: u64,
+    /// The primary it forwards to, `127.0.0.1:PORT`.
+    primary: std::sync::Mutex<String>,
+}
+
+const LINK: &str = "redis-replication";
+
+impl ReplicationLink {
+    async fn start(primary: u16, lag_ms: u64) -> Result<ReplicationLink, String> {
+        let toxiproxy = crate::faults::toxiproxy::Toxiproxy::start(Duration::from_secs(10)).await?;
+        let primary = format!("127.0.0.1:{primary}");
+        let listen = toxiproxy.proxy(LINK, &primary).await?;
+        Ok(ReplicationLink {
+            toxiproxy,
+            listen,
+            lag_ms,
+            primary: std::sync::Mutex::new(primary),
+        })
+    }
+
+    async fn lag(&self) -> Result<(), String> {
+        self.toxiproxy
+            .add_toxic(
+                LINK,
+                serde_json::json!({
+                    "name": "replication-lag",
+                    "type": "latency",
+                    "stream": "downstream",
+                    "attributes": { "latency": self.lag_ms },
+                }),
+            )
+            .await
+    }
+
+    /// Closes the link and every connection on it, with what it still held.
+    pub async fn cut(&self) -> Result<(), String> {
+        self.toxiproxy.set_enabled(LINK, false).await
+    }
+
+    pub fn lag_ms(&self) -> u64 {
+        self.lag_ms
+    }
+
+    /// The primary the link forwards to now.
+    pub fn primary(&self) -> String {
+        self.primary.lock().expect("not poisoned").clone()
+    }
+
+    /// After a failover: the link forwards to the new `primary`, and `replica` (the old
+    /// primary, rejoined straight to it) replicates through it again — so the next failover,
+    /// in this run or the next run of a matrix, meets a lagging replica too. (Its Sentinels
+    /// leave the detour alone for `failover-timeout`, see [`start_sentinel`].)
+    pub async fn relink(&self, primary: &str, replica: &str) -> Result<(), String> {
+        self.toxiproxy
+            .update(
+                LINK,
+                serde_json::json!({ "upstream": primary, "enabled": true }),
+            )
+            .await?;
+        *self.primary.lock().expect("not poisoned") = primary.to_string();
+        let port: u16 = replica
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse().ok())
+            .ok_or_else(|| format!("not host:port: {replica}"))?;
+        let answer = reply(port, &format!("REPLICAOF 127.0.0.1 {}", self.listen.port()));
+        if !answer.starts_with("+OK") {
+            return Err(format!("REPLICAOF on {replica} answered {answer:?}"));
+        }
+        Ok(())
+    }
+}
+
+/// A `redis-server` on `port` with its files in `dir`, loopback only. By default without
+/// persistence (the run's Redis holds idempotency keys only; a restart loses them, as the
+/// design note's "Redis restart" case does); with `--redis-persistence aof-everysec`, an
+/// append-only file fsynced every second, which a restart reloads.
+/// With `--redis-maxmemory`, it holds at most that much and does what the policy says when
 /// full.
-fn server_command(
-    server: &Path,
-    port: u16,
-    dir: &Path,
-    memory: &Option<(String, crate::redis::MaxmemoryPolicy)>,
-) -> Command {
+fn server_command(server: &Path, port: u16, dir: &Path, topology: &super::Topology) -> Command {
     let mut command = Command::new(server);
-    if let Some((size, policy)) = memory {
+    if let Some((size, policy)) = &topology.redis_maxmemory {
         let policy: &str = (*policy).into();
         command.args(["--maxmemory", size, "--maxmemory-policy", policy]);
     }
     command
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args([
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "yes",
-        ])
-        .arg("--dir")
-        .arg(dir);
+        .args(["--save", "", "--protected-mode", "yes"]);
+    match topology.redis_persistence {
+        crate::redis::RedisPersistence::None => command.args(["--appendonly", "no"]),
+        crate::redis::RedisPersistence::AofEverysec => {
+            command.args(["--appendonly", "yes", "--appendfsync", "everysec"])
+        }
+    };
+    command.arg("--dir").arg(dir);
     command
 }
 
@@ -234,7 +338,7 @@ pub(super) async fn start(
     std::fs::create_dir_all(&dir)?;
     let log = dir.join("redis.log");
     stack.start_process(
-        &mut server_command(server, port, &dir, &stack.topology.redis_maxmemory.clone()),
+        &mut server_command(server, port, &dir, &stack.topology),
         &log,
         None,
         Service::Redis,

@@ -102,6 +102,7 @@ fn say(line: &str) {
 /// Starts every service that does not answer at its address; leaves them running.
 pub async fn up(connections: Connections, home: Home) -> Result<(), StackError> {
     let mut stack = Stack {
+        replication: None,
         info: StackInfo {
             mode: StackMode::Embedded,
             kafka: Origin::External,

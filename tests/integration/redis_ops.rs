@@ -13,6 +13,7 @@ fn settings() -> RedisSettings {
         connections: 2,
         connect_timeout: Duration::from_secs(3),
         command_timeout: Duration::from_secs(2),
+        wait: None,
     }
 }
 

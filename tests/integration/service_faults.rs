@@ -111,6 +111,19 @@ fn a_redis_restart_is_felt_and_every_strategy_keeps_its_rule() {
         assert_eq!(recovery.kind, FaultKind::RedisRestart);
         assert!(recovery.healed_after_ms.unwrap() >= 1000, "{recovery:?}");
         assert!(recovery.committed_again_after_ms.is_some(), "{recovery:?}");
+        // The timeline's p99 per second, for report.html: the seconds of the outage stand out.
+        let tails: Vec<u64> = result
+            .throughput
+            .series
+            .iter()
+            .filter_map(|p| p.p99_us)
+            .collect();
+        assert!(tails.len() >= 3, "{}: {tails:?}", file.display());
+        assert!(
+            tails.iter().max() > tails.iter().min(),
+            "{}: {tails:?}",
+            file.display()
+        );
         if result.strategy != "db-only" {
             let p = &result.processor;
             assert!(
@@ -164,6 +177,148 @@ fn a_redis_failover_behind_sentinels_is_followed_by_both_clients() {
                 file.display()
             );
         }
+    }
+}
+
+#[test]
+fn a_restart_that_reloads_its_append_only_file_keeps_the_done_marks_older_than_a_second() {
+    // Every duplicate late by 5 s, so the copies of everything processed before the kill
+    // arrive after the restart: without persistence each finds no mark and applies again;
+    // with `appendfsync everysec` only the marks of the last second before the kill are gone.
+    let doubled = |persistence: &str| {
+        let results = matrix(&[
+            "--strategies",
+            "redis-only",
+            "--redis-clients",
+            "redis-rs",
+            "--redis-persistence",
+            persistence,
+            "--trades",
+            "4000",
+            "--rate",
+            "500",
+            "--duplicate-rate",
+            "0.2",
+            "--late-duplicate-share",
+            "1.0",
+            "--late-duplicate-delay-ms",
+            "5000",
+            "--no-unique-constraint",
+            "--fault",
+            "redis-restart@3000+1000",
+        ]);
+        assert_eq!(results.len(), 1);
+        let (file, result) = &results[0];
+        healed(result, FaultKind::RedisRestart);
+        assert_eq!(<&str>::from(result.config.redis_persistence), persistence);
+        assert_eq!(result.correctness.lost, 0, "{}", file.display());
+        result.correctness.double_applied
+    };
+    let (none, aof) = (doubled("none"), doubled("aof-everysec"));
+    // 3 s of trades before the kill at 500/s, a fifth of them copied: ~300 late copies.
+    assert!(
+        none > 150,
+        "an empty restart let only {none} late copies apply again"
+    );
+    assert!(
+        aof * 2 < none,
+        "the append-only file kept too little: {aof} applied twice with it, {none} without"
+    );
+}
+
+#[test]
+fn writes_a_lagging_replica_never_had_are_gone_after_a_failover_so_late_copies_apply_again() {
+    let results = matrix(&[
+        "--strategies",
+        "redis-only,db-only",
+        "--redis-clients",
+        "redis-rs",
+        "--redis-topology",
+        "sentinel",
+        "--redis-replication-lag-ms",
+        "1000",
+        "--trades",
+        "3000",
+        "--rate",
+        "300",
+        "--duplicate-rate",
+        "0.5",
+        "--late-duplicate-share",
+        "1.0",
+        "--late-duplicate-delay-ms",
+        "2000",
+        "--no-unique-constraint",
+        "--fault",
+        "redis-failover@3000+6000",
+    ]);
+    assert_eq!(results.len(), 2);
+    for (file, result) in &results {
+        let target = &healed(result, FaultKind::RedisFailover)[0];
+        assert!(target.contains("1000 ms behind, cut"), "{target}");
+        let c = &result.correctness;
+        assert_eq!(c.lost, 0, "{}: {c:?}", file.display());
+        if result.strategy == "redis-only" {
+            // The last second's claims and DONE marks existed only on the dead primary:
+            // ~150 trades whose late copy meets the promoted replica without a mark.
+            assert!(
+                c.double_applied > 0,
+                "{}: nothing applied twice though a second of marks was lost: {c:?}",
+                file.display()
+            );
+        } else {
+            assert_eq!(c.double_applied, 0, "{}: {c:?}", file.display());
+        }
+    }
+}
+
+#[test]
+fn waiting_for_the_replica_closes_the_hole_a_lagging_link_opens_in_a_failover() {
+    // As above, with WAIT 1 after every claim and DONE: a mark is on the replica before the
+    // offset is committed, so the promoted replica has every mark a late copy looks for.
+    let results = matrix(&[
+        "--strategies",
+        "redis-only",
+        "--redis-topology",
+        "sentinel",
+        "--redis-replication-lag-ms",
+        "1000",
+        "--redis-wait-replicas",
+        "1",
+        "--redis-wait-timeout-ms",
+        "1500",
+        "--redis-connections",
+        "40",
+        "--in-flight",
+        "10",
+        "--trades",
+        "300",
+        "--rate",
+        "10",
+        "--duplicate-rate",
+        "0.5",
+        "--late-duplicate-share",
+        "1.0",
+        "--late-duplicate-delay-ms",
+        "2000",
+        "--no-unique-constraint",
+        "--fault",
+        "redis-failover@12000+8000",
+    ]);
+    assert_eq!(results.len(), 2, "redis-rs and fred");
+    for (file, result) in &results {
+        healed(result, FaultKind::RedisFailover);
+        let c = &result.correctness;
+        assert_eq!(c.double_applied, 0, "{}: {c:?}", file.display());
+        // Each DONE waited for the replica a second behind; after the failover, until the old
+        // primary rejoined as a replica, there was none to wait for.
+        let done = &result.latency_us.stages.mark_done;
+        assert!(done.p50 >= 900_000, "{}: {done:?}", file.display());
+        assert!(
+            result.processor.redis_wait_short > 0,
+            "{}: {:?}",
+            file.display(),
+            result.processor
+        );
     }
 }
 

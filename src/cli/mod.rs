@@ -190,11 +190,13 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct MatrixArgs {
-    /// Strategies to run, comma-separated. Default: all.
+    /// Strategies to run, comma-separated. Default: all. With --scenario, only those of each
+    /// scenario's strategies that this lists.
     #[arg(long, value_parser = values::<StrategyKind>(), value_delimiter = ',')]
     pub strategies: Vec<StrategyKind>,
-    /// Redis clients to run each Redis strategy on, comma-separated. Default: all. Strategies
-    /// without Redis run once.
+    /// Redis clients to run each Redis strategy on, comma-separated. Default: all (with
+    /// --scenario, each scenario's, or redis-rs; given, it replaces them). Strategies without
+    /// Redis run once.
     #[arg(long, value_parser = values::<RedisClientKind>(), value_delimiter = ',')]
     pub redis_clients: Vec<RedisClientKind>,
     /// Directory for matrix.json and one sub-directory per run. Default: reports/matrix/<time>.

@@ -86,12 +86,35 @@ impl MatrixArgs {
             Some(path) => {
                 let file = load(path)?;
                 for scenario in &file.scenarios {
-                    let clients = if scenario.redis_clients.is_empty() {
+                    // The flags narrow the file: --strategies keeps those of the scenario's
+                    // strategies (all, if it names none) that it lists; --redis-clients
+                    // replaces the scenario's clients.
+                    let clients = if !self.redis_clients.is_empty() {
+                        self.redis_clients.clone()
+                    } else if scenario.redis_clients.is_empty() {
                         vec![RedisClientKind::RedisRs]
                     } else {
                         scenario.redis_clients.clone()
                     };
-                    for (strategy, client) in pairs(&scenario.strategies, &clients) {
+                    let strategies: Vec<StrategyKind> = if self.strategies.is_empty() {
+                        scenario.strategies.clone()
+                    } else {
+                        let named: &[StrategyKind] = if scenario.strategies.is_empty() {
+                            &StrategyKind::ALL
+                        } else {
+                            &scenario.strategies
+                        };
+                        let kept: Vec<StrategyKind> = named
+                            .iter()
+                            .copied()
+                            .filter(|s| self.strategies.contains(s))
+                            .collect();
+                        if kept.is_empty() {
+                            continue;
+                        }
+                        kept
+                    };
+                    for (strategy, client) in pairs(&strategies, &clients) {
                         let client = client.unwrap_or(RedisClientKind::RedisRs);
                         runs.push(scenario_config(
                             path,
@@ -118,6 +141,19 @@ impl MatrixArgs {
                     runs.push(config);
                 }
             }
+        }
+        if runs.is_empty() {
+            return Err(ResolveError(format!(
+                "no scenario of {} applies to --strategies {}: drop the flag, or name a strategy the file's scenarios run",
+                self.scenario
+                    .as_deref()
+                    .map_or_else(String::new, |p| p.display().to_string()),
+                self.strategies
+                    .iter()
+                    .map(|s| <&str>::from(*s))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )));
         }
         let plan = MatrixPlan {
             runs,
@@ -478,6 +514,66 @@ mod tests {
         assert!(redis.contains("-redis-only-fred-"), "{redis}");
         let db = id(&["--strategy", "db-only", "--redis-client", "fred"]);
         assert!(db.contains("-db-only-") && !db.contains("fred"), "{db}");
+    }
+
+    #[test]
+    fn matrix_flags_narrow_a_scenario_file_instead_of_being_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("two.toml");
+        std::fs::write(
+            &path,
+            "[[scenario]]\nname = \"any\"\nclaim = \"c\"\n\n[[scenario]]\nname = \"dual\"\nclaim = \"c\"\nstrategies = [\"dual-db-first\"]\n",
+        )
+        .unwrap();
+        let plan = |flags: &[&str]| {
+            let args = ["idembench", "matrix", "--scenario", path.to_str().unwrap()]
+                .into_iter()
+                .chain(flags.iter().copied());
+            let super::super::Command::Matrix(matrix) = super::super::Cli::parse_from(args).command
+            else {
+                unreachable!("parsed a matrix")
+            };
+            matrix.resolve(String::new())
+        };
+        let runs = |flags: &[&str]| -> Vec<(String, String)> {
+            plan(flags)
+                .unwrap()
+                .runs
+                .iter()
+                .map(|r| {
+                    (
+                        <&str>::from(r.strategy).to_string(),
+                        r.redis_client.name().to_string(),
+                    )
+                })
+                .collect()
+        };
+        // Unnarrowed: every strategy in "any" (on redis-rs), and dual-db-first in "dual".
+        assert_eq!(runs(&[]).len(), StrategyKind::ALL.len() + 1);
+        let narrowed = runs(&[
+            "--strategies",
+            "redis-only,db-only",
+            "--redis-clients",
+            "fred",
+        ]);
+        assert_eq!(
+            narrowed,
+            [
+                ("redis-only".into(), "fred".into()),
+                ("db-only".into(), "redis-rs".into())
+            ],
+            "\"dual\" runs neither, so it is left out"
+        );
+        std::fs::write(
+            &path,
+            "[[scenario]]\nname = \"dual\"\nclaim = \"c\"\nstrategies = [\"dual-db-first\"]\n",
+        )
+        .unwrap();
+        let error = plan(&["--strategies", "redis-only"]).map(drop).unwrap_err();
+        assert!(
+            error.to_string().contains("no scenario") && error.to_string().contains("redis-only"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -88,20 +88,22 @@ impl Injector {
                 // The old primary comes back empty and rejoins as a replica; the fault is at
                 // work until it is one, in sync, so the next failover finds a replica to promote.
                 self.restart(&old)?;
+                if lagging {
+                    // The rejoined replica goes through the lagging link again (whatever its
+                    // command line names: the first replica's names the proxy), so the next
+                    // failover loses the same window. At once, before its Sentinels convert it:
+                    // they leave a replica's detour alone for `failover-timeout`.
+                    self.until("the old primary answers again", || {
+                        redis_answers(old.clone(), self.timeout)
+                    })
+                    .await?;
+                    let primary = self.redis_primary().await?;
+                    self.control.relink_replication(&primary, &old).await?;
+                }
                 self.until("the old primary is a replica in sync again", || {
                     replica_in_sync(old.clone(), self.timeout)
                 })
                 .await?;
-                if lagging {
-                    // The rejoined replica goes through the lagging link again, so the next
-                    // failover loses the same window.
-                    let primary = self.redis_primary().await?;
-                    self.control.relink_replication(&primary, &old).await?;
-                    self.until("the replica is in sync through the lagging link", || {
-                        replica_in_sync(old.clone(), self.timeout)
-                    })
-                    .await?;
-                }
             }
             FaultKind::KafkaBrokerKill => {
                 let target = match &fault.target {

@@ -324,7 +324,7 @@ pub struct CommonArgs {
     pub redis_maxmemory_policy: crate::redis::MaxmemoryPolicy,
     /// What the Redis the stack starts keeps on disk: nothing (`none`: a restart comes back
     /// empty), or an append-only file fsynced every second (`aof-everysec`: a restart reloads
-    /// it, less at most the last second).
+    /// it; a killed process loses nothing it wrote, a failed machine up to a second).
     #[arg(long, value_parser = values::<crate::redis::RedisPersistence>(), default_value = "none")]
     pub redis_persistence: crate::redis::RedisPersistence,
     /// With `--redis-topology sentinel`: the replica replicates through Toxiproxy, its link

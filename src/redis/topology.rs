@@ -90,7 +90,8 @@ pub enum RedisPersistence {
     #[default]
     None,
     /// An append-only file fsynced once a second (`--appendonly yes --appendfsync everysec`):
-    /// a restarted server reloads it, less at most the last second of writes.
+    /// a restarted server reloads it. A killed process loses nothing it wrote (each event
+    /// loop writes the file); `everysec` bounds the loss to a second when the machine fails.
     AofEverysec,
 }
 

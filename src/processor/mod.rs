@@ -159,16 +159,6 @@ impl Progress {
         }
     }
 
-    /// A newly assigned `partition` resumes at `next_offset`, committed.
-    fn resume_at(&self, partition: i32, next_offset: i64) {
-        if let Ok(p) = usize::try_from(partition)
-            && let (Some(next), Some(committed)) = (self.next_offsets.get(p), self.committed.get(p))
-        {
-            next.store(next_offset, Ordering::Release);
-            committed.store(next_offset, Ordering::Release);
-        }
-    }
-
     /// Records that `next_offset` is committed for `partition` (never moving it back): by this
     /// processor's own commits, or as read from the group coordinator when processor processes
     /// commit on their own.
@@ -291,7 +281,6 @@ impl ConsumerContext for GroupContext {
                 if self.strategy.keeps_offsets() {
                     self.resume_at_stored_offsets(partitions);
                 }
-                self.forget_earlier_assignments(consumer, partitions);
                 let assigned = if cooperative {
                     consumer.incremental_assign(partitions)
                 } else {
@@ -323,39 +312,6 @@ impl ConsumerContext for GroupContext {
 }
 
 impl GroupContext {
-    /// Sets this consumer's progress on each newly assigned partition to where it resumes: the
-    /// offset the strategy stored (already set in `partitions`), or the group's committed one.
-    /// What it knew from an earlier assignment is stale: a member that lost a partition (a
-    /// zombie paused past its session) and gets it back would otherwise commit the offsets it
-    /// finished back then, behind what the other owner committed since — moving the group's
-    /// offset back, so that the last messages stayed uncommitted and the run never drained.
-    /// This callback runs on the thread that polls the consumer; the lookup blocks it briefly.
-    fn forget_earlier_assignments(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        partitions: &TopicPartitionList,
-    ) {
-        let committed = consumer
-            .committed_offsets(partitions.clone(), Duration::from_secs(5))
-            .map_err(|error| tracing::warn!(%error, "cannot read the group's committed offsets"))
-            .ok();
-        for element in partitions.elements() {
-            let at = |offset: Offset| match offset {
-                Offset::Offset(next) => Some(next),
-                _ => None,
-            };
-            let start = at(element.offset()).or_else(|| {
-                committed
-                    .as_ref()?
-                    .find_partition(element.topic(), element.partition())
-                    .and_then(|e| at(e.offset()))
-            });
-            if let Some(start) = start {
-                self.progress.resume_at(element.partition(), start);
-            }
-        }
-    }
-
     /// Sets each assigned partition's start offset from the strategy. This callback runs on the
     /// thread that polls the consumer, so the lookup blocks it (briefly, once per rebalance).
     fn resume_at_stored_offsets(&self, partitions: &mut TopicPartitionList) {
@@ -1056,11 +1012,6 @@ impl Worker {
     }
 
     fn commit(&self, partition: i32, next_offset: i64) -> rdkafka::error::KafkaResult<()> {
-        // Never back behind what the group has: a unit finished after its partition moved
-        // away and came back (a zombie's) is already covered by the other owner's commit.
-        if next_offset <= self.progress.committed(partition) {
-            return Ok(());
-        }
         let mut offsets = TopicPartitionList::with_capacity(1);
         match self.commit_mode {
             // The committer task commits this offset from `progress`.

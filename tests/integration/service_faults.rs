@@ -169,15 +169,14 @@ fn a_redis_failover_behind_sentinels_is_followed_by_both_clients() {
                 result.processor
             );
         }
-        // Replication kept up (no lag here): whatever the family, nothing lost or doubled
-        // — redis-only included, with the unique constraint on.
+        // Replication kept up (no lag here) and the unique constraint is on: nothing doubled,
+        // whatever the family. A strategy that claims in Redis may lose a claim whose reply
+        // the kill cut (the oracle's bound, checked above); the others lose nothing.
         let c = &result.correctness;
-        assert_eq!(
-            (c.lost, c.double_applied),
-            (0, 0),
-            "{}: {c:?}",
-            file.display()
-        );
+        assert_eq!(c.double_applied, 0, "{}: {c:?}", file.display());
+        if !["redis-only", "dual-redis-first"].contains(&result.strategy.as_str()) {
+            assert_eq!(c.lost, 0, "{}: {c:?}", file.display());
+        }
     }
 }
 

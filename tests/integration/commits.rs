@@ -74,10 +74,12 @@ async fn an_asynchronous_commit_counts_only_once_the_broker_answers() {
     );
     // Every message once — unless the group rebalanced (on a starved machine a member can
     // miss its session), which redelivers what was not committed yet: never fewer.
+    // A commit sent by a generation the group has ended is refused by the broker and counted;
+    // without a rebalance, none is.
     if report.rebalances <= 1 {
         assert_eq!(report.metrics.counts.messages, 3_000, "{report:?}");
+        assert_eq!(report.commit_errors, 0, "{report:?}");
     } else {
         assert!(report.metrics.counts.messages >= 3_000, "{report:?}");
     }
-    assert_eq!(report.commit_errors, 0);
 }

@@ -97,10 +97,9 @@ impl Fred {
             }
         }
         let counters = ClientCounters::default();
-        let sentinel = matches!(
-            super::topology::Address::parse(&settings.url),
-            Ok(super::topology::Address::Sentinel { .. })
-        );
+        let address = super::topology::Address::parse(&settings.url);
+        let sentinel = matches!(address, Ok(super::topology::Address::Sentinel { .. }));
+        let cluster = matches!(address, Ok(super::topology::Address::Cluster(_)));
         for client in pool.clients() {
             let reconnects = counters.reconnects.clone();
             let followed = counters.primaries_followed.clone();
@@ -124,10 +123,6 @@ impl Fred {
                 }
             });
         }
-        let cluster = matches!(
-            super::topology::Address::parse(&settings.url),
-            Ok(super::topology::Address::Cluster(_))
-        );
         Ok(Fred {
             pool,
             command_timeout: settings.reply_timeout(),

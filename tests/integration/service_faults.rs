@@ -227,31 +227,40 @@ fn a_restart_that_reloads_its_append_only_file_keeps_the_done_marks() {
     );
 }
 
+/// Half the trades copied, every copy 2 s late, no unique constraint: the copies of a lost
+/// second's trades reach the promoted replica after a failover, and what Redis lets through shows.
+const EVERY_COPY_LATE: [&str; 7] = [
+    "--duplicate-rate",
+    "0.5",
+    "--late-duplicate-share",
+    "1.0",
+    "--late-duplicate-delay-ms",
+    "2000",
+    "--no-unique-constraint",
+];
+
 #[test]
 fn writes_a_lagging_replica_never_had_are_gone_after_a_failover_so_late_copies_apply_again() {
-    let results = matrix(&[
-        "--strategies",
-        "redis-only,db-only",
-        "--redis-clients",
-        "redis-rs",
-        "--redis-topology",
-        "sentinel",
-        "--redis-replication-lag-ms",
-        "1000",
-        "--trades",
-        "3000",
-        "--rate",
-        "300",
-        "--duplicate-rate",
-        "0.5",
-        "--late-duplicate-share",
-        "1.0",
-        "--late-duplicate-delay-ms",
-        "2000",
-        "--no-unique-constraint",
-        "--fault",
-        "redis-failover@3000+6000",
-    ]);
+    let results = matrix(
+        &[
+            "--strategies",
+            "redis-only,db-only",
+            "--redis-clients",
+            "redis-rs",
+            "--redis-topology",
+            "sentinel",
+            "--redis-replication-lag-ms",
+            "1000",
+            "--trades",
+            "3000",
+            "--rate",
+            "300",
+        ]
+        .into_iter()
+        .chain(EVERY_COPY_LATE)
+        .chain(["--fault", "redis-failover@3000+6000"])
+        .collect::<Vec<_>>(),
+    );
     assert_eq!(results.len(), 2);
     for (file, result) in &results {
         let target = &healed(result, FaultKind::RedisFailover)[0];
@@ -276,35 +285,32 @@ fn writes_a_lagging_replica_never_had_are_gone_after_a_failover_so_late_copies_a
 fn waiting_for_the_replica_closes_the_hole_a_lagging_link_opens_in_a_failover() {
     // As above, with WAIT 1 after every claim and DONE: a mark is on the replica before the
     // offset is committed, so the promoted replica has every mark a late copy looks for.
-    let results = matrix(&[
-        "--strategies",
-        "redis-only",
-        "--redis-topology",
-        "sentinel",
-        "--redis-replication-lag-ms",
-        "1000",
-        "--redis-wait-replicas",
-        "1",
-        "--redis-wait-timeout-ms",
-        "1500",
-        "--redis-connections",
-        "40",
-        "--in-flight",
-        "10",
-        "--trades",
-        "300",
-        "--rate",
-        "10",
-        "--duplicate-rate",
-        "0.5",
-        "--late-duplicate-share",
-        "1.0",
-        "--late-duplicate-delay-ms",
-        "2000",
-        "--no-unique-constraint",
-        "--fault",
-        "redis-failover@12000+8000",
-    ]);
+    let results = matrix(
+        &[
+            "--strategies",
+            "redis-only",
+            "--redis-topology",
+            "sentinel",
+            "--redis-replication-lag-ms",
+            "1000",
+            "--redis-wait-replicas",
+            "1",
+            "--redis-wait-timeout-ms",
+            "1500",
+            "--redis-connections",
+            "40",
+            "--in-flight",
+            "10",
+            "--trades",
+            "300",
+            "--rate",
+            "10",
+        ]
+        .into_iter()
+        .chain(EVERY_COPY_LATE)
+        .chain(["--fault", "redis-failover@12000+8000"])
+        .collect::<Vec<_>>(),
+    );
     assert_eq!(results.len(), 2, "redis-rs and fred");
     for (file, result) in &results {
         healed(result, FaultKind::RedisFailover);

@@ -22,8 +22,9 @@
 //! - [`faults`]: the fault plan, fault kinds and log; crash points, timed faults, kills.
 //! - [`redis`], [`db`], [`kafka`]: the stores — one trait and a file per Redis client; Postgres
 //!   (and the in-memory business store); the run's topic and producer.
-//! - [`hgrm`], [`redact`], [`versions`]: histograms as `*.hgrm` files and encodings; passwords
-//!   never leave the process; the linked versions.
+//! - [`hgrm`], [`redact`], [`spawn`], [`versions`]: histograms as `*.hgrm` files and
+//!   encodings; passwords never leave the process; child processes that outlive the thread
+//!   that started them, on ports nothing else takes; the linked versions.
 //! - `idembench_loadgen` (the `loadgen/` crate): trade model, seeded stream, open-loop producer,
 //!   ledger.
 
@@ -41,6 +42,7 @@ pub mod redis;
 pub mod report;
 pub mod results;
 pub mod run;
+pub mod spawn;
 pub mod stack;
 pub mod strategy;
 pub mod sweep;

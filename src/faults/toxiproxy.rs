@@ -6,12 +6,14 @@
 //! uses the one `IDEMBENCH_TOXIPROXY_URL` names. Its REST API is small enough to speak HTTP/1.1
 //! over a socket.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::spawn::{Spawner, free_port};
 
 /// A Toxiproxy server the run talks to (and stops, if it started it).
 pub struct Toxiproxy {
@@ -19,13 +21,11 @@ pub struct Toxiproxy {
     server: Option<Server>,
 }
 
-/// A server this run started: its pid, and the thread that started it and waits for it.
-/// `PR_SET_PDEATHSIG` follows the *thread* that spawned a child, and an async task's runtime
-/// thread may retire mid-run (after a `block_in_place`), so the child belongs to a thread that
-/// lives exactly as long as it does.
+/// A server this run started, from a [`Spawner`] it keeps: an async task's runtime thread may
+/// retire mid-run, and `PR_SET_PDEATHSIG` would take the server with it.
 struct Server {
-    pid: u32,
-    waiter: Option<std::thread::JoinHandle<()>>,
+    child: std::process::Child,
+    _spawner: Spawner,
 }
 
 impl std::fmt::Debug for Toxiproxy {
@@ -73,45 +73,22 @@ impl Toxiproxy {
         let server = binary().ok_or(
             "Toxiproxy is not installed (the network faults need it): run `scripts/services install`, which builds it with `go install github.com/Shopify/toxiproxy/v2/cmd/server@v2.12.0`, or set IDEMBENCH_TOXIPROXY_URL to a running one",
         )?;
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free port for Toxiproxy: {e}"))?
-            .port();
+        let port = free_port().map_err(|e| format!("no free port for Toxiproxy: {e}"))?;
         let mut command = Command::new(&server);
         command
             .args(["-host", "127.0.0.1", "-port", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let (started, pid) = std::sync::mpsc::channel();
-        let waiter = std::thread::Builder::new()
-            .name("idembench-toxiproxy".into())
-            .spawn(move || match command.spawn() {
-                Ok(mut child) => {
-                    let _ = started.send(Ok(child.id()));
-                    let _ = child.wait();
-                }
-                Err(error) => {
-                    let _ = started.send(Err(error));
-                }
-            })
-            .map_err(|e| format!("cannot start a thread for Toxiproxy: {e}"))?;
-        let pid = pid
-            .recv()
-            .map_err(|_| "the Toxiproxy thread ended before it started the server".to_string())?
+        let spawner = Spawner::default();
+        let child = spawner
+            .spawn_owned(command)
             .map_err(|e| format!("cannot start Toxiproxy ({}): {e}", server.display()))?;
         let proxy = Toxiproxy {
             api: format!("127.0.0.1:{port}"),
             server: Some(Server {
-                pid,
-                waiter: Some(waiter),
+                child,
+                _spawner: spawner,
             }),
         };
         let deadline = Instant::now() + timeout.max(Duration::from_secs(5));
@@ -229,11 +206,8 @@ impl Toxiproxy {
 impl Drop for Toxiproxy {
     fn drop(&mut self) {
         if let Some(mut server) = self.server.take() {
-            // SAFETY: kill on the pid of a child its waiter thread has not reaped yet.
-            unsafe { libc::kill(server.pid as libc::pid_t, libc::SIGKILL) };
-            if let Some(waiter) = server.waiter.take() {
-                let _ = waiter.join();
-            }
+            let _ = server.child.kill();
+            let _ = server.child.wait();
         }
     }
 }

@@ -73,52 +73,7 @@ impl Respawn {
 #[derive(Clone, Default)]
 pub(super) struct Children {
     inner: Arc<Mutex<Inner>>,
-    spawner: Spawner,
-}
-
-/// Starts restarted processes from one thread of its own that lives as long as the stack.
-/// `PR_SET_PDEATHSIG` fires when the *thread* that spawned a child ends, and a fault restarts a
-/// process from an async task, whose runtime thread may retire (after a `block_in_place`, or
-/// as an idle blocking thread): the child would be SIGKILLed with it, minutes later.
-#[derive(Clone)]
-struct Spawner {
-    requests: std::sync::mpsc::Sender<SpawnRequest>,
-}
-
-type SpawnRequest = (
-    Box<dyn FnOnce() -> std::io::Result<Child> + Send>,
-    std::sync::mpsc::Sender<std::io::Result<Child>>,
-);
-
-impl Default for Spawner {
-    fn default() -> Spawner {
-        let (requests, incoming) = std::sync::mpsc::channel::<SpawnRequest>();
-        std::thread::Builder::new()
-            .name("idembench-respawn".into())
-            .spawn(move || {
-                // Ends when every Children handle (and so every sender) is gone.
-                for (spawn, reply) in incoming {
-                    let _ = reply.send(spawn());
-                }
-            })
-            .expect("a thread to restart service processes from");
-        Spawner { requests }
-    }
-}
-
-impl Spawner {
-    fn spawn(
-        &self,
-        spawn: Box<dyn FnOnce() -> std::io::Result<Child> + Send>,
-    ) -> std::io::Result<Child> {
-        let (reply, answer) = std::sync::mpsc::channel();
-        self.requests
-            .send((spawn, reply))
-            .map_err(|_| std::io::Error::other("the restart thread is gone"))?;
-        answer
-            .recv()
-            .map_err(|_| std::io::Error::other("the restart thread is gone"))?
-    }
+    spawner: crate::spawn::Spawner,
 }
 
 #[derive(Default)]

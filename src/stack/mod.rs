@@ -11,7 +11,7 @@
 //! else.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -489,10 +489,7 @@ fn missing_error(mode: StackMode, missing: &[(Service, Vec<String>)]) -> StackEr
     }
 }
 
-/// A port nothing listens on now, on 127.0.0.1.
-pub(crate) fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+pub(crate) use crate::spawn::free_port;
 
 fn log_tail(path: &Path) -> String {
     let mut text = String::new();
@@ -831,6 +828,7 @@ impl Drop for Stack {
 mod tests {
     use super::kafka::kafka_cluster_id;
     use super::*;
+    use std::net::TcpListener;
 
     #[test]
     fn auto_uses_what_answers_and_starts_only_what_was_left_at_its_default() {

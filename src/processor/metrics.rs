@@ -37,6 +37,11 @@ pub struct Counts {
     pub stalled_us: u64,
     /// Copies that waited at all.
     pub stalled_copies: u64,
+    /// Messages whose processing finished after their partition had been revoked from (or
+    /// reassigned to) this consumer: their effects stand, but their offsets are not committed,
+    /// since another member may own the partition by then (a paused consumer waking up).
+    #[serde(default)]
+    pub stale_completions: u64,
 }
 
 /// [`WorkerMetrics`] as one processor process reports them to the run that started it.
@@ -57,6 +62,7 @@ impl Counts {
         self.malformed += other.malformed;
         self.stalled_us += other.stalled_us;
         self.stalled_copies += other.stalled_copies;
+        self.stale_completions += other.stale_completions;
     }
 
     /// Copies the strategy skipped as duplicates.

@@ -110,8 +110,9 @@ pub enum ProcessorError {
 /// Where the processor is, readable at any time without stopping it.
 #[derive(Debug)]
 pub struct Progress {
-    /// Next offset to process, per partition (everything before it is done).
-    next_offsets: Vec<AtomicI64>,
+    /// Per partition: which assignment of it is current, and how far that assignment has
+    /// processed it (everything before `next` is done).
+    held: Vec<std::sync::Mutex<Held>>,
     /// Next offset committed to the group, per partition: where a restart would resume.
     committed: Vec<AtomicI64>,
     /// Partitions currently assigned to this consumer.
@@ -129,7 +130,7 @@ pub struct Progress {
 impl Progress {
     pub fn new(partitions: usize) -> Progress {
         Progress {
-            next_offsets: (0..partitions).map(|_| AtomicI64::new(0)).collect(),
+            held: (0..partitions).map(|_| Default::default()).collect(),
             committed: (0..partitions).map(|_| AtomicI64::new(0)).collect(),
             assigned: AtomicUsize::new(0),
             rebalances: AtomicU64::new(0),
@@ -154,9 +155,54 @@ impl Progress {
     /// "committed", since whatever was processed but not committed will be delivered again.
     fn begin_incarnation(&self) {
         self.assigned.store(0, Ordering::Release);
-        for (next, committed) in self.next_offsets.iter().zip(&self.committed) {
-            next.store(committed.load(Ordering::Acquire), Ordering::Release);
+        for partition in 0..self.held.len() {
+            self.reassigned(partition);
         }
+    }
+
+    /// `partition` was assigned to or revoked from this consumer: a new assignment of it
+    /// begins, and what an earlier one processed is forgotten. Its in-flight work may still
+    /// finish (a paused consumer wakes with units half done), but it no longer moves this
+    /// consumer's offset: by now another member may own the partition and have committed past
+    /// it, and a late commit of the old position would move the group's offset back.
+    fn reassigned(&self, partition: usize) {
+        if let Some(held) = self.held.get(partition) {
+            let mut held = held.lock().expect("progress lock");
+            held.epoch += 1;
+            held.next = self.committed[partition].load(Ordering::Acquire);
+        }
+    }
+
+    /// The current assignment of `partition` (see [`Progress::reassigned`]).
+    fn epoch(&self, partition: i32) -> u64 {
+        self.held_of(partition)
+            .map_or(0, |held| held.lock().expect("progress lock").epoch)
+    }
+
+    /// Records `partition` processed up to `next_offset` by work of assignment `epoch`; false
+    /// (and nothing recorded) if the partition has been reassigned since.
+    fn advance(&self, partition: i32, epoch: u64, next_offset: i64) -> bool {
+        let Some(held) = self.held_of(partition) else {
+            return false;
+        };
+        let mut held = held.lock().expect("progress lock");
+        if held.epoch != epoch {
+            return false;
+        }
+        held.next = held.next.max(next_offset);
+        true
+    }
+
+    fn next_offset(&self, partition: usize) -> i64 {
+        self.held
+            .get(partition)
+            .map_or(0, |held| held.lock().expect("progress lock").next)
+    }
+
+    fn held_of(&self, partition: i32) -> Option<&std::sync::Mutex<Held>> {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.held.get(p))
     }
 
     /// Records that `next_offset` is committed for `partition` (never moving it back): by this
@@ -176,14 +222,13 @@ impl Progress {
         end_offsets
             .iter()
             .map(|(partition, end)| {
-                let at = |offsets: &[AtomicI64]| {
-                    usize::try_from(*partition)
-                        .ok()
-                        .and_then(|p| offsets.get(p))
-                        .map_or(0, |n| n.load(Ordering::Acquire))
-                };
+                let index = usize::try_from(*partition).unwrap_or(usize::MAX);
+                let committed = self
+                    .committed
+                    .get(index)
+                    .map_or(0, |c| c.load(Ordering::Acquire));
                 // Processor processes report only what they committed.
-                (end - at(&self.next_offsets).max(at(&self.committed))).max(0)
+                (end - self.next_offset(index).max(committed)).max(0)
             })
             .sum()
     }
@@ -220,6 +265,14 @@ impl Progress {
     pub fn assigned(&self) -> usize {
         self.assigned.load(Ordering::Acquire)
     }
+}
+
+/// One partition's entry in [`Progress`].
+#[derive(Debug, Default)]
+struct Held {
+    /// Bumped each time the partition is assigned or revoked.
+    epoch: u64,
+    next: i64,
 }
 
 struct GroupContext {
@@ -272,6 +325,11 @@ impl ConsumerContext for GroupContext {
         partitions: &mut TopicPartitionList,
     ) {
         self.progress.rebalances.fetch_add(1, Ordering::Relaxed);
+        for element in partitions.elements() {
+            if let Ok(partition) = usize::try_from(element.partition()) {
+                self.progress.reassigned(partition);
+            }
+        }
         let cooperative = matches!(
             consumer.rebalance_protocol(),
             RebalanceProtocol::Cooperative
@@ -513,7 +571,13 @@ impl Processor {
                 halt.cancel();
             });
         }
-        let dispatcher = tokio::spawn(dispatch(consumer.clone(), senders, halt.clone(), halt));
+        let dispatcher = tokio::spawn(dispatch(
+            consumer.clone(),
+            progress.clone(),
+            senders,
+            halt.clone(),
+            halt,
+        ));
         let committer = (settings.commit_mode == CommitMode::Interval).then(|| {
             let committer = Committer::new(consumer.clone(), progress.clone(), &settings.topic);
             tokio::spawn(committer.run(settings.commit_interval, stop.clone(), crashed.clone()))
@@ -635,11 +699,21 @@ async fn close_consumer(consumer: Arc<GroupConsumer>, timeout: Duration) -> bool
     }
 }
 
+/// A message as the dispatcher hands it to a worker: with the assignment of its partition it
+/// was fetched in. The rebalance callback runs inside `recv`, on the dispatcher's task, and
+/// librdkafka drops what was fetched for an assignment that has ended, so the assignment
+/// current when `recv` returns is the message's.
+struct Delivered {
+    message: OwnedMessage,
+    epoch: u64,
+}
+
 /// Reads the consumer and routes each message to its partition's worker. Returns how many
 /// consumer errors it saw.
 async fn dispatch(
     consumer: Arc<GroupConsumer>,
-    senders: Vec<mpsc::Sender<OwnedMessage>>,
+    progress: Arc<Progress>,
+    senders: Vec<mpsc::Sender<Delivered>>,
     stop: CancellationToken,
     failed: CancellationToken,
 ) -> u64 {
@@ -654,12 +728,16 @@ async fn dispatch(
         match received {
             Ok(message) => {
                 let worker = usize::try_from(message.partition()).unwrap_or(0) % senders.len();
-                let message = message.detach();
+                let epoch = progress.epoch(message.partition());
+                let delivered = Delivered {
+                    message: message.detach(),
+                    epoch,
+                };
                 tokio::select! {
                     biased;
                     _ = stop.cancelled() => break,
                     _ = failed.cancelled() => break,
-                    sent = senders[worker].send(message) => if sent.is_err() { break },
+                    sent = senders[worker].send(delivered) => if sent.is_err() { break },
                 }
             }
             Err(error) => {
@@ -692,6 +770,8 @@ struct Worker {
 /// Messages a worker hands to the strategy together: one, or a polled batch.
 struct Unit {
     messages: Vec<OwnedMessage>,
+    /// Each message's assignment ([`Delivered::epoch`]).
+    epochs: Vec<u64>,
     /// Each message's trade; `None` for a malformed one (counted, and committed past).
     trades: Vec<Option<Trade>>,
 }
@@ -721,6 +801,8 @@ enum Flow {
 /// Which offsets of a worker's partitions may be committed while units finish out of order:
 /// a partition's next committable offset is its lowest offset still in flight, or one past the
 /// highest finished when none is. One unit in flight makes it `offset + 1` after each message.
+/// Each partition's marks belong to one assignment of it (an epoch): a message of a newer one
+/// starts the marks afresh, and a message of an older one commits nothing.
 #[derive(Debug, Default)]
 struct Watermarks {
     partitions: std::collections::BTreeMap<i32, Watermark>,
@@ -728,29 +810,39 @@ struct Watermarks {
 
 #[derive(Debug, Default)]
 struct Watermark {
+    epoch: u64,
     in_flight: std::collections::BTreeSet<i64>,
     highest_finished: Option<i64>,
 }
 
 impl Watermarks {
-    fn started(&mut self, partition: i32, offset: i64) {
-        self.partitions
-            .entry(partition)
-            .or_default()
-            .in_flight
-            .insert(offset);
+    fn started(&mut self, partition: i32, epoch: u64, offset: i64) {
+        let mark = self.partitions.entry(partition).or_default();
+        if epoch > mark.epoch {
+            *mark = Watermark {
+                epoch,
+                ..Default::default()
+            };
+        }
+        if epoch == mark.epoch {
+            mark.in_flight.insert(offset);
+        }
     }
 
-    /// Marks `offset` finished; returns the partition's next committable offset.
-    fn finished(&mut self, partition: i32, offset: i64) -> i64 {
+    /// Marks `offset` finished; returns the partition's next committable offset, or `None` if
+    /// the message belongs to an assignment that has ended.
+    fn finished(&mut self, partition: i32, epoch: u64, offset: i64) -> Option<i64> {
         let mark = self.partitions.entry(partition).or_default();
+        if epoch != mark.epoch {
+            return None;
+        }
         mark.in_flight.remove(&offset);
         let highest = mark.highest_finished.map_or(offset, |h| h.max(offset));
         mark.highest_finished = Some(highest);
-        match mark.in_flight.first() {
+        Some(match mark.in_flight.first() {
             Some(lowest) => *lowest,
             None => highest + 1,
-        }
+        })
     }
 }
 
@@ -790,14 +882,18 @@ impl Worker {
     /// more.
     fn take_unit(
         &self,
-        first: OwnedMessage,
-        inbox: &mut mpsc::Receiver<OwnedMessage>,
+        first: Delivered,
+        inbox: &mut mpsc::Receiver<Delivered>,
         metrics: &mut WorkerMetrics,
     ) -> Unit {
-        let mut messages = vec![first];
+        let mut messages = vec![first.message];
+        let mut epochs = vec![first.epoch];
         while messages.len() < self.batch_size {
             match inbox.try_recv() {
-                Ok(message) => messages.push(message),
+                Ok(delivered) => {
+                    messages.push(delivered.message);
+                    epochs.push(delivered.epoch);
+                }
                 Err(_) => break,
             }
         }
@@ -813,7 +909,11 @@ impl Worker {
                 }
             })
             .collect();
-        Unit { messages, trades }
+        Unit {
+            messages,
+            epochs,
+            trades,
+        }
     }
 
     /// Runs a unit through the strategy, owning everything it needs, so several can be in
@@ -899,12 +999,18 @@ impl Worker {
         for key in unit.keys() {
             busy.remove(key);
         }
-        for (message, trade) in unit.messages.iter().zip(&unit.trades) {
-            let next_offset = watermarks.finished(message.partition(), message.offset());
+        for ((message, trade), epoch) in unit.messages.iter().zip(&unit.trades).zip(&unit.epochs) {
+            let partition = message.partition();
             let commit_started = Instant::now();
-            if let Err(error) = self.commit(message.partition(), next_offset) {
-                *commit_errors += 1;
-                tracing::warn!(%error, partition = message.partition(), "offset commit failed");
+            // Work of an assignment that has ended commits nothing (see `Progress::reassigned`).
+            match watermarks.finished(partition, *epoch, message.offset()) {
+                Some(next_offset) if self.progress.advance(partition, *epoch, next_offset) => {
+                    if let Err(error) = self.commit(partition, next_offset) {
+                        *commit_errors += 1;
+                        tracing::warn!(%error, partition, "offset commit failed");
+                    }
+                }
+                _ => metrics.counts.stale_completions += 1,
             }
             let commit_us = commit_started.elapsed().as_micros() as u64;
             if let Some(trade) = trade {
@@ -918,12 +1024,6 @@ impl Worker {
                     commit_us,
                 );
             }
-            if let Some(next) = usize::try_from(message.partition())
-                .ok()
-                .and_then(|p| self.progress.next_offsets.get(p))
-            {
-                next.fetch_max(next_offset, Ordering::AcqRel);
-            }
             self.progress.completed.fetch_add(1, Ordering::Relaxed);
         }
         Ok(Flow::Continue)
@@ -931,7 +1031,7 @@ impl Worker {
 
     async fn run(
         self,
-        mut inbox: mpsc::Receiver<OwnedMessage>,
+        mut inbox: mpsc::Receiver<Delivered>,
     ) -> Result<(WorkerMetrics, u64), StrategyError> {
         let mut metrics = WorkerMetrics::default();
         let mut commit_errors = 0u64;
@@ -1003,8 +1103,8 @@ impl Worker {
                 self.crash(&crash);
                 break;
             }
-            for message in &unit.messages {
-                watermarks.started(message.partition(), message.offset());
+            for (message, epoch) in unit.messages.iter().zip(&unit.epochs) {
+                watermarks.started(message.partition(), *epoch, message.offset());
             }
             waiting.push_back(unit);
         }
@@ -1118,14 +1218,8 @@ impl Committer {
     fn commit_moved(&self, mode: KafkaCommitMode) -> u64 {
         let mut offsets = TopicPartitionList::new();
         let mut moved = Vec::new();
-        for (partition, (next, committed)) in self
-            .progress
-            .next_offsets
-            .iter()
-            .zip(&self.progress.committed)
-            .enumerate()
-        {
-            let next = next.load(Ordering::Acquire);
+        for (partition, committed) in self.progress.committed.iter().enumerate() {
+            let next = self.progress.next_offset(partition);
             if next > committed.load(Ordering::Acquire) {
                 let partition = i32::try_from(partition).expect("partition count fits i32");
                 if offsets
@@ -1164,7 +1258,7 @@ impl Committer {
 
 #[cfg(test)]
 mod tests {
-    use super::{Unit, Watermarks, take_startable};
+    use super::{Progress, Unit, Watermarks, take_startable};
     use rdkafka::message::{Message, OwnedMessage, Timestamp};
 
     fn unit(offset: i64, key: &str) -> Unit {
@@ -1179,6 +1273,7 @@ mod tests {
         );
         Unit {
             messages: vec![message],
+            epochs: vec![1],
             trades: vec![None],
         }
     }
@@ -1209,8 +1304,8 @@ mod tests {
     fn one_in_flight_commits_one_past_each_message() {
         let mut marks = Watermarks::default();
         for offset in 0..3 {
-            marks.started(0, offset);
-            assert_eq!(marks.finished(0, offset), offset + 1);
+            marks.started(0, 1, offset);
+            assert_eq!(marks.finished(0, 1, offset), Some(offset + 1));
         }
     }
 
@@ -1218,21 +1313,61 @@ mod tests {
     fn an_unfinished_offset_holds_its_partition_back() {
         let mut marks = Watermarks::default();
         for offset in 10..14 {
-            marks.started(0, offset);
+            marks.started(0, 1, offset);
         }
-        marks.started(1, 5);
+        marks.started(1, 1, 5);
         // 11 and 12 finish first: 10 is still running, so nothing past it may be committed.
-        assert_eq!(marks.finished(0, 11), 10);
-        assert_eq!(marks.finished(0, 12), 10);
+        assert_eq!(marks.finished(0, 1, 11), Some(10));
+        assert_eq!(marks.finished(0, 1, 12), Some(10));
         // Another partition is not held back by this one.
-        assert_eq!(marks.finished(1, 5), 6);
+        assert_eq!(marks.finished(1, 1, 5), Some(6));
         // 10 finishes: 13 is the lowest still running.
-        assert_eq!(marks.finished(0, 10), 13);
-        assert_eq!(marks.finished(0, 13), 14);
+        assert_eq!(marks.finished(0, 1, 10), Some(13));
+        assert_eq!(marks.finished(0, 1, 13), Some(14));
         // Nothing in flight: one past the highest finished, whatever order they came in.
-        marks.started(0, 15);
-        marks.started(0, 14);
-        assert_eq!(marks.finished(0, 15), 14);
-        assert_eq!(marks.finished(0, 14), 16);
+        marks.started(0, 1, 15);
+        marks.started(0, 1, 14);
+        assert_eq!(marks.finished(0, 1, 15), Some(14));
+        assert_eq!(marks.finished(0, 1, 14), Some(16));
+    }
+
+    #[test]
+    fn work_of_an_ended_assignment_commits_nothing_and_holds_nothing_back() {
+        let mut marks = Watermarks::default();
+        // Assignment 1 has 100 and 101 in flight when the partition is revoked.
+        marks.started(0, 1, 100);
+        marks.started(0, 1, 101);
+        // Assignment 3 (revoked, then assigned again) resumes at the group's offset, 90.
+        marks.started(0, 3, 90);
+        // 100 finishes late: its position must not be committed over the new owner's.
+        assert_eq!(marks.finished(0, 1, 100), None);
+        // Nor does the old in-flight 101 hold the new assignment back.
+        assert_eq!(marks.finished(0, 3, 90), Some(91));
+        assert_eq!(marks.finished(0, 1, 101), None);
+        // A message of the old assignment arriving late starts nothing.
+        marks.started(0, 1, 102);
+        marks.started(0, 3, 91);
+        assert_eq!(marks.finished(0, 3, 91), Some(92));
+    }
+
+    #[test]
+    fn a_reassigned_partition_forgets_what_the_old_assignment_processed() {
+        let progress = Progress::new(2);
+        let old = progress.epoch(0);
+        assert!(progress.advance(0, old, 50));
+        progress.mark_committed(0, 40);
+        assert_eq!(progress.next_offset(0), 50);
+        // Revoked: the processed-but-uncommitted 40..50 is forgotten, so an interval commit
+        // finds nothing to commit, and the old assignment's work cannot move it any more.
+        progress.reassigned(0);
+        assert_eq!(progress.next_offset(0), 40);
+        assert!(!progress.advance(0, old, 60));
+        assert_eq!(progress.next_offset(0), 40);
+        let new = progress.epoch(0);
+        assert_ne!(new, old);
+        assert!(progress.advance(0, new, 45));
+        assert_eq!(progress.next_offset(0), 45);
+        // The other partition is untouched.
+        assert_eq!(progress.epoch(1), 0);
     }
 }

@@ -353,7 +353,9 @@ pub struct CommonArgs {
     pub in_flight: usize,
     /// Crash at these points of the flow, comma-separated: after-receive, after-claim,
     /// after-db-commit, after-redis-done, before-offset-commit. A crash abandons everything not
-    /// committed and restarts the processor after --restart-delay-ms.
+    /// committed and restarts the processor after --restart-delay-ms. (after-produce,
+    /// after-send-offsets and in-commit are a Kafka transaction's, refused until a run offers
+    /// kafka-transactions.)
     #[arg(long, value_parser = values::<CrashPoint>(), value_delimiter = ',')]
     pub crash_at: Vec<CrashPoint>,
     /// Probability that a trade crashes at each --crash-at point (0.0–1.0).

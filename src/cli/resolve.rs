@@ -629,4 +629,19 @@ mod tests {
         let error = matrix.resolve(String::new()).unwrap_err().to_string();
         assert!(error.contains("bad.toml:12"), "{error}");
     }
+
+    #[test]
+    fn a_transactional_crash_point_is_refused_until_a_run_offers_the_strategy() {
+        let error = run_args(&["--crash-at", "after-send-offsets", "--crash-trades", "5"])
+            .resolve(String::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("after-send-offsets")
+                && error.contains("kafka-transactions")
+                && error.contains("before-offset-commit")
+                && !error.contains("in-commit"),
+            "{error}"
+        );
+    }
 }

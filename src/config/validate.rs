@@ -365,6 +365,21 @@ impl RunConfig {
                 ),
             );
         }
+        if let Some(point) = plan.points.iter().find(|p| p.transactional()) {
+            return fail(
+                &["crash_at"],
+                format!(
+                    "--crash-at {} is a point of a Kafka transaction, which only the kafka-transactions strategy runs, and `run` does not offer that strategy yet (issue #16); choose one of {}",
+                    point.name(),
+                    crate::faults::CrashPoint::ALL
+                        .iter()
+                        .filter(|p| !p.transactional())
+                        .map(|p| p.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
         let kills = !plan.kill_at_ms.is_empty() || plan.kill_every_ms.is_some();
         if self.processes == 0 && kills {
             return fail(

@@ -61,16 +61,35 @@ pub enum CrashPoint {
     AfterRedisDone,
     /// The strategy finished; the offset is not committed.
     BeforeOffsetCommit,
+    /// kafka-transactions: the effects are produced in the open transaction; the offsets are
+    /// not sent to it yet.
+    AfterProduce,
+    /// kafka-transactions: the offsets are in the open transaction; it is not committed.
+    AfterSendOffsets,
+    /// kafka-transactions: the transaction committed and the process died before it learnt
+    /// so (the commit's outcome unknown to it).
+    InCommit,
 }
 
 impl CrashPoint {
-    pub const ALL: [CrashPoint; 5] = [
+    pub const ALL: [CrashPoint; 8] = [
         CrashPoint::AfterReceive,
         CrashPoint::AfterClaim,
         CrashPoint::AfterDbCommit,
         CrashPoint::AfterRedisDone,
         CrashPoint::BeforeOffsetCommit,
+        CrashPoint::AfterProduce,
+        CrashPoint::AfterSendOffsets,
+        CrashPoint::InCommit,
     ];
+
+    /// Points only a Kafka transaction passes: no other strategy reaches them.
+    pub fn transactional(self) -> bool {
+        matches!(
+            self,
+            CrashPoint::AfterProduce | CrashPoint::AfterSendOffsets | CrashPoint::InCommit
+        )
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -79,6 +98,9 @@ impl CrashPoint {
             CrashPoint::AfterDbCommit => "after-db-commit",
             CrashPoint::AfterRedisDone => "after-redis-done",
             CrashPoint::BeforeOffsetCommit => "before-offset-commit",
+            CrashPoint::AfterProduce => "after-produce",
+            CrashPoint::AfterSendOffsets => "after-send-offsets",
+            CrashPoint::InCommit => "in-commit",
         }
     }
 }

@@ -13,6 +13,7 @@
 pub mod fleet;
 pub mod member;
 pub mod metrics;
+pub mod transactional;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -88,6 +89,10 @@ pub struct ProcessorSettings {
     pub close_timeout: Duration,
     /// The group forgets a member that sent no heartbeat for this long (a killed process).
     pub session_timeout: Duration,
+    /// Kafka transactions (#16): each unit's effects and offsets go into one transaction on
+    /// its worker's lane instead of an offset commit; `commit_mode` does not apply.
+    #[serde(default)]
+    pub transactions: Option<transactional::TxnSettings>,
 }
 
 fn one() -> usize {
@@ -105,6 +110,8 @@ pub enum ProcessorError {
     },
     #[error("a worker gave up: {0}")]
     Strategy(#[from] StrategyError),
+    #[error("{0}")]
+    Transactions(String),
 }
 
 /// Where the processor is, readable at any time without stopping it.
@@ -485,6 +492,8 @@ pub struct Processor {
     dispatcher: JoinHandle<u64>,
     committer: Option<JoinHandle<u64>>,
     workers: Vec<JoinHandle<Result<(WorkerMetrics, u64), StrategyError>>>,
+    /// The transactional lanes' threads, once their workers ended.
+    lane_threads: transactional::Threads,
     consumer: Arc<GroupConsumer>,
     /// What workers have flushed so far (once a second each): readable while they run.
     flushed: Arc<std::sync::Mutex<WorkerMetrics>>,
@@ -519,6 +528,9 @@ impl Processor {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
+            // librdkafka's default, said outright: a transactional upstream's aborted records
+            // and its open transactions' records are never handed over.
+            .set("isolation.level", "read_committed")
             .set(
                 "session.timeout.ms",
                 settings.session_timeout.as_millis().to_string(),
@@ -541,12 +553,34 @@ impl Processor {
         let failed = CancellationToken::new();
         let crashed = CancellationToken::new();
         let flushed = Arc::new(std::sync::Mutex::new(WorkerMetrics::default()));
+        if settings.transactions.is_some() && settings.in_flight > 1 {
+            return Err(ProcessorError::Transactions(
+                "Kafka transactions run one unit at a time per worker: a producer holds one open transaction (drop --in-flight, or set it to 1)".into(),
+            ));
+        }
+        let lane_threads: transactional::Threads = Default::default();
         let mut senders = Vec::new();
         let mut workers = Vec::new();
-        for _ in 0..settings.workers.max(1) {
+        for index in 0..settings.workers.max(1) {
+            let lane = match &settings.transactions {
+                Some(txn) => Some(
+                    transactional::Lane::start(
+                        settings,
+                        txn,
+                        index,
+                        consumer.clone(),
+                        faults.clone(),
+                        crashed.clone(),
+                        lane_threads.clone(),
+                    )
+                    .map_err(ProcessorError::Transactions)?,
+                ),
+                None => None,
+            };
             let (tx, rx) = mpsc::channel(settings.queue_depth.max(1));
             senders.push(tx);
             let worker = Worker {
+                lane,
                 batch_size: settings.batch_size.max(1),
                 in_flight: settings.in_flight.max(1),
                 consumer: consumer.clone(),
@@ -578,7 +612,9 @@ impl Processor {
             halt.clone(),
             halt,
         ));
-        let committer = (settings.commit_mode == CommitMode::Interval).then(|| {
+        let committer = (settings.commit_mode == CommitMode::Interval
+            && settings.transactions.is_none())
+        .then(|| {
             let committer = Committer::new(consumer.clone(), progress.clone(), &settings.topic);
             tokio::spawn(committer.run(settings.commit_interval, stop.clone(), crashed.clone()))
         });
@@ -590,6 +626,7 @@ impl Processor {
             dispatcher,
             committer,
             workers,
+            lane_threads,
             consumer,
             flushed,
             started: Instant::now(),
@@ -664,6 +701,8 @@ impl Processor {
         if let Some(committer) = self.committer {
             commit_errors += committer.await.unwrap_or(0);
         }
+        // Before the consumer goes: a lane may be finishing a commit with its group metadata.
+        transactional::join(&self.lane_threads).await;
         let elapsed = self.started.elapsed();
         let close_timed_out = !close_consumer(self.consumer, self.close_timeout).await;
         let report = ProcessorReport {
@@ -752,6 +791,8 @@ async fn dispatch(
 }
 
 struct Worker {
+    /// Under `transactions`: this worker's transactional producer.
+    lane: Option<transactional::Lane>,
     batch_size: usize,
     /// Most units (a message, or a batch) this worker runs at once; one per Kafka key.
     in_flight: usize,
@@ -867,6 +908,60 @@ fn take_startable(
     waiting.remove(startable?)
 }
 
+/// A unit as one Kafka transaction on `lane`: each trade's effect (its own encoding, the outbox
+/// event) and the next offset of each of the unit's partitions (malformed messages included,
+/// so the transaction commits past them).
+fn transact(
+    lane: &transactional::Lane,
+    unit: Unit,
+) -> futures::future::BoxFuture<'static, Finished> {
+    let mut offsets: std::collections::BTreeMap<i32, i64> = Default::default();
+    for message in &unit.messages {
+        let next = offsets.entry(message.partition()).or_default();
+        *next = (*next).max(message.offset() + 1);
+    }
+    let effects: Vec<transactional::Effect> = unit
+        .messages
+        .iter()
+        .zip(&unit.trades)
+        .filter(|(_, trade)| trade.is_some())
+        .map(|(message, _)| transactional::Effect {
+            key: message.key().unwrap_or_default().to_vec(),
+            payload: message.payload().unwrap_or_default().to_vec(),
+        })
+        .collect();
+    let applied = effects.len();
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let submitted = lane.submit(transactional::Job {
+        effects,
+        offsets: offsets.into_iter().collect(),
+        trade_ids: unit.trades.iter().flatten().map(|t| t.trade_id).collect(),
+        reply,
+    });
+    Box::pin(async move {
+        let mut stages = StageTimes::default();
+        let processed = match (submitted, answer.await) {
+            (true, Ok(Ok(committed))) => {
+                // The Kafka half's business is the transaction, begin to commit.
+                stages.business = Some(committed.total);
+                Ok(vec![crate::strategy::Outcome::Applied; applied])
+            }
+            (true, Ok(Err(transactional::TxnError::Crash(crash)))) => {
+                Err(StrategyError::Crash(crash))
+            }
+            (true, Ok(Err(error))) => Err(StrategyError::Transaction(error.to_string())),
+            _ => Err(StrategyError::Transaction(
+                "the transactional producer's lane has stopped".into(),
+            )),
+        };
+        Finished {
+            unit,
+            processed,
+            stages,
+        }
+    })
+}
+
 impl Worker {
     /// Logs an injected crash and brings the whole processor down with it.
     fn crash(&self, crash: &Crash) {
@@ -919,6 +1014,9 @@ impl Worker {
     /// Runs a unit through the strategy, owning everything it needs, so several can be in
     /// flight at once.
     fn start(&self, unit: Unit) -> futures::future::BoxFuture<'static, Finished> {
+        if let Some(lane) = &self.lane {
+            return transact(lane, unit);
+        }
         let (strategy, topic) = (self.strategy.clone(), self.topic.clone());
         Box::pin(async move {
             let mut stages = StageTimes::default();
@@ -1004,6 +1102,13 @@ impl Worker {
             let commit_started = Instant::now();
             // Work of an assignment that has ended commits nothing (see `Progress::reassigned`).
             match watermarks.finished(partition, *epoch, message.offset()) {
+                // The transaction committed the offset with the effects.
+                Some(next_offset)
+                    if self.progress.advance(partition, *epoch, next_offset)
+                        && self.lane.is_some() =>
+                {
+                    self.progress.mark_committed(partition, next_offset);
+                }
                 Some(next_offset) if self.progress.advance(partition, *epoch, next_offset) => {
                     if let Err(error) = self.commit(partition, next_offset) {
                         *commit_errors += 1;

@@ -149,6 +149,8 @@ fn member_spec(config: &RunConfig, names: &RunNames) -> MemberSpec {
             queue_depth: 1024,
             close_timeout: Duration::from_secs(10),
             session_timeout: Duration::from_millis(config.session_timeout_ms),
+            // No run strategy is transactional yet (#16, slice 2).
+            transactions: None,
         },
         processing_ttl_ms: config.processing_ttl_ms,
         done_ttl_ms: config.done_ttl_ms,

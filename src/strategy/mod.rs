@@ -68,6 +68,10 @@ pub enum StrategyError {
     Redis(RedisError, u32),
     #[error("{0} (gave up after {1} attempts)")]
     Db(DbError, u32),
+    /// A Kafka transaction failed or was aborted (kafka-transactions); its effects are
+    /// invisible at read_committed and its messages are processed again after a restart.
+    #[error("{0}")]
+    Transaction(String),
 }
 
 /// One message as a strategy sees it: the trade and where it sits in Kafka.

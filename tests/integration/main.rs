@@ -13,6 +13,7 @@ mod crashes;
 mod db_offsets_seek;
 mod e2e;
 mod interrupt;
+mod kafka_transactions;
 mod kills;
 mod no_business_write;
 mod redis_ops;

@@ -193,6 +193,7 @@ impl Direct {
             queue_depth: 64,
             close_timeout: Duration::from_secs(10),
             session_timeout: Duration::from_secs(10),
+            transactions: None,
         }
     }
 

@@ -1,0 +1,392 @@
+//! Kafka transactions (#16, slice 1): consume → transform → produce, exactly once inside Kafka.
+//!
+//! Each worker of a transactional processor owns a [`Lane`]: a thread of its own holding one
+//! transactional producer. A unit of work (one message, or a polled batch) becomes one
+//! transaction on it: `begin_transaction`, the unit's effect records (the outbox event, one per
+//! trade) produced to the effects topic, `send_offsets_to_transaction` with the consumer's group
+//! metadata (KIP-447: the group generation fences a zombie), `commit_transaction`. The calls
+//! block, up to the transaction timeout, so they run on the lane's thread, never on the
+//! runtime's workers, where they would stall every other task and inflate their latencies.
+//!
+//! The transactional id is the group's, the processor's slot and the worker's, stable across
+//! incarnations: a restarted lane's `init_transactions` aborts whatever its dead predecessor
+//! left open, which is how a process death is meant to end in Kafka.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::faults::{Crash, CrashPoint, Faults};
+
+use super::GroupConsumer;
+
+/// What a transactional processor needs beyond the consumer's settings.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct TxnSettings {
+    /// Where the effects go (the run's `{topic}.effects`).
+    pub effects_topic: String,
+    /// Prefix of every lane's `transactional.id`; lane `w` is `{prefix}.{w}`.
+    pub transactional_id: String,
+    /// `transaction.timeout.ms`: how long the broker keeps a dead producer's transaction open
+    /// before aborting it (librdkafka's default, 60 s, would stall the effects topic that long).
+    pub transaction_timeout: Duration,
+}
+
+/// One effect record of a transaction: the trade's outbox event.
+#[derive(Clone, Debug)]
+pub struct Effect {
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+/// What a lane is asked to do: one transaction.
+pub struct Job {
+    pub effects: Vec<Effect>,
+    /// The input topic's next offset per partition, committed inside the transaction.
+    pub offsets: Vec<(i32, i64)>,
+    /// The unit's trades, for the crash points.
+    pub trade_ids: Vec<u64>,
+    pub reply: tokio::sync::oneshot::Sender<Result<Committed, TxnError>>,
+}
+
+/// A committed transaction's timings.
+#[derive(Clone, Copy, Debug)]
+pub struct Committed {
+    /// `begin_transaction` to `commit_transaction`'s return.
+    pub total: Duration,
+    /// `commit_transaction` alone (its flush included).
+    pub commit: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TxnError {
+    /// An injected crash at one of the transaction's own points: the process dies there,
+    /// leaving the transaction open, as a real death would.
+    #[error(transparent)]
+    Crash(#[from] Crash),
+    /// The transaction was aborted (its effects stay invisible at read_committed); the unit's
+    /// messages must be processed again from the committed offsets. `group_fenced`: the group
+    /// coordinator refused the offsets because this member's generation is gone (a zombie).
+    #[error("the transaction was aborted: {message}")]
+    Aborted { message: String, group_fenced: bool },
+    /// The producer cannot go on (fenced by a newer producer with its id, or a fatal error).
+    #[error("the transactional producer failed: {message}")]
+    Fatal { message: String, fenced: bool },
+}
+
+/// A worker's transactional producer and the thread it lives on.
+pub struct Lane {
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Where the thread goes when the lane is dropped, for the processor to join.
+    threads: Threads,
+}
+
+/// The threads of a processor's dropped lanes.
+pub type Threads = Arc<std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>>;
+
+/// Joins every thread in `threads`, off the runtime: a lane may be in the middle of a commit,
+/// which blocks up to the transaction timeout.
+pub async fn join(threads: &Threads) {
+    let handles = std::mem::take(&mut *threads.lock().expect("lane threads lock"));
+    if handles.is_empty() {
+        return;
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        for handle in handles {
+            let _ = handle.join();
+        }
+    })
+    .await;
+}
+
+impl Drop for Lane {
+    /// Closing the queue ends the thread once it finishes the job it has.
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            self.threads.lock().expect("lane threads lock").push(thread);
+        }
+    }
+}
+
+/// How the lane's thread classifies a failed call.
+enum Failure {
+    Retry(KafkaError),
+    Abort(KafkaError),
+    Fatal(KafkaError),
+}
+
+fn classify(error: KafkaError) -> Failure {
+    match &error {
+        KafkaError::Transaction(e) if e.is_fatal() => Failure::Fatal(error),
+        KafkaError::Transaction(e) if e.txn_requires_abort() => Failure::Abort(error),
+        KafkaError::Transaction(e) if e.is_retriable() => Failure::Retry(error),
+        // commit_transaction flushes first; a flush that timed out can be resumed.
+        KafkaError::Flush(_) => Failure::Retry(error),
+        _ => Failure::Fatal(error),
+    }
+}
+
+impl Failure {
+    fn error(&self) -> &KafkaError {
+        match self {
+            Failure::Retry(e) | Failure::Abort(e) | Failure::Fatal(e) => e,
+        }
+    }
+}
+
+fn is_group_fenced(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::FencedInstanceId
+        )
+    )
+}
+
+/// Tries a retriable call a few times, with the *same* arguments (as send_offsets requires).
+fn retried(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), Failure> {
+    let mut attempts = 0;
+    loop {
+        match call().map_err(classify) {
+            Ok(()) => return Ok(()),
+            Err(Failure::Retry(error)) if attempts < 5 => {
+                attempts += 1;
+                tracing::debug!(%error, attempts, "retrying a transactional call");
+                std::thread::sleep(Duration::from_millis(50 << attempts));
+            }
+            Err(Failure::Retry(error)) => return Err(Failure::Fatal(error)),
+            Err(other) => return Err(other),
+        }
+    }
+}
+
+impl Lane {
+    /// Starts lane `worker`: its thread creates the producer and runs `init_transactions`
+    /// (which fences and aborts what an earlier incarnation with the same id left open) before
+    /// this returns, so a broker without transactions fails the start with a clear error.
+    pub(super) fn start(
+        processor: &super::ProcessorSettings,
+        settings: &TxnSettings,
+        worker: usize,
+        consumer: Arc<GroupConsumer>,
+        faults: Arc<Faults>,
+        crashed: CancellationToken,
+        threads: Threads,
+    ) -> Result<Lane, String> {
+        let id = format!("{}.{worker}", settings.transactional_id);
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &processor.brokers)
+            .set("transactional.id", &id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set(
+                "transaction.timeout.ms",
+                settings.transaction_timeout.as_millis().to_string(),
+            )
+            .set("linger.ms", "0")
+            .set("socket.connection.setup.timeout.ms", "5000")
+            .create()
+            .map_err(|e| format!("cannot create the transactional producer {id}: {e}"))?;
+        let (jobs, incoming) = std::sync::mpsc::channel::<Job>();
+        let (ready, started) = std::sync::mpsc::channel();
+        let effects_topic = settings.effects_topic.clone();
+        let input_topic = processor.topic.clone();
+        let init_timeout = settings.transaction_timeout.max(Duration::from_secs(10)) * 2;
+        let thread = std::thread::Builder::new()
+            .name(format!("idembench-txn-{worker}"))
+            .spawn(move || {
+                let init = retried(|| producer.init_transactions(init_timeout));
+                let failed = init.is_err();
+                let _ = ready.send(init.map_err(|failure| failure.error().to_string()));
+                if failed {
+                    return;
+                }
+                let lane = Running {
+                    producer,
+                    consumer,
+                    input_topic,
+                    effects_topic,
+                    faults,
+                    crashed,
+                };
+                for job in incoming {
+                    let outcome = lane.run(&job);
+                    let fatal = matches!(outcome, Err(TxnError::Fatal { .. } | TxnError::Crash(_)));
+                    let _ = job.reply.send(outcome);
+                    if fatal {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start a thread for the transactional producer: {e}"))?;
+        // init_transactions is a round trip to the transaction coordinator (it waits longer only
+        // for a predecessor's open transaction to abort): wait for it off the runtime's worker.
+        let started = match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| started.recv())
+            }
+            _ => started.recv(),
+        };
+        match started {
+            Ok(Ok(())) => Ok(Lane {
+                jobs: Some(jobs),
+                thread: Some(thread),
+                threads,
+            }),
+            Ok(Err(error)) => Err(format!(
+                "the transactional producer {id} could not initialise its transactions: {error} (does the broker support transactions? a single broker needs transaction.state.log.replication.factor=1)"
+            )),
+            Err(_) => Err(format!(
+                "the thread of the transactional producer {id} died"
+            )),
+        }
+    }
+
+    /// Hands `job` to the lane; false if the lane has stopped (a crash or a fatal error).
+    pub fn submit(&self, job: Job) -> bool {
+        self.jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(job).is_ok())
+    }
+}
+
+/// The lane's thread, once its producer is initialised.
+struct Running {
+    producer: BaseProducer,
+    consumer: Arc<GroupConsumer>,
+    input_topic: String,
+    effects_topic: String,
+    faults: Arc<Faults>,
+    crashed: CancellationToken,
+}
+
+impl Running {
+    fn run(&self, job: &Job) -> Result<Committed, TxnError> {
+        let started = Instant::now();
+        match self.transact(job, started) {
+            Ok(committed) => Ok(committed),
+            Err(Step::Crash(crash)) => Err(TxnError::Crash(crash)),
+            Err(Step::Failed(Failure::Abort(error))) => {
+                let group_fenced = is_group_fenced(&error);
+                self.abort(error.to_string(), group_fenced)
+            }
+            Err(Step::NoGroup) => self.abort(
+                "the consumer is not a member of its group (a rebalance is under way)".into(),
+                true,
+            ),
+            Err(Step::Failed(Failure::Fatal(error) | Failure::Retry(error))) => {
+                let fenced = error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fenced);
+                Err(TxnError::Fatal {
+                    message: error.to_string(),
+                    fenced,
+                })
+            }
+        }
+    }
+
+    fn abort(&self, message: String, group_fenced: bool) -> Result<Committed, TxnError> {
+        match self.producer.abort_transaction(Timeout::Never) {
+            Ok(()) => Err(TxnError::Aborted {
+                message,
+                group_fenced,
+            }),
+            Err(abort) => Err(TxnError::Fatal {
+                message: format!("{message}; then the abort failed: {abort}"),
+                fenced: abort.rdkafka_error_code() == Some(RDKafkaErrorCode::Fenced),
+            }),
+        }
+    }
+
+    /// The crash points after a step: the process stops there, leaving the transaction
+    /// as it stands (open, or committed without the process knowing).
+    fn crash_point(&self, point: CrashPoint, job: &Job) -> Result<(), Step> {
+        if self.crashed.is_cancelled() {
+            return Err(Step::Crash(Crash {
+                point,
+                trade_id: job.trade_ids.first().copied().unwrap_or_default(),
+            }));
+        }
+        for trade_id in &job.trade_ids {
+            self.faults.at(point, *trade_id).map_err(Step::Crash)?;
+        }
+        Ok(())
+    }
+
+    fn transact(&self, job: &Job, started: Instant) -> Result<Committed, Step> {
+        self.producer
+            .begin_transaction()
+            .map_err(|e| Step::Failed(classify(e)))?;
+        for effect in &job.effects {
+            self.produce(effect)?;
+        }
+        if self
+            .faults
+            .plan()
+            .points
+            .contains(&CrashPoint::AfterProduce)
+        {
+            // "Produced" means on the broker, in the open transaction: a crash before the
+            // records left the process would test nothing. Only a plan with this point waits
+            // here; otherwise the commit's own flush overlaps sending the offsets.
+            self.producer
+                .flush(Timeout::Never)
+                .map_err(|e| Step::Failed(classify(e)))?;
+        }
+        self.crash_point(CrashPoint::AfterProduce, job)?;
+        let mut offsets = TopicPartitionList::with_capacity(job.offsets.len());
+        for (partition, next) in &job.offsets {
+            offsets
+                .add_partition_offset(&self.input_topic, *partition, Offset::Offset(*next))
+                .map_err(|e| Step::Failed(Failure::Fatal(e)))?;
+        }
+        let group = self.consumer.group_metadata().ok_or(Step::NoGroup)?;
+        retried(|| {
+            self.producer
+                .send_offsets_to_transaction(&offsets, &group, Timeout::Never)
+        })
+        .map_err(Step::Failed)?;
+        self.crash_point(CrashPoint::AfterSendOffsets, job)?;
+        let commit_started = Instant::now();
+        retried(|| self.producer.commit_transaction(Timeout::Never)).map_err(Step::Failed)?;
+        let committed = Committed {
+            total: started.elapsed(),
+            commit: commit_started.elapsed(),
+        };
+        self.crash_point(CrashPoint::InCommit, job)?;
+        Ok(committed)
+    }
+
+    fn produce(&self, effect: &Effect) -> Result<(), Step> {
+        loop {
+            let record = BaseRecord::<[u8], [u8]>::to(&self.effects_topic)
+                .key(&effect.key[..])
+                .payload(&effect.payload[..]);
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((error, _)) => return Err(Step::Failed(classify(error))),
+            }
+        }
+    }
+}
+
+enum Step {
+    Crash(Crash),
+    Failed(Failure),
+    /// No group metadata to send offsets with: the consumer is between generations.
+    NoGroup,
+}

@@ -69,10 +69,18 @@ async fn run_once(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let (_, error) = processor.stop_keeping_report().await;
+    let (report, error) = processor.stop_keeping_report().await;
     if !crashed {
         assert!(error.is_none(), "{error:?}");
     }
+    let transactions = &report.metrics.business_us;
+    eprintln!(
+        "{} transactions of batch ≤ {}: p50 {} µs, p99 {} µs (begin to commit)",
+        transactions.len(),
+        settings.batch_size,
+        transactions.value_at_quantile(0.5),
+        transactions.value_at_quantile(0.99)
+    );
     crashed
 }
 

@@ -180,6 +180,18 @@ impl Progress {
         }
     }
 
+    /// The new assignment of `partition` resumes at `next`, the offset the strategy stored with
+    /// its effects (db-offsets): everything before it is processed and committed where it
+    /// counts. Without this, a partition whose last messages an ended assignment finished (a
+    /// stale completion, which moves nothing) would wait for messages that never come again.
+    fn resumed_at(&self, partition: i32, next: i64) {
+        if let Some(held) = self.held_of(partition) {
+            let mut held = held.lock().expect("progress lock");
+            held.next = held.next.max(next);
+        }
+        self.mark_committed(partition, next);
+    }
+
     /// The current assignment of `partition` (see [`Progress::reassigned`]).
     fn epoch(&self, partition: i32) -> u64 {
         self.held_of(partition)
@@ -396,10 +408,15 @@ impl GroupContext {
             match stored {
                 Ok(stored) => {
                     for (partition, next) in stored {
-                        if let Err(error) =
-                            partitions.set_partition_offset(&topic, partition, Offset::Offset(next))
-                        {
-                            tracing::warn!(%error, partition, "cannot resume at the stored offset");
+                        match partitions.set_partition_offset(
+                            &topic,
+                            partition,
+                            Offset::Offset(next),
+                        ) {
+                            Ok(()) => self.progress.resumed_at(partition, next),
+                            Err(error) => {
+                                tracing::warn!(%error, partition, "cannot resume at the stored offset")
+                            }
                         }
                     }
                 }
@@ -1474,5 +1491,22 @@ mod tests {
         assert_eq!(progress.next_offset(0), 45);
         // The other partition is untouched.
         assert_eq!(progress.epoch(1), 0);
+    }
+
+    #[test]
+    fn a_partition_resumed_at_a_stored_offset_counts_it_processed_and_committed() {
+        let progress = Progress::new(1);
+        let end: std::collections::BTreeMap<i32, i64> = [(0, 100)].into_iter().collect();
+        let old = progress.epoch(0);
+        progress.mark_committed(0, 60);
+        // The old assignment's last units finished after a rebalance began (their offsets
+        // stored with their effects, 60..100); they move nothing here.
+        progress.reassigned(0);
+        assert!(!progress.advance(0, old, 100));
+        assert!(!progress.caught_up(&end));
+        // The new assignment resumes at the stored 100: nothing is left to deliver again.
+        progress.resumed_at(0, 100);
+        assert!(progress.caught_up(&end));
+        assert_eq!(progress.lag(&end), 0);
     }
 }

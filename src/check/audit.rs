@@ -40,6 +40,9 @@ pub struct Correctness {
     pub positions_inconsistent: u64,
     /// `exactly_once + lost + double_applied == produced_unique`, with nothing torn or unexpected.
     pub identity_holds: bool,
+    /// kafka-transactions: the effects topic's audit (the Kafka half).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<crate::check::kafka::KafkaCorrectness>,
 }
 
 /// Counts the processor reported, which the database cannot know.

@@ -147,6 +147,20 @@ pub struct KafkaCorrectness {
     pub aborted_records: u64,
     /// `committed.exactly_once + lost + doubled == produced_unique`, nothing unexpected.
     pub identity_holds: bool,
+    /// Trades with more rows in Postgres than committed effects: an aborted (or never
+    /// committed) effect that reached the database — Jepsen's aborted read. Must be 0.
+    #[serde(default)]
+    pub aborted_reached_postgres: u64,
+}
+
+/// Pure: trades whose `rows` (in Postgres) outnumber their committed effects.
+pub fn beyond_committed(
+    rows: &std::collections::HashMap<u64, u64>,
+    committed: &EffectsRead,
+) -> u64 {
+    rows.iter()
+        .filter(|(trade_id, rows)| **rows > committed.per_trade.get(trade_id).copied().unwrap_or(0))
+        .count() as u64
 }
 
 /// Pure: counts one read against the ledger.
@@ -199,6 +213,7 @@ pub fn reconcile(
         committed,
         uncommitted,
         identity_holds,
+        aborted_reached_postgres: 0,
     }
 }
 
@@ -214,6 +229,16 @@ mod tests {
         let mut ledger = Ledger::new(&spec.plan().unwrap());
         ledger.copies_acked = copies.to_vec();
         ledger
+    }
+
+    #[test]
+    fn a_trade_with_more_rows_than_committed_effects_is_an_aborted_read() {
+        let committed = read(&[(1, 1), (2, 2)], 0);
+        let rows: std::collections::HashMap<u64, u64> =
+            [(1, 1), (2, 1), (3, 1)].into_iter().collect();
+        // Trade 3 has a row and no committed effect; 2 has fewer rows than effects (the
+        // unique constraint caught its second copy), which is no aborted read.
+        assert_eq!(beyond_committed(&rows, &committed), 1);
     }
 
     fn read(effects: &[(u64, u64)], undecodable: u64) -> EffectsRead {

@@ -240,6 +240,11 @@ pub fn predict(shape: &RunShape, log: &[FaultEvent]) -> Prediction {
             shape.strategy.name()
         ));
     }
+    if facts.can.kafka_transactions {
+        tally.rule(
+            "kafka-transactions: a Kafka transaction decides, then the sink's in Postgres; a crash at any step loses or doubles no message",
+        );
+    }
     Prediction {
         lost: tally.lost,
         double_applied: tally.double,
@@ -726,6 +731,34 @@ mod tests {
             ..slow
         };
         assert_eq!(predict(&db_only, &[]).double_applied, Bounds::ZERO);
+    }
+
+    #[test]
+    fn kafka_transactions_is_exact_per_message_whatever_the_crash() {
+        for point in [
+            CrashPoint::AfterProduce,
+            CrashPoint::AfterSendOffsets,
+            CrashPoint::InCommit,
+        ] {
+            let with_constraint =
+                predict(&shape(StrategyKind::KafkaTransactions), &crashes(point, 3));
+            assert_eq!(with_constraint.lost, Bounds::exactly(0), "{point:?}");
+            assert_eq!(
+                with_constraint.double_applied,
+                Bounds::exactly(0),
+                "{point:?}"
+            );
+            // Without the constraint a trade sent twice is two messages: both apply.
+            let without = predict(
+                &RunShape {
+                    unique_constraint: false,
+                    duplicated_trades: 7,
+                    ..shape(StrategyKind::KafkaTransactions)
+                },
+                &crashes(point, 3),
+            );
+            assert_eq!(without.double_applied, Bounds::exactly(7), "{point:?}");
+        }
     }
 
     #[test]

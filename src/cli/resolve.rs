@@ -631,7 +631,7 @@ mod tests {
     }
 
     #[test]
-    fn a_transactional_crash_point_is_refused_until_a_run_offers_the_strategy() {
+    fn a_crash_point_is_refused_where_the_strategy_has_no_such_step() {
         let error = run_args(&["--crash-at", "after-send-offsets", "--crash-trades", "5"])
             .resolve(String::new())
             .unwrap_err()
@@ -643,5 +643,50 @@ mod tests {
                 && !error.contains("in-commit"),
             "{error}"
         );
+        let error = run_args(&[
+            "--strategy",
+            "kafka-transactions",
+            "--crash-at",
+            "after-claim",
+            "--crash-trades",
+            "5",
+        ])
+        .resolve(String::new())
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("after-claim")
+                && error.contains("after-produce, after-send-offsets, in-commit")
+                && !error.contains("before-offset-commit"),
+            "{error}"
+        );
+        let ok = run_args(&[
+            "--strategy",
+            "kafka-transactions",
+            "--crash-at",
+            "in-commit",
+            "--crash-trades",
+            "5",
+        ])
+        .resolve(String::new());
+        assert!(ok.is_ok(), "{:?}", ok.err());
+    }
+
+    #[test]
+    fn kafka_transactions_refuses_what_this_build_cannot_run_with_it() {
+        for (args, named) in [
+            (&["--processes", "2"][..], "--processes"),
+            (&["--in-flight", "4"][..], "--in-flight"),
+            (&["--db-outage-at-ms", "1000"][..], "Postgres outage"),
+            (&["--no-business-write"][..], "--no-business-write"),
+        ] {
+            let mut all = vec!["--strategy", "kafka-transactions"];
+            all.extend_from_slice(args);
+            let error = run_args(&all)
+                .resolve(String::new())
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(named), "{args:?}: {error}");
+        }
     }
 }

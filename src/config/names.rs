@@ -44,6 +44,22 @@ impl RunNames {
             run_id,
         }
     }
+
+    /// kafka-transactions' effects topic: stage one's transactions write it, the sink reads it.
+    pub fn effects_topic(&self) -> String {
+        format!("{}.effects", self.topic)
+    }
+
+    /// The sink's consumer group (kafka-transactions).
+    pub fn sink_group(&self) -> String {
+        format!("{}.sink", self.group)
+    }
+
+    /// The prefix of stage one's transactional ids (one per worker: `{prefix}.{worker}`),
+    /// stable across a run's incarnations so a restarted lane fences the dead one.
+    pub fn transactional_id(&self) -> String {
+        format!("{}.tx", self.group)
+    }
 }
 
 #[cfg(test)]

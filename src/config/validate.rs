@@ -96,6 +96,12 @@ impl RunConfig {
                 );
             }
         }
+        if can.kafka_transactions && self.processes > 0 {
+            return fail(
+                &["processes", "strategies"],
+                "kafka-transactions runs in this process in this build (its sink beside it): drop --processes (issue #16 adds processor processes and their fencing)",
+            );
+        }
         if self.redis_pipeline && !can.claims_in_two_steps {
             return fail(
                 &["redis_pipeline", "strategies"],
@@ -365,20 +371,38 @@ impl RunConfig {
                 ),
             );
         }
-        if let Some(point) = plan.points.iter().find(|p| p.transactional()) {
+        let transactional = self.strategy.capabilities().kafka_transactions;
+        if let Some(point) = plan
+            .points
+            .iter()
+            .find(|p| p.transactional() != transactional)
+        {
+            let (what, fits) = match transactional {
+                true => (
+                    "is not a point of a Kafka transaction, and kafka-transactions has no other",
+                    "kafka-transactions",
+                ),
+                false => (
+                    "is a point of a Kafka transaction, which only the kafka-transactions strategy runs",
+                    "this strategy",
+                ),
+            };
             return fail(
-                &["crash_at"],
+                &["crash_at", "strategies"],
                 format!(
-                    "--crash-at {} is a point of a Kafka transaction, which only the kafka-transactions strategy runs, and `run` does not offer that strategy yet (issue #16); choose one of {}",
+                    "--crash-at {} {what}; for {fits} choose one of {}",
                     point.name(),
                     crate::faults::CrashPoint::ALL
                         .iter()
-                        .filter(|p| !p.transactional())
+                        .filter(|p| p.transactional() == transactional)
                         .map(|p| p.name())
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
             );
+        }
+        if transactional {
+            self.transactional_faults()?;
         }
         let kills = !plan.kill_at_ms.is_empty() || plan.kill_every_ms.is_some();
         if self.processes == 0 && kills {
@@ -403,6 +427,32 @@ impl RunConfig {
             return fail(&["kill_every_ms"], "--kill-every-ms must be positive");
         }
         self.validate_schedule()
+    }
+
+    /// kafka-transactions takes its own crash points in this build; the process-level and
+    /// service faults come with the slices of #16 that handle a rebalance and processes.
+    fn transactional_faults(&self) -> Result<(), ConfigError> {
+        let plan = &self.crash_plan;
+        let other = if let Some(fault) = plan.schedule.first() {
+            Some(("fault", fault.kind.name()))
+        } else if plan.db_outage_at_ms.is_some() {
+            Some(("db_outage_at_ms", "a Postgres outage"))
+        } else if !plan.slow_trades.is_empty() {
+            Some(("slow_trades", "slow trades"))
+        } else if plan.redis_wipe_at_ms.is_some() {
+            Some(("redis_wipe_at_ms", "a Redis wipe"))
+        } else {
+            None
+        };
+        match other {
+            Some((setting, what)) => fail(
+                &[setting, "strategies"],
+                format!(
+                    "kafka-transactions takes its crash points (--crash-at after-produce, after-send-offsets, in-commit) and no other fault yet ({what} was asked for; issue #16 adds them): drop it, or run another strategy"
+                ),
+            ),
+            None => Ok(()),
+        }
     }
 
     /// Each `--fault` (`[[scenario.fault]]`): a kind a schedule may hold, a period longer than

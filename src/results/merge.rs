@@ -59,6 +59,8 @@ pub fn merge(results: &[RunResult]) -> Result<(RunResult, Named), MergeError> {
     let mut merged = first.clone();
     merged.run_id = format!("merged-{}", first.run_id);
     merged.merged_from = results.iter().map(|r| r.run_id.clone()).collect();
+    // Its percentiles have no histograms to merge from; the merged runs keep theirs.
+    merged.kafka_transactions = None;
     if results.iter().any(|r| r.status != Status::Complete) {
         merged.status = Status::Partial;
         merged.partial_reason = Some("at least one merged run is partial".into());

@@ -65,6 +65,32 @@ pub struct RunResult {
     /// The runs an `idembench merge` combined (absent in a run's own result).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<String>,
+    /// kafka-transactions only: its two stages apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_transactions: Option<TransactionsReport>,
+}
+
+/// kafka-transactions (#16), its two stages apart. The run's `latency_us` is the pair's — from
+/// the intended send until the sink committed the effect in Postgres — and `processor` is
+/// stage one, the consumer of the input topic.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TransactionsReport {
+    pub effects_topic: String,
+    /// Stage one's committed transactions.
+    pub transactions: u64,
+    /// Committed transactions per second of the run's processing time.
+    pub transactions_per_second: f64,
+    /// Messages per committed transaction, on average (`--batch-size` bounds it; a worker
+    /// never waits to fill one).
+    pub messages_per_transaction: f64,
+    /// A transaction, begin to commit (produce, send_offsets, commit).
+    pub transaction_us: Percentiles,
+    /// Stage one alone: from the intended send until its transaction committed.
+    pub stage_one_end_to_end_us: Percentiles,
+    /// The sink: effects processed, caught by the constraint, and its Postgres transaction.
+    pub sink_messages: u64,
+    pub sink_caught_by_constraint: u64,
+    pub sink_business_us: Percentiles,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

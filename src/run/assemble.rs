@@ -17,6 +17,7 @@ use crate::results::environment::{Environment, Usage};
 use crate::results::{
     Clients, FaultsReport, KafkaService, Latencies, Percentiles, ProcessorStats, Resources,
     RunResult, SCHEMA_VERSION, SeriesPoint, ServiceVersion, Services, Stages, Status, Throughput,
+    TransactionsReport,
 };
 
 /// An audited result and the histograms behind its percentiles.
@@ -31,11 +32,16 @@ pub(super) async fn assemble(
     config: &RunConfig,
     names: &RunNames,
     reached: &Reached,
-    started: Started,
+    mut started: Started,
     (mut supervised, consumers): (Supervised, Consumers),
     usage_at_start: (Usage, Usage),
 ) -> Result<Measured, RunError> {
     let stopped = consumers.stop().await;
+    // After stage one: nothing reaches the effects topic any more.
+    let sink = match started.sink.take() {
+        Some(sink) => Some((sink.effects_topic.clone(), sink.stop().await)),
+        None => None,
+    };
     if let Some((toxiproxy, proxies)) = &started.toxiproxy {
         for (_, name) in proxies {
             if let Err(error) = toxiproxy.delete_proxy(name).await {
@@ -59,6 +65,12 @@ pub(super) async fn assemble(
             None => error.to_string(),
         });
     }
+    if let Some((_, (_, Some(error)))) = &sink {
+        failure = Some(match failure {
+            Some(why) => format!("{why}; the sink: {error}"),
+            None => format!("the sink: {error}"),
+        });
+    }
     let observed = match &started.memory {
         Some(memory) => memory.observed(),
         None => crate::db::observe(&reached.db).await?,
@@ -74,15 +86,32 @@ pub(super) async fn assemble(
         None => None,
     };
     let counts = report.metrics.counts;
-    let correctness = audit::reconcile(
+    // kafka-transactions: the sink wrote Postgres, and its latency is the pair's.
+    let (sink_report, effects_topic) = match sink {
+        Some((topic, (sink_report, _))) => (Some(sink_report), Some(topic)),
+        None => (None, None),
+    };
+    let written_by = sink_report.as_ref().unwrap_or(&report);
+    let mut correctness = audit::reconcile(
         &supervised.produced.ledger,
         &observed,
         ProcessorCounts {
-            caught_by_constraint: counts.caught_by_constraint,
-            duplicates_suppressed: counts.duplicates_suppressed(),
+            caught_by_constraint: written_by.metrics.counts.caught_by_constraint,
+            duplicates_suppressed: written_by.metrics.counts.duplicates_suppressed(),
         },
     );
-    let mut histograms: Vec<(&'static str, Histogram<u64>)> = report
+    if let Some(topic) = &effects_topic {
+        match audit_effects(config, topic, &supervised, &observed).await {
+            Ok(kafka) => correctness.kafka = Some(kafka),
+            Err(error) => {
+                failure = Some(match failure {
+                    Some(why) => format!("{why}; {error}"),
+                    None => error,
+                })
+            }
+        }
+    }
+    let mut histograms: Vec<(&'static str, Histogram<u64>)> = written_by
         .metrics
         .histograms()
         .into_iter()
@@ -115,7 +144,7 @@ pub(super) async fn assemble(
         services: placeholder_services(),
         clients: clients(reached),
         throughput: throughput(config, &supervised, counts.messages),
-        latency_us: latencies(&report, &supervised, &histograms),
+        latency_us: latencies(written_by, &supervised, &histograms),
         oracle: oracle(config, &started, &supervised, &correctness, evicted_keys),
         correctness,
         faults: FaultsReport::new(&started.faults).with_recovery(
@@ -137,12 +166,73 @@ pub(super) async fn assemble(
             cpu_us_per_message: Default::default(),
         },
         merged_from: Vec::new(),
+        kafka_transactions: effects_topic
+            .zip(sink_report.as_ref())
+            .map(|(topic, sink)| {
+                transactions_report(topic, &report, sink, supervised.process_seconds)
+            }),
     };
     Ok(Measured {
         result,
         evicted_keys,
         histograms,
     })
+}
+
+/// The effects topic at both isolation levels against the ledger, and against Postgres: an
+/// aborted effect that reached it would leave a trade with more rows than committed effects.
+async fn audit_effects(
+    config: &RunConfig,
+    topic: &str,
+    supervised: &Supervised,
+    observed: &crate::db::Observed,
+) -> Result<crate::check::kafka::KafkaCorrectness, String> {
+    use crate::check::kafka::{Isolation, read_effects, reconcile};
+    let read = |isolation| {
+        let (brokers, topic) = (config.connections.kafka_brokers.clone(), topic.to_string());
+        let timeout = config
+            .connect_timeout()
+            .max(std::time::Duration::from_secs(30));
+        tokio::task::spawn_blocking(move || read_effects(&brokers, &topic, isolation, timeout))
+    };
+    let (committed, uncommitted) = tokio::join!(
+        read(Isolation::ReadCommitted),
+        read(Isolation::ReadUncommitted)
+    );
+    let failed = |e: tokio::task::JoinError| format!("the effects reader panicked: {e}");
+    let committed = committed.map_err(failed)?;
+    let uncommitted = uncommitted.map_err(failed)?;
+    let (committed, uncommitted) = (
+        committed.map_err(|e| format!("cannot audit the effects topic: {e}"))?,
+        uncommitted.map_err(|e| format!("cannot audit the effects topic: {e}"))?,
+    );
+    let mut kafka = reconcile(topic, &supervised.produced.ledger, &committed, &uncommitted);
+    kafka.aborted_reached_postgres =
+        crate::check::kafka::beyond_committed(&observed.trade_rows, &committed);
+    Ok(kafka)
+}
+
+fn transactions_report(
+    effects_topic: String,
+    stage_one: &ProcessorReport,
+    sink: &ProcessorReport,
+    process_seconds: f64,
+) -> TransactionsReport {
+    let transactions = stage_one.metrics.business_us.len();
+    TransactionsReport {
+        effects_topic,
+        transactions,
+        transactions_per_second: per_second(transactions, process_seconds),
+        messages_per_transaction: match transactions {
+            0 => 0.0,
+            n => ((stage_one.metrics.counts.messages as f64 / n as f64) * 100.0).round() / 100.0,
+        },
+        transaction_us: Percentiles::of(&stage_one.metrics.business_us),
+        stage_one_end_to_end_us: Percentiles::of(&stage_one.metrics.end_to_end_from_intended_us),
+        sink_messages: sink.metrics.counts.messages,
+        sink_caught_by_constraint: sink.metrics.counts.caught_by_constraint,
+        sink_business_us: Percentiles::of(&sink.metrics.business_us),
+    }
 }
 
 fn placeholder_services() -> Services {

@@ -18,6 +18,7 @@ mod assemble;
 mod consumers;
 mod cost;
 mod prepare;
+mod sink;
 mod start;
 mod supervise;
 mod ticker;

@@ -125,6 +125,17 @@ impl Reached {
             )
             .await
             .map_err(kafka_error)?;
+        if config.strategy.capabilities().kafka_transactions {
+            self.admin
+                .create_topic(
+                    &names.effects_topic(),
+                    config.partitions,
+                    config.replication_factor,
+                    config.min_insync_replicas,
+                )
+                .await
+                .map_err(kafka_error)?;
+        }
         self.leaders = self
             .admin
             .leaders(&names.topic, config.partitions)
@@ -140,13 +151,24 @@ impl Reached {
             say(
                 config,
                 format!(
-                    "kept topic {}, schema {} and keys {}*",
-                    names.topic, names.schema, names.key_prefix
+                    "kept topic {}{}, schema {} and keys {}*",
+                    names.topic,
+                    match config.strategy.capabilities().kafka_transactions {
+                        true => format!(" (and {})", names.effects_topic()),
+                        false => String::new(),
+                    },
+                    names.schema,
+                    names.key_prefix
                 ),
             );
         } else {
             if let Err(error) = self.admin.delete_topic(&names.topic).await {
                 tracing::warn!(%error, "could not delete the run's topic");
+            }
+            if config.strategy.capabilities().kafka_transactions
+                && let Err(error) = self.admin.delete_topic(&names.effects_topic()).await
+            {
+                tracing::warn!(%error, "could not delete the run's effects topic");
             }
             if let Err(error) = self.db.drop_schema().await {
                 tracing::warn!(%error, "could not drop the run's schema");

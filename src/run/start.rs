@@ -38,6 +38,8 @@ pub(super) struct Started {
     /// Toxiproxy and the run's proxies on it (link — `redis` or `postgres` — and name), when
     /// the plan has network faults.
     pub toxiproxy: Option<Proxied>,
+    /// kafka-transactions' second stage, on the effects topic.
+    pub sink: Option<super::sink::Sink>,
 }
 
 /// Toxiproxy and the run's proxies on it: (link, proxy name) each.
@@ -106,7 +108,20 @@ pub(super) async fn start(
             .await
             .map_err(RunError::Processes)?,
     };
+    let sink = match config.strategy.capabilities().kafka_transactions {
+        true => match super::sink::Sink::start(config, names, &spec, reached.db.clone()).await {
+            Ok(sink) => Some(sink),
+            Err(error) => {
+                consumers.stop().await;
+                return Err(error);
+            }
+        },
+        false => None,
+    };
     if !assigned {
+        if let Some(sink) = sink {
+            sink.stop().await;
+        }
         consumers.stop().await;
         return Err(RunError::Service {
             error: format!(
@@ -127,6 +142,7 @@ pub(super) async fn start(
         kafka: reached.admin.clone(),
         redis: processor_redis,
         toxiproxy,
+        sink,
     };
     Ok((started, consumers))
 }
@@ -149,8 +165,15 @@ fn member_spec(config: &RunConfig, names: &RunNames) -> MemberSpec {
             queue_depth: 1024,
             close_timeout: Duration::from_secs(10),
             session_timeout: Duration::from_millis(config.session_timeout_ms),
-            // No run strategy is transactional yet (#16, slice 2).
-            transactions: None,
+            transactions: config.strategy.capabilities().kafka_transactions.then(|| {
+                crate::processor::transactional::TxnSettings {
+                    effects_topic: names.effects_topic(),
+                    transactional_id: names.transactional_id(),
+                    // A crashed incarnation's open transaction is aborted by the restart's
+                    // init_transactions (same ids); this bounds it only if no restart comes.
+                    transaction_timeout: Duration::from_secs(10),
+                }
+            }),
         },
         processing_ttl_ms: config.processing_ttl_ms,
         done_ttl_ms: config.done_ttl_ms,

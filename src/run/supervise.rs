@@ -107,6 +107,8 @@ pub(super) async fn supervise(
         p99_us,
         second_p99_us,
         e2e_before: None,
+        caught_up: false,
+        sink_lag: 0,
     };
     loop_state.set_warm_up().await;
     loop_state.production = Some(tokio::spawn({
@@ -144,7 +146,7 @@ pub(super) async fn supervise(
         .take()
         .expect("consumers run until stopped");
     let supervised = Supervised {
-        lag_at_stop: progress.lag(&produced.end_offsets),
+        lag_at_stop: progress.lag(&produced.end_offsets) + loop_state.sink_lag as i64,
         produced,
         partial_reason: loop_state.partial_reason,
         failure: loop_state.halted,
@@ -282,6 +284,10 @@ struct Supervisor<'a> {
     second_p99_us: Arc<AtomicU64>,
     /// The end-to-end histogram at the last read.
     e2e_before: Option<hdrhistogram::Histogram<u64>>,
+    /// Every produced offset was processed and committed (not an early end).
+    caught_up: bool,
+    /// Committed effects the sink had not processed when the run ended (kafka-transactions).
+    sink_lag: u64,
 }
 
 impl Supervisor<'_> {
@@ -300,6 +306,9 @@ impl Supervisor<'_> {
                 return Err(error);
             }
             if self.drained() {
+                if self.caught_up {
+                    self.drain_sink().await;
+                }
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -313,6 +322,9 @@ impl Supervisor<'_> {
         }
         let until = idembench_loadgen::producer::now_us() + self.config.warm_up_ms * 1000;
         self.started.progress.set_warm_up_until(until);
+        if let Some(sink) = &self.started.sink {
+            sink.progress.set_warm_up_until(until);
+        }
         if let Some(Consumers::Processes(fleet)) = &mut self.consumers {
             fleet.set_warm_up_until(until).await;
         }
@@ -463,6 +475,50 @@ impl Supervisor<'_> {
         Ok(())
     }
 
+    /// kafka-transactions: stage one has drained, so every transaction has ended; wait until
+    /// the sink processed every committed effect, within the drain deadline (or Ctrl-C).
+    async fn drain_sink(&mut self) {
+        let Some(sink) = &self.started.sink else {
+            return;
+        };
+        let deadline = self.drain_deadline.unwrap_or_else(Instant::now);
+        let read_for = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(10));
+        let target = match sink.committed_effects(read_for).await {
+            Ok(target) => target,
+            Err(error) => {
+                self.partial_reason = Some(format!(
+                    "cannot count the committed effects the sink must drain: {error}"
+                ));
+                return;
+            }
+        };
+        loop {
+            let done = sink.completed();
+            if done >= target {
+                return;
+            }
+            let interrupted = self.cancel.is_cancelled()
+                && (self.config.on_interrupt == OnInterrupt::Abandon
+                    || abandon_token().is_cancelled());
+            if interrupted || Instant::now() > deadline {
+                self.sink_lag = target - done;
+                self.partial_reason = Some(format!(
+                    "the sink {}; {} of the {target} committed effects were still unprocessed",
+                    match interrupted {
+                        true => "was abandoned (Ctrl-C)".to_string(),
+                        false =>
+                            format!("did not drain within {} ms", self.config.drain_timeout_ms),
+                    },
+                    target - done
+                ));
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Ends the run early because the processor failed: production stops, and the run ends
     /// once the producer returned, with what was produced audited and the run reported
     /// partial, naming `why`.
@@ -490,6 +546,7 @@ impl Supervisor<'_> {
         }
         // A fault still in progress (a server down, an outage) heals before the run ends.
         if progress.caught_up(&report.end_offsets) && self.started.faults.open() == 0 {
+            self.caught_up = true;
             return true;
         }
         if self.cancel.is_cancelled()

@@ -1,7 +1,8 @@
-//! Kafka transactions (#16, slice 1): a transactional processor driven directly on the real
-//! Kafka of `scripts/services up`. Each unit's effects and its input offsets go into one
-//! transaction; the effects topic is read back at both isolation levels and counted against
-//! the ledger, and the group's committed offsets are read from the coordinator.
+//! Kafka transactions (#16) on the real services of `scripts/services up`. First a
+//! transactional processor driven directly: each unit's effects and its input offsets go into
+//! one transaction; the effects topic is read back at both isolation levels and counted
+//! against the ledger, and the group's committed offsets are read from the coordinator. Then
+//! the strategy as `idembench run` runs it, with its sink to Postgres and both audits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use idembench::check::kafka::{Isolation, KafkaCorrectness, read_effects, reconci
 use idembench::faults::{CrashPoint, FaultPlan, Faults};
 use idembench::processor::transactional::TxnSettings;
 use idembench::processor::{CommitMode, Processor, ProcessorSettings, Progress};
+use idembench::results::Status;
 use idembench::strategy::StrategyKind;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
@@ -218,5 +220,132 @@ async fn a_crash_at_any_point_of_a_transaction_loses_and_doubles_nothing() {
             assert_eq!(kafka.aborted_records, 1, "{name}: {kafka:?}");
             assert_eq!(kafka.uncommitted.doubled, 1, "{name}: {kafka:?}");
         }
+    }
+}
+
+/// The pair as `idembench run` runs it: stage one's transactions, the sink to Postgres, and
+/// both audits. The stream's duplicates are two messages each: both effects commit, and the
+/// sink's unique constraint catches the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_applies_every_message_once_and_audits_both_halves() {
+    let (trades, rate, seed) = (400, 0.1, 21);
+    let (outcome, _dir) = crate::common::run(&[
+        "--strategy",
+        "kafka-transactions",
+        "--partitions",
+        "3",
+        "--workers",
+        "3",
+        "--batch-size",
+        "10",
+        "--trades",
+        "400",
+        "--rate",
+        "400",
+        "--duplicate-rate",
+        "0.1",
+        "--seed",
+        "21",
+    ])
+    .await;
+    let result = outcome.result;
+    assert_eq!(
+        result.status,
+        Status::Complete,
+        "{:?}",
+        result.partial_reason
+    );
+    let c = &result.correctness;
+    let duplicated = crate::common::planned_duplicates(trades, rate, seed);
+    assert!(duplicated > 0);
+    assert!(c.identity_holds, "{c:?}");
+    assert_eq!(
+        (c.exactly_once, c.lost, c.double_applied),
+        (trades, 0, 0),
+        "{c:?}"
+    );
+    assert_eq!(c.caught_by_constraint, duplicated, "{c:?}");
+    let kafka = c.kafka.as_ref().expect("correctness.kafka");
+    assert!(kafka.identity_holds, "{kafka:?}");
+    assert_eq!(kafka.committed.exactly_once, trades, "{kafka:?}");
+    assert_eq!(kafka.committed.records, trades + duplicated, "{kafka:?}");
+    assert_eq!(
+        (kafka.aborted_records, kafka.aborted_reached_postgres),
+        (0, 0)
+    );
+    let pair = result
+        .kafka_transactions
+        .as_ref()
+        .expect("kafka_transactions");
+    assert_eq!(pair.sink_messages, trades + duplicated, "{pair:?}");
+    assert_eq!(pair.sink_caught_by_constraint, duplicated, "{pair:?}");
+    assert!(pair.transactions > 0 && pair.transactions <= trades + duplicated);
+    assert!(pair.messages_per_transaction >= 1.0, "{pair:?}");
+    // The pair's end to end ends in Postgres, after stage one's.
+    assert_eq!(
+        result.latency_us.end_to_end_from_intended.count,
+        trades + duplicated
+    );
+    assert!(
+        result.latency_us.end_to_end_from_intended.p50 >= pair.stage_one_end_to_end_us.p50,
+        "{:?} vs {:?}",
+        result.latency_us.end_to_end_from_intended,
+        pair.stage_one_end_to_end_us
+    );
+}
+
+/// Crashes at every step of stage one's transaction, in a run: the restart aborts the dead
+/// incarnation's open transaction, whose effect the sink (reading committed) never sees — no
+/// aborted effect reaches Postgres, and nothing is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_in_a_run_lose_nothing_and_no_aborted_effect_reaches_postgres() {
+    const CRASHED: [u64; 3] = [10, 90, 170];
+    let crashed = CRASHED.map(|id| id.to_string()).join(",");
+    for point in ["after-produce", "after-send-offsets", "in-commit"] {
+        let (outcome, _dir) = crate::common::run(&[
+            "--strategy",
+            "kafka-transactions",
+            "--crash-at",
+            point,
+            "--crash-trades",
+            &crashed,
+            "--partitions",
+            "1",
+            "--trades",
+            "250",
+            "--rate",
+            "0",
+            "--duplicate-rate",
+            "0.1",
+            "--seed",
+            "13",
+        ])
+        .await;
+        let result = outcome.result;
+        assert_eq!(
+            result.status,
+            Status::Complete,
+            "{point}: {:?}",
+            result.partial_reason
+        );
+        assert_eq!(result.faults.crashes, CRASHED.len() as u64, "{point}");
+        assert_eq!(result.processor.restarts, CRASHED.len() as u64, "{point}");
+        let c = &result.correctness;
+        assert!(c.identity_holds, "{point}: {c:?}");
+        assert_eq!(
+            (c.exactly_once, c.lost, c.double_applied),
+            (250, 0, 0),
+            "{point}: {c:?}"
+        );
+        let kafka = c.kafka.as_ref().expect("correctness.kafka");
+        assert_eq!(kafka.committed.exactly_once, 250, "{point}: {kafka:?}");
+        assert_eq!(kafka.aborted_reached_postgres, 0, "{point}: {kafka:?}");
+        // One message per transaction: each crash before the commit left one effect in a
+        // transaction the restart aborted; a crash after it left none.
+        let aborted = match point {
+            "in-commit" => 0,
+            _ => CRASHED.len() as u64,
+        };
+        assert_eq!(kafka.aborted_records, aborted, "{point}: {kafka:?}");
     }
 }

@@ -1,0 +1,89 @@
+//! kafka-transactions' second stage: a processor on the effects topic (`read_committed`, as
+//! every processor consumer reads) whose strategy is db-offsets, in this process beside stage
+//! one. It drains on counts, not offsets: each transaction's commit marker takes an offset of
+//! the effects topic that no record carries, so a consumer's next offset after the last record
+//! stops short of the high watermark.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::RunError;
+use crate::check::kafka::{Isolation, read_effects};
+use crate::config::{RunConfig, RunNames};
+use crate::db::Db;
+use crate::faults::Faults;
+use crate::processor::member::MemberSpec;
+use crate::processor::{Processor, ProcessorError, ProcessorReport, ProcessorSettings, Progress};
+use crate::strategy::{self, StrategyKind};
+
+pub(super) struct Sink {
+    processor: Processor,
+    pub progress: Arc<Progress>,
+    pub effects_topic: String,
+    brokers: String,
+}
+
+impl Sink {
+    /// Starts the sink and waits until its group assigned it the effects topic's partitions.
+    /// It takes no faults: the run's faults are stage one's.
+    pub async fn start(
+        config: &RunConfig,
+        names: &RunNames,
+        spec: &MemberSpec,
+        db: Db,
+    ) -> Result<Sink, RunError> {
+        let settings = ProcessorSettings {
+            topic: names.effects_topic(),
+            group_id: names.sink_group(),
+            transactions: None,
+            ..spec.processor.clone()
+        };
+        let faults = Arc::new(Faults::new(Default::default()));
+        let strategy = strategy::build(
+            StrategyKind::DbOffsets,
+            spec.strategy_settings(faults.clone()),
+            db,
+            None,
+            None,
+        );
+        let progress = Arc::new(Progress::new(config.partitions));
+        let processor = Processor::start(&settings, strategy, progress.clone(), faults)?;
+        if !processor.wait_for_assignment(Duration::from_secs(30)).await {
+            let _ = processor.stop_keeping_report().await;
+            return Err(RunError::Service {
+                error: format!(
+                    "the sink's consumer group {} got no partitions of {} within 30 s",
+                    settings.group_id, settings.topic
+                ),
+                hint: "check the broker's log; a group coordinator must be available".into(),
+            });
+        }
+        Ok(Sink {
+            processor,
+            progress,
+            effects_topic: settings.topic,
+            brokers: settings.brokers,
+        })
+    }
+
+    /// The records of committed transactions on the effects topic: what the sink must have
+    /// processed once stage one has drained (every transaction then has ended).
+    pub async fn committed_effects(&self, timeout: Duration) -> Result<u64, String> {
+        let (brokers, topic) = (self.brokers.clone(), self.effects_topic.clone());
+        tokio::task::spawn_blocking(move || {
+            read_effects(&brokers, &topic, Isolation::ReadCommitted, timeout)
+        })
+        .await
+        .map_err(|e| format!("the effects reader panicked: {e}"))?
+        .map(|read| read.records)
+    }
+
+    /// Effects the sink processed so far.
+    pub fn completed(&self) -> u64 {
+        self.progress.completed()
+    }
+
+    pub async fn stop(self) -> (ProcessorReport, Option<ProcessorError>) {
+        self.processor.stop_keeping_report().await
+    }
+}

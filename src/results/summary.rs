@@ -30,7 +30,7 @@ impl RunResult {
              \x20 correctness  exactly_once {once}  lost {lost}  double_applied {double} (extra_effects {extra_effects})\n\
              \x20              caught_by_constraint {caught}  duplicates_suppressed {suppressed}  malformed {malformed}\n\
              \x20              positions {positions} checked, {mismatched} differ from the ledger\n\
-             {faults}{cpu}\
+             {kafka}{faults}{cpu}\
              \x20 audit        exactly_once + lost + double_applied = {sum} of produced_unique {unique}: {identity}\n\
              \x20 oracle       predicted lost {plost}, double_applied {pdouble}: {mismatches}\n",
             run = self.run_id,
@@ -76,6 +76,7 @@ impl RunResult {
                 n => format!("{n} MISMATCH(ES) with the audit"),
             },
             cpu = self.cpu_line(),
+            kafka = self.kafka_lines(),
             faults = if !self.faults.log.is_empty() {
                 let points: Vec<String> = self
                     .faults
@@ -105,6 +106,35 @@ impl RunResult {
 }
 
 impl RunResult {
+    /// kafka-transactions: the effects topic's audit and stage one's transactions.
+    fn kafka_lines(&self) -> String {
+        let mut lines = String::new();
+        if let Some(k) = &self.correctness.kafka {
+            lines += &format!(
+                "  kafka        {} committed effects: exactly_once {}  lost {}  doubled {}; aborted records {}, of them in Postgres {}\n",
+                k.committed.records,
+                k.committed.exactly_once,
+                k.committed.lost,
+                k.committed.doubled,
+                k.aborted_records,
+                k.aborted_reached_postgres
+            );
+        }
+        if let Some(t) = &self.kafka_transactions {
+            lines += &format!(
+                "  transactions {} ({:.0}/s, {:.2} msg each), begin to commit p50 {}  p99 {}; stage one end to end p50 {}  p99 {}\n",
+                t.transactions,
+                t.transactions_per_second,
+                t.messages_per_transaction,
+                ms(t.transaction_us.p50),
+                ms(t.transaction_us.p99),
+                ms(t.stage_one_end_to_end_us.p50),
+                ms(t.stage_one_end_to_end_us.p99)
+            );
+        }
+        lines
+    }
+
     /// One line per fault that lasts (the first five): when, how long, and the recovery.
     fn recovery_lines(&self) -> String {
         let s = |ms: Option<u64>| {

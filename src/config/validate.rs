@@ -371,30 +371,19 @@ impl RunConfig {
                 ),
             );
         }
+        // A strategy whose flow has no such step never reaches a point (db-only never claims),
+        // but the transactional points name steps no other strategy has: refuse them there.
         let transactional = self.strategy.capabilities().kafka_transactions;
-        if let Some(point) = plan
-            .points
-            .iter()
-            .find(|p| p.transactional() != transactional)
-        {
-            let (what, fits) = match transactional {
-                true => (
-                    "is not a point of a Kafka transaction, and kafka-transactions has no other",
-                    "kafka-transactions",
-                ),
-                false => (
-                    "is a point of a Kafka transaction, which only the kafka-transactions strategy runs",
-                    "this strategy",
-                ),
-            };
+        if !transactional && let Some(point) = plan.points.iter().find(|p| p.transactional()) {
             return fail(
                 &["crash_at", "strategies"],
                 format!(
-                    "--crash-at {} {what}; for {fits} choose one of {}",
+                    "--crash-at {} is a point of a Kafka transaction, which only the kafka-transactions strategy runs; for {} choose one of {}",
                     point.name(),
+                    self.strategy.name(),
                     crate::faults::CrashPoint::ALL
                         .iter()
-                        .filter(|p| p.transactional() == transactional)
+                        .filter(|p| !p.transactional())
                         .map(|p| p.name())
                         .collect::<Vec<_>>()
                         .join(", ")
@@ -429,8 +418,9 @@ impl RunConfig {
         self.validate_schedule()
     }
 
-    /// kafka-transactions takes its own crash points in this build; the process-level and
-    /// service faults come with the slices of #16 that handle a rebalance and processes.
+    /// kafka-transactions takes crash points in this build (a Redis wipe touches nothing of
+    /// it); the process-level and service faults come with the slices of #16 that handle a
+    /// rebalance and processes.
     fn transactional_faults(&self) -> Result<(), ConfigError> {
         let plan = &self.crash_plan;
         let other = if let Some(fault) = plan.schedule.first() {
@@ -439,8 +429,6 @@ impl RunConfig {
             Some(("db_outage_at_ms", "a Postgres outage"))
         } else if !plan.slow_trades.is_empty() {
             Some(("slow_trades", "slow trades"))
-        } else if plan.redis_wipe_at_ms.is_some() {
-            Some(("redis_wipe_at_ms", "a Redis wipe"))
         } else {
             None
         };
@@ -448,7 +436,7 @@ impl RunConfig {
             Some((setting, what)) => fail(
                 &[setting, "strategies"],
                 format!(
-                    "kafka-transactions takes its crash points (--crash-at after-produce, after-send-offsets, in-commit) and no other fault yet ({what} was asked for; issue #16 adds them): drop it, or run another strategy"
+                    "kafka-transactions takes crash points (its own after-produce, after-send-offsets and in-commit, and after-receive and before-offset-commit) and no other fault yet ({what} was asked for; issue #16 adds them): drop it, or run another strategy"
                 ),
             ),
             None => Ok(()),

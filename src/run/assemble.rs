@@ -42,13 +42,7 @@ pub(super) async fn assemble(
         Some(sink) => Some((sink.effects_topic.clone(), sink.stop().await)),
         None => None,
     };
-    if let Some((toxiproxy, proxies)) = &started.toxiproxy {
-        for (_, name) in proxies {
-            if let Err(error) = toxiproxy.delete_proxy(name).await {
-                tracing::warn!(%error, "cannot remove the run's proxy");
-            }
-        }
-    }
+    remove_proxies(&started).await;
     let mut report = std::mem::take(&mut supervised.earlier);
     let Stopped {
         report: last,
@@ -60,16 +54,10 @@ pub(super) async fn assemble(
     let mut failure = supervised.failure.clone();
     report.add(last);
     if let Some(error) = error {
-        failure = Some(match failure {
-            Some(why) => format!("{why}: {error}"),
-            None => error.to_string(),
-        });
+        add_failure(&mut failure, error.to_string());
     }
     if let Some((_, (_, Some(error)))) = &sink {
-        failure = Some(match failure {
-            Some(why) => format!("{why}; the sink: {error}"),
-            None => format!("the sink: {error}"),
-        });
+        add_failure(&mut failure, format!("the sink: {error}"));
     }
     let observed = match &started.memory {
         Some(memory) => memory.observed(),
@@ -103,12 +91,7 @@ pub(super) async fn assemble(
     if let Some(topic) = &effects_topic {
         match audit_effects(config, topic, &supervised, &observed).await {
             Ok(kafka) => correctness.kafka = Some(kafka),
-            Err(error) => {
-                failure = Some(match failure {
-                    Some(why) => format!("{why}; {error}"),
-                    None => error,
-                })
-            }
+            Err(error) => add_failure(&mut failure, error),
         }
     }
     let mut histograms: Vec<(&'static str, Histogram<u64>)> = written_by
@@ -177,6 +160,25 @@ pub(super) async fn assemble(
         evicted_keys,
         histograms,
     })
+}
+
+/// Adds `why` to what the run's failure says so far.
+fn add_failure(failure: &mut Option<String>, why: String) {
+    *failure = Some(match failure.take() {
+        Some(earlier) => format!("{earlier}; {why}"),
+        None => why,
+    });
+}
+
+/// The run's Toxiproxy proxies, removed once the processors stopped.
+async fn remove_proxies(started: &Started) {
+    if let Some((toxiproxy, proxies)) = &started.toxiproxy {
+        for (_, name) in proxies {
+            if let Err(error) = toxiproxy.delete_proxy(name).await {
+                tracing::warn!(%error, "cannot remove the run's proxy");
+            }
+        }
+    }
 }
 
 /// The effects topic at both isolation levels against the ledger, and against Postgres: an

@@ -301,7 +301,15 @@ async fn a_run_applies_every_message_once_and_audits_both_halves() {
 async fn crashes_in_a_run_lose_nothing_and_no_aborted_effect_reaches_postgres() {
     const CRASHED: [u64; 3] = [10, 90, 170];
     let crashed = CRASHED.map(|id| id.to_string()).join(",");
-    for point in ["after-produce", "after-send-offsets", "in-commit"] {
+    // The two points every strategy passes too: before the unit reached the lane, and after
+    // its transaction committed (where an offset commit would come).
+    for point in [
+        "after-produce",
+        "after-send-offsets",
+        "in-commit",
+        "after-receive",
+        "before-offset-commit",
+    ] {
         let (outcome, _dir) = crate::common::run(&[
             "--strategy",
             "kafka-transactions",
@@ -340,11 +348,11 @@ async fn crashes_in_a_run_lose_nothing_and_no_aborted_effect_reaches_postgres() 
         let kafka = c.kafka.as_ref().expect("correctness.kafka");
         assert_eq!(kafka.committed.exactly_once, 250, "{point}: {kafka:?}");
         assert_eq!(kafka.aborted_reached_postgres, 0, "{point}: {kafka:?}");
-        // One message per transaction: each crash before the commit left one effect in a
-        // transaction the restart aborted; a crash after it left none.
+        // One message per transaction: each crash inside an open transaction left one effect
+        // the restart aborted; a crash before it began or after it committed left none.
         let aborted = match point {
-            "in-commit" => 0,
-            _ => CRASHED.len() as u64,
+            "after-produce" | "after-send-offsets" => CRASHED.len() as u64,
+            _ => 0,
         };
         assert_eq!(kafka.aborted_records, aborted, "{point}: {kafka:?}");
     }

@@ -44,6 +44,22 @@ pub struct EffectsRead {
     pub undecodable: u64,
 }
 
+/// The reader's context: the end of a partition is how the reader knows it is done, not an
+/// error to log (librdkafka also reports it as a client error once the reader stopped polling).
+struct Reader;
+
+impl rdkafka::ClientContext for Reader {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let end = rdkafka::types::RDKafkaErrorCode::PartitionEOF;
+        if !matches!(error, KafkaError::PartitionEOF(_)) && error.rdkafka_error_code() != Some(end)
+        {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Reader {}
+
 /// Reads every partition of `topic` from its beginning to its end as `isolation` sees it.
 /// Blocking (a plain consumer, polled): call it off the runtime.
 pub fn read_effects(
@@ -52,7 +68,7 @@ pub fn read_effects(
     isolation: Isolation,
     timeout: Duration,
 ) -> Result<EffectsRead, String> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer<Reader> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set(
             "group.id",
@@ -62,7 +78,7 @@ pub fn read_effects(
         .set("enable.partition.eof", "true")
         .set("isolation.level", isolation.setting())
         .set("socket.connection.setup.timeout.ms", "5000")
-        .create()
+        .create_with_context(Reader)
         .map_err(|e| format!("cannot create a consumer to audit {topic}: {e}"))?;
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout)

@@ -42,6 +42,8 @@ pub struct EffectsRead {
     pub per_trade: BTreeMap<u64, u64>,
     /// Records that are not trades.
     pub undecodable: u64,
+    /// Per partition, the offset after the last record read (partitions with none left out).
+    pub ends: BTreeMap<i32, i64>,
 }
 
 /// The reader's context: the end of a partition is how the reader knows it is done, not an
@@ -123,6 +125,8 @@ pub fn read_effects(
                     Ok(trade) => *read.per_trade.entry(trade.trade_id).or_default() += 1,
                     Err(_) => read.undecodable += 1,
                 }
+                let end = read.ends.entry(message.partition()).or_default();
+                *end = (*end).max(message.offset() + 1);
                 // More came after an end seen earlier (a transaction committed meanwhile).
                 at_end.remove(&message.partition());
             }
@@ -262,6 +266,7 @@ mod tests {
             records: effects.iter().map(|(_, n)| n).sum::<u64>() + undecodable,
             per_trade: effects.iter().copied().collect(),
             undecodable,
+            ..Default::default()
         }
     }
 

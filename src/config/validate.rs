@@ -422,6 +422,16 @@ impl RunConfig {
     /// it); the process-level and service faults come with the slices of #16 that handle a
     /// rebalance and processes.
     fn transactional_faults(&self) -> Result<(), ConfigError> {
+        if self
+            .stack
+            .as_ref()
+            .is_some_and(|stack| stack.kafka == crate::config::Origin::InProcess)
+        {
+            return fail(
+                &["stack", "strategies"],
+                "kafka-transactions needs Kafka's transactions and read_committed, which the embedded tansu broker is not checked to have: run it on Apache Kafka (--stack embedded or auto without the tansu feature, or --kafka-brokers)",
+            );
+        }
         let plan = &self.crash_plan;
         let other = if let Some(fault) = plan.schedule.first() {
             Some(("fault", fault.kind.name()))

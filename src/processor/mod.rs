@@ -585,10 +585,13 @@ impl Processor {
                         settings,
                         txn,
                         index,
-                        consumer.clone(),
-                        faults.clone(),
-                        crashed.clone(),
-                        lane_threads.clone(),
+                        transactional::Shared {
+                            consumer: consumer.clone(),
+                            faults: faults.clone(),
+                            crashed: crashed.clone(),
+                            threads: lane_threads.clone(),
+                            progress: progress.clone(),
+                        },
                     )
                     .map_err(ProcessorError::Transactions)?,
                 ),

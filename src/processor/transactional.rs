@@ -172,6 +172,18 @@ fn retried(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), Failu
     }
 }
 
+/// What a lane shares with its processor incarnation.
+pub(super) struct Shared {
+    /// Whose group metadata goes into each transaction.
+    pub consumer: Arc<GroupConsumer>,
+    pub faults: Arc<Faults>,
+    /// The incarnation crashed: the lane stops between steps, as a dead process would.
+    pub crashed: CancellationToken,
+    pub threads: Threads,
+    /// Where a committed transaction's offsets are recorded as committed.
+    pub progress: Arc<super::Progress>,
+}
+
 impl Lane {
     /// Starts lane `worker`: its thread creates the producer and runs `init_transactions`
     /// (which fences and aborts what an earlier incarnation with the same id left open) before
@@ -180,11 +192,15 @@ impl Lane {
         processor: &super::ProcessorSettings,
         settings: &TxnSettings,
         worker: usize,
-        consumer: Arc<GroupConsumer>,
-        faults: Arc<Faults>,
-        crashed: CancellationToken,
-        threads: Threads,
+        shared: Shared,
     ) -> Result<Lane, String> {
+        let Shared {
+            consumer,
+            faults,
+            crashed,
+            threads,
+            progress,
+        } = shared;
         let id = format!("{}.{worker}", settings.transactional_id);
         let producer: BaseProducer = ClientConfig::new()
             .set("bootstrap.servers", &processor.brokers)
@@ -225,6 +241,7 @@ impl Lane {
                     effects_topic,
                     faults,
                     crashed,
+                    progress,
                 };
                 for job in incoming {
                     let outcome = lane.run(&job);
@@ -275,6 +292,7 @@ struct Running {
     effects_topic: String,
     faults: Arc<Faults>,
     crashed: CancellationToken,
+    progress: Arc<super::Progress>,
 }
 
 impl Running {
@@ -363,6 +381,11 @@ impl Running {
         let commit_started = Instant::now();
         self.drain();
         retried(|| self.producer.commit_transaction(Timeout::Never)).map_err(Step::Failed)?;
+        // The group's offsets are committed now, whatever happens to this process next: a
+        // crash before the worker hears of it must not leave the run waiting for them.
+        for (partition, next) in &job.offsets {
+            self.progress.mark_committed(*partition, *next);
+        }
         let committed = Committed {
             total: started.elapsed(),
             commit: commit_started.elapsed(),

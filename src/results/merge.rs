@@ -61,6 +61,7 @@ pub fn merge(results: &[RunResult]) -> Result<(RunResult, Named), MergeError> {
     merged.merged_from = results.iter().map(|r| r.run_id.clone()).collect();
     // Its percentiles have no histograms to merge from; the merged runs keep theirs.
     merged.kafka_transactions = None;
+    merged.correctness.kafka = None;
     if results.iter().any(|r| r.status != Status::Complete) {
         merged.status = Status::Partial;
         merged.partial_reason = Some("at least one merged run is partial".into());

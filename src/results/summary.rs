@@ -111,7 +111,7 @@ impl RunResult {
         let mut lines = String::new();
         if let Some(k) = &self.correctness.kafka {
             lines += &format!(
-                "  kafka        {} committed effects: exactly_once {}  lost {}  doubled {}; aborted records {}, of them in Postgres {}\n",
+                "  kafka        {} committed effects: exactly_once {}  lost {}  doubled {}; aborted records {}; trades with more rows than committed effects {}\n",
                 k.committed.records,
                 k.committed.exactly_once,
                 k.committed.lost,

@@ -157,8 +157,17 @@ async fn measure(
     cancel: CancellationToken,
     usage_at_start: (Usage, Usage),
 ) -> Result<assemble::Measured, RunError> {
-    let (started, consumers) = start::start(config, names, reached).await?;
-    let supervised = supervise::supervise(config, &started, consumers, cancel).await?;
+    let (mut started, consumers) = start::start(config, names, reached).await?;
+    let supervised = match supervise::supervise(config, &started, consumers, cancel).await {
+        Ok(supervised) => supervised,
+        Err(error) => {
+            // The consumers are stopped; the sink must be too, before the schema goes.
+            if let Some(sink) = started.sink.take() {
+                sink.stop().await;
+            }
+            return Err(error);
+        }
+    };
     assemble::assemble(config, names, reached, started, supervised, usage_at_start).await
 }
 

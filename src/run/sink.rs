@@ -1,9 +1,10 @@
 //! kafka-transactions' second stage: a processor on the effects topic (`read_committed`, as
 //! every processor consumer reads) whose strategy is db-offsets, in this process beside stage
-//! one. It drains on counts, not offsets: each transaction's commit marker takes an offset of
-//! the effects topic that no record carries, so a consumer's next offset after the last record
-//! stops short of the high watermark.
+//! one. It drains on the offsets of the records a read_committed reader sees, not on the high
+//! watermark: each transaction's commit marker takes an offset of the effects topic that no
+//! record carries, so the sink's next offset after the last record stops short of it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,21 +67,36 @@ impl Sink {
         })
     }
 
-    /// The records of committed transactions on the effects topic: what the sink must have
-    /// processed once stage one has drained (every transaction then has ended).
-    pub async fn committed_effects(&self, timeout: Duration) -> Result<u64, String> {
+    /// Per partition, the offset after the last record of a committed transaction on the
+    /// effects topic: where the sink must have committed once stage one has drained (every
+    /// transaction then has ended).
+    pub async fn committed_ends(&self, timeout: Duration) -> Result<BTreeMap<i32, i64>, String> {
         let (brokers, topic) = (self.brokers.clone(), self.effects_topic.clone());
         tokio::task::spawn_blocking(move || {
             read_effects(&brokers, &topic, Isolation::ReadCommitted, timeout)
         })
         .await
         .map_err(|e| format!("the effects reader panicked: {e}"))?
-        .map(|read| read.records)
+        .map(|read| read.ends)
     }
 
-    /// Effects the sink processed so far.
-    pub fn completed(&self) -> u64 {
-        self.progress.completed()
+    /// Whether the sink committed every partition up to `ends`: offsets, not a count of
+    /// messages, so a redelivery inside the sink cannot stand in for a record never processed.
+    pub fn reached(&self, ends: &BTreeMap<i32, i64>) -> bool {
+        self.lag(ends) == 0
+    }
+
+    /// Offsets of the effects topic before `ends` the sink has not committed (an upper bound
+    /// of the records: a commit marker between two records takes an offset too).
+    pub fn lag(&self, ends: &BTreeMap<i32, i64>) -> u64 {
+        ends.iter()
+            .map(|(partition, end)| (end - self.progress.committed(*partition)).max(0) as u64)
+            .sum()
+    }
+
+    /// The sink gave up (a store stayed unreachable through every retry).
+    pub fn failed(&self) -> bool {
+        self.processor.failed().is_cancelled()
     }
 
     pub async fn stop(self) -> (ProcessorReport, Option<ProcessorError>) {

@@ -109,6 +109,7 @@ pub(super) async fn supervise(
         e2e_before: None,
         caught_up: false,
         sink_lag: 0,
+        sink_drained: false,
     };
     loop_state.set_warm_up().await;
     loop_state.production = Some(tokio::spawn({
@@ -118,6 +119,9 @@ pub(super) async fn supervise(
         async move { idembench_loadgen::produce(&producer, &send, &spec, &plan, &cancel).await }
     }));
     let ended = loop_state.run().await;
+    if ended.is_ok() {
+        loop_state.measure_sink_lag().await;
+    }
     ticker.abort();
     for task in timed {
         task.abort();
@@ -288,6 +292,7 @@ struct Supervisor<'a> {
     caught_up: bool,
     /// Committed effects the sink had not processed when the run ended (kafka-transactions).
     sink_lag: u64,
+    sink_drained: bool,
 }
 
 impl Supervisor<'_> {
@@ -476,47 +481,87 @@ impl Supervisor<'_> {
     }
 
     /// kafka-transactions: stage one has drained, so every transaction has ended; wait until
-    /// the sink processed every committed effect, within the drain deadline (or Ctrl-C).
+    /// the sink committed every committed effect, within the drain deadline (or Ctrl-C).
     async fn drain_sink(&mut self) {
         let Some(sink) = &self.started.sink else {
             return;
         };
         let deadline = self.drain_deadline.unwrap_or_else(Instant::now);
-        let read_for = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_secs(10));
-        let target = match sink.committed_effects(read_for).await {
-            Ok(target) => target,
+        let read_for = || {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(10))
+        };
+        let mut ends = match sink.committed_ends(read_for()).await {
+            Ok(ends) => ends,
             Err(error) => {
-                self.partial_reason = Some(format!(
-                    "cannot count the committed effects the sink must drain: {error}"
+                return self.add_partial(format!(
+                    "cannot read the effects the sink must drain: {error}"
                 ));
-                return;
             }
         };
         loop {
-            let done = sink.completed();
-            if done >= target {
-                return;
+            if sink.failed() {
+                return self.add_partial(
+                    "the sink gave up (Postgres stayed unreachable through every retry)".into(),
+                );
+            }
+            if sink.reached(&ends) {
+                // A transaction's commit markers are written after its commit returned, and
+                // read_committed stops before an unmarked transaction: read once more, so
+                // what the first read could not see yet is waited for too.
+                match sink.committed_ends(read_for()).await {
+                    Ok(again) if again == ends => {
+                        self.sink_drained = true;
+                        return;
+                    }
+                    Ok(again) => ends = again,
+                    Err(error) => {
+                        return self.add_partial(format!(
+                            "cannot read the effects the sink must drain: {error}"
+                        ));
+                    }
+                }
+                continue;
             }
             let interrupted = self.cancel.is_cancelled()
                 && (self.config.on_interrupt == OnInterrupt::Abandon
                     || abandon_token().is_cancelled());
             if interrupted || Instant::now() > deadline {
-                self.sink_lag = target - done;
-                self.partial_reason = Some(format!(
-                    "the sink {}; {} of the {target} committed effects were still unprocessed",
+                return self.add_partial(format!(
+                    "the sink {}; {} offsets of committed effects were still unprocessed",
                     match interrupted {
                         true => "was abandoned (Ctrl-C)".to_string(),
                         false =>
                             format!("did not drain within {} ms", self.config.drain_timeout_ms),
                     },
-                    target - done
+                    sink.lag(&ends)
                 ));
-                return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// However the run ended, what the sink left unprocessed counts as unprocessed.
+    async fn measure_sink_lag(&mut self) {
+        let Some(sink) = &self.started.sink else {
+            return;
+        };
+        if self.sink_drained {
+            return;
+        }
+        match sink.committed_ends(Duration::from_secs(10)).await {
+            Ok(ends) => self.sink_lag = sink.lag(&ends),
+            Err(error) => tracing::warn!(%error, "cannot read how far the sink got"),
+        }
+    }
+
+    /// Adds `why` to the reasons the run is partial.
+    fn add_partial(&mut self, why: String) {
+        self.partial_reason = Some(match self.partial_reason.take() {
+            Some(earlier) => format!("{earlier}; {why}"),
+            None => why,
+        });
     }
 
     /// Ends the run early because the processor failed: production stops, and the run ends

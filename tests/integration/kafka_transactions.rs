@@ -357,3 +357,45 @@ async fn crashes_in_a_run_lose_nothing_and_no_aborted_effect_reaches_postgres() 
         assert_eq!(kafka.aborted_records, aborted, "{point}: {kafka:?}");
     }
 }
+
+/// A crash after the last transaction of a partition committed: its offsets are committed with
+/// it, so the restarted processor gets nothing more to do there, and the run must still see
+/// the partition drained (it waited for the drain timeout before the lane recorded them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_a_partitions_last_transaction_committed_still_drains() {
+    for point in ["in-commit", "before-offset-commit"] {
+        let (outcome, _dir) = crate::common::run(&[
+            "--strategy",
+            "kafka-transactions",
+            "--crash-at",
+            point,
+            "--crash-trades",
+            "100",
+            "--partitions",
+            "1",
+            "--trades",
+            "100",
+            "--rate",
+            "0",
+            "--duplicate-rate",
+            "0",
+            "--drain-timeout-ms",
+            "30000",
+        ])
+        .await;
+        let result = outcome.result;
+        assert_eq!(
+            result.status,
+            Status::Complete,
+            "{point}: {:?}",
+            result.partial_reason
+        );
+        assert_eq!(result.faults.crashes, 1, "{point}");
+        let c = &result.correctness;
+        assert_eq!(
+            (c.exactly_once, c.lost, c.double_applied),
+            (100, 0, 0),
+            "{point}: {c:?}"
+        );
+    }
+}

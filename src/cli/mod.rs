@@ -351,11 +351,15 @@ pub struct CommonArgs {
     /// counts become bounds above 1, as with several workers. Not for db-offsets.
     #[arg(long, default_value_t = 1)]
     pub in_flight: usize,
+    /// kafka-transactions: a worker keeps its transaction open this long (ms) from its first
+    /// message, gathering up to --batch-size messages, before it commits. 0 (the default): a
+    /// transaction holds what is already waiting, never waiting for more.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub transaction_interval_ms: u64,
     /// Crash at these points of the flow, comma-separated: after-receive, after-claim,
     /// after-db-commit, after-redis-done, before-offset-commit. A crash abandons everything not
-    /// committed and restarts the processor after --restart-delay-ms. (after-produce,
-    /// after-send-offsets and in-commit are a Kafka transaction's, refused until a run offers
-    /// kafka-transactions.)
+    /// committed and restarts the processor after --restart-delay-ms. after-produce,
+    /// after-send-offsets and in-commit are a Kafka transaction's (kafka-transactions only).
     #[arg(long, value_parser = values::<CrashPoint>(), value_delimiter = ',')]
     pub crash_at: Vec<CrashPoint>,
     /// Probability that a trade crashes at each --crash-at point (0.0–1.0).

@@ -275,6 +275,7 @@ fn apply(settings: &Settings, args: &mut CommonArgs) {
         commit_interval_ms,
         batch_size,
         in_flight,
+        transaction_interval_ms,
         crash_at,
         crash_rate,
         crash_trades,
@@ -381,6 +382,7 @@ impl CommonArgs {
             on_in_progress: self.on_in_progress,
             batch_size: self.batch_size,
             in_flight: self.in_flight,
+            transaction_interval_ms: self.transaction_interval_ms,
             crash_plan: FaultPlan {
                 points: self.crash_at.clone(),
                 rate: self.crash_rate,
@@ -656,12 +658,45 @@ mod tests {
     }
 
     #[test]
+    fn a_transaction_window_is_kafka_transactions_only() {
+        let error = run_args(&[
+            "--strategy",
+            "db-only",
+            "--transaction-interval-ms",
+            "100",
+            "--batch-size",
+            "10",
+        ])
+        .resolve(String::new())
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("applies to kafka-transactions, not db-only"),
+            "{error}"
+        );
+        let ok = run_args(&[
+            "--strategy",
+            "kafka-transactions",
+            "--transaction-interval-ms",
+            "100",
+            "--batch-size",
+            "100",
+        ])
+        .resolve(String::new());
+        assert!(ok.is_ok(), "{:?}", ok.err());
+    }
+
+    #[test]
     fn kafka_transactions_refuses_what_this_build_cannot_run_with_it() {
         for (args, named) in [
             (&["--processes", "2"][..], "--processes"),
             (&["--in-flight", "4"][..], "--in-flight"),
             (&["--db-outage-at-ms", "1000"][..], "Postgres outage"),
             (&["--no-business-write"][..], "--no-business-write"),
+            (
+                &["--transaction-interval-ms", "100"][..],
+                "--batch-size is 1",
+            ),
         ] {
             let mut all = vec!["--strategy", "kafka-transactions"];
             all.extend_from_slice(args);

@@ -139,6 +139,10 @@ pub struct RunConfig {
     /// it existed ran 1).
     #[serde(default = "one")]
     pub in_flight: usize,
+    /// kafka-transactions: how long a transaction stays open gathering messages
+    /// (`--transaction-interval-ms`; 0, and in results written before it existed: never waits).
+    #[serde(default)]
+    pub transaction_interval_ms: u64,
     /// Processor OS processes in the group (0: one processor inside this process).
     pub processes: usize,
     /// How long the group waits for a silent member (a killed process) before rebalancing.

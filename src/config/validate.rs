@@ -134,6 +134,23 @@ impl RunConfig {
                 ),
             );
         }
+        if self.transaction_interval_ms > 0 {
+            if !can.kafka_transactions {
+                return fail(
+                    &["transaction_interval_ms", "strategies"],
+                    format!(
+                        "--transaction-interval-ms keeps a Kafka transaction open to gather messages: it applies to kafka-transactions, not {}",
+                        self.strategy.name()
+                    ),
+                );
+            }
+            if self.batch_size < 2 {
+                return fail(
+                    &["transaction_interval_ms", "batch_size"],
+                    "--transaction-interval-ms gathers up to --batch-size messages per transaction, and --batch-size is 1: give the most a transaction may hold (--batch-size 100, say)",
+                );
+            }
+        }
         if self.processing_ttl_ms == 0 || self.done_ttl_ms == 0 {
             return fail(
                 &["processing_ttl_ms", "done_ttl_ms"],
@@ -592,8 +609,9 @@ impl RunConfig {
 
 /// The strategies that have a capability, as a list for an error message.
 fn names(has: impl Fn(StrategyKind) -> bool) -> String {
-    let names: Vec<&str> = StrategyKind::ALL
-        .into_iter()
+    let names: Vec<&str> = <StrategyKind as strum::VariantArray>::VARIANTS
+        .iter()
+        .copied()
         .filter(|kind| has(*kind))
         .map(StrategyKind::name)
         .collect();

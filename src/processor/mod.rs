@@ -599,8 +599,14 @@ impl Processor {
             };
             let (tx, rx) = mpsc::channel(settings.queue_depth.max(1));
             senders.push(tx);
+            let window = settings
+                .transactions
+                .as_ref()
+                .map(|txn| txn.interval)
+                .filter(|interval| !interval.is_zero());
             let worker = Worker {
                 lane,
+                window,
                 batch_size: settings.batch_size.max(1),
                 in_flight: settings.in_flight.max(1),
                 consumer: consumer.clone(),
@@ -813,6 +819,8 @@ async fn dispatch(
 struct Worker {
     /// Under `transactions`: this worker's transactional producer.
     lane: Option<transactional::Lane>,
+    /// kafka-transactions' `--transaction-interval-ms`, when set.
+    window: Option<Duration>,
     batch_size: usize,
     /// Most units (a message, or a batch) this worker runs at once; one per Kafka key.
     in_flight: usize,
@@ -1001,17 +1009,56 @@ impl Worker {
         inbox: &mut mpsc::Receiver<Delivered>,
         metrics: &mut WorkerMetrics,
     ) -> Unit {
-        let mut messages = vec![first.message];
-        let mut epochs = vec![first.epoch];
-        while messages.len() < self.batch_size {
+        let mut taken = vec![first];
+        self.take_queued(&mut taken, inbox);
+        self.unit_of(taken, metrics)
+    }
+
+    /// kafka-transactions with `--transaction-interval-ms`: gathers one transaction's messages
+    /// until the batch is full or `window` has passed since the first. Nothing else of this
+    /// worker runs meanwhile (one unit at a time), so only a crash or a stop cuts it short.
+    async fn gather(
+        &self,
+        first: Delivered,
+        window: Duration,
+        inbox: &mut mpsc::Receiver<Delivered>,
+        metrics: &mut WorkerMetrics,
+    ) -> Unit {
+        let deadline = tokio::time::Instant::now() + window;
+        let mut taken = vec![first];
+        self.take_queued(&mut taken, inbox);
+        while taken.len() < self.batch_size {
+            tokio::select! {
+                biased;
+                _ = self.crashed.cancelled() => break,
+                _ = self.stop.cancelled() => break,
+                next = tokio::time::timeout_at(deadline, inbox.recv()) => match next {
+                    Ok(Some(delivered)) => {
+                        taken.push(delivered);
+                        self.take_queued(&mut taken, inbox);
+                    }
+                    // The window closed, or the dispatcher stopped.
+                    _ => break,
+                },
+            }
+        }
+        self.unit_of(taken, metrics)
+    }
+
+    /// Adds what is already queued to `taken`, up to the batch size.
+    fn take_queued(&self, taken: &mut Vec<Delivered>, inbox: &mut mpsc::Receiver<Delivered>) {
+        while taken.len() < self.batch_size {
             match inbox.try_recv() {
-                Ok(delivered) => {
-                    messages.push(delivered.message);
-                    epochs.push(delivered.epoch);
-                }
+                Ok(delivered) => taken.push(delivered),
                 Err(_) => break,
             }
         }
+    }
+
+    /// One unit of `taken`, decoded; malformed messages counted and kept (their offsets move).
+    fn unit_of(&self, taken: Vec<Delivered>, metrics: &mut WorkerMetrics) -> Unit {
+        let (messages, epochs): (Vec<_>, Vec<_>) =
+            taken.into_iter().map(|d| (d.message, d.epoch)).unzip();
         metrics.counts.messages += messages.len() as u64;
         let trades = messages
             .iter()
@@ -1218,7 +1265,10 @@ impl Worker {
                 // Idle: flush anyway, so a snapshot misses nothing already measured.
                 _ = tokio::time::sleep_until((last_flush + FLUSH_PERIOD).into()) => continue,
             };
-            let unit = self.take_unit(first, &mut inbox, &mut metrics);
+            let unit = match self.window {
+                Some(window) => self.gather(first, window, &mut inbox, &mut metrics).await,
+                None => self.take_unit(first, &mut inbox, &mut metrics),
+            };
             let crash = unit.trades.iter().flatten().find_map(|trade| {
                 self.faults
                     .at(CrashPoint::AfterReceive, trade.trade_id)

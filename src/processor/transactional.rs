@@ -38,6 +38,10 @@ pub struct TxnSettings {
     /// `transaction.timeout.ms`: how long the broker keeps a dead producer's transaction open
     /// before aborting it (librdkafka's default, 60 s, would stall the effects topic that long).
     pub transaction_timeout: Duration,
+    /// How long a worker keeps gathering messages into one transaction from its first one
+    /// (up to the batch size); zero: only what is already waiting.
+    #[serde(default)]
+    pub interval: Duration,
 }
 
 /// One effect record of a transaction: the trade's outbox event.

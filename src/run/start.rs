@@ -172,6 +172,7 @@ fn member_spec(config: &RunConfig, names: &RunNames) -> MemberSpec {
                     // A crashed incarnation's open transaction is aborted by the restart's
                     // init_transactions (same ids); this bounds it only if no restart comes.
                     transaction_timeout: Duration::from_secs(10),
+                    interval: Duration::from_millis(config.transaction_interval_ms),
                 }
             }),
         },

@@ -224,38 +224,48 @@ async fn a_crash_at_any_point_of_a_transaction_loses_and_doubles_nothing() {
     }
 }
 
+/// `idembench run --strategy kafka-transactions` with `args` on the real services; the run
+/// must complete (`what` names the case in a failure).
+async fn run(args: &[&str], what: &str) -> idembench::results::RunResult {
+    let mut all = vec!["--strategy", "kafka-transactions"];
+    all.extend_from_slice(args);
+    let (outcome, _dir) = crate::common::run(&all).await;
+    let result = outcome.result;
+    assert_eq!(
+        result.status,
+        Status::Complete,
+        "{what}: {:?}",
+        result.partial_reason
+    );
+    result
+}
+
 /// The pair as `idembench run` runs it: stage one's transactions, the sink to Postgres, and
 /// both audits. The stream's duplicates are two messages each: both effects commit, and the
 /// sink's unique constraint catches the second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_applies_every_message_once_and_audits_both_halves() {
     let (trades, rate, seed) = (400, 0.1, 21);
-    let (outcome, _dir) = crate::common::run(&[
-        "--strategy",
-        "kafka-transactions",
-        "--partitions",
-        "3",
-        "--workers",
-        "3",
-        "--batch-size",
-        "10",
-        "--trades",
-        "400",
-        "--rate",
-        "400",
-        "--duplicate-rate",
-        "0.1",
-        "--seed",
-        "21",
-    ])
+    let result = run(
+        &[
+            "--partitions",
+            "3",
+            "--workers",
+            "3",
+            "--batch-size",
+            "10",
+            "--trades",
+            "400",
+            "--rate",
+            "400",
+            "--duplicate-rate",
+            "0.1",
+            "--seed",
+            "21",
+        ],
+        "",
+    )
     .await;
-    let result = outcome.result;
-    assert_eq!(
-        result.status,
-        Status::Complete,
-        "{:?}",
-        result.partial_reason
-    );
     let c = &result.correctness;
     let duplicated = crate::common::planned_duplicates(trades, rate, seed);
     assert!(duplicated > 0);
@@ -311,32 +321,26 @@ async fn crashes_in_a_run_lose_nothing_and_no_aborted_effect_reaches_postgres() 
         "after-receive",
         "before-offset-commit",
     ] {
-        let (outcome, _dir) = crate::common::run(&[
-            "--strategy",
-            "kafka-transactions",
-            "--crash-at",
+        let result = run(
+            &[
+                "--crash-at",
+                point,
+                "--crash-trades",
+                &crashed,
+                "--partitions",
+                "1",
+                "--trades",
+                "250",
+                "--rate",
+                "0",
+                "--duplicate-rate",
+                "0.1",
+                "--seed",
+                "13",
+            ],
             point,
-            "--crash-trades",
-            &crashed,
-            "--partitions",
-            "1",
-            "--trades",
-            "250",
-            "--rate",
-            "0",
-            "--duplicate-rate",
-            "0.1",
-            "--seed",
-            "13",
-        ])
+        )
         .await;
-        let result = outcome.result;
-        assert_eq!(
-            result.status,
-            Status::Complete,
-            "{point}: {:?}",
-            result.partial_reason
-        );
         assert_eq!(result.faults.crashes, CRASHED.len() as u64, "{point}");
         assert_eq!(result.processor.restarts, CRASHED.len() as u64, "{point}");
         let c = &result.correctness;
@@ -365,32 +369,26 @@ async fn crashes_in_a_run_lose_nothing_and_no_aborted_effect_reaches_postgres() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_a_partitions_last_transaction_committed_still_drains() {
     for point in ["in-commit", "before-offset-commit"] {
-        let (outcome, _dir) = crate::common::run(&[
-            "--strategy",
-            "kafka-transactions",
-            "--crash-at",
+        let result = run(
+            &[
+                "--crash-at",
+                point,
+                "--crash-trades",
+                "100",
+                "--partitions",
+                "1",
+                "--trades",
+                "100",
+                "--rate",
+                "0",
+                "--duplicate-rate",
+                "0",
+                "--drain-timeout-ms",
+                "30000",
+            ],
             point,
-            "--crash-trades",
-            "100",
-            "--partitions",
-            "1",
-            "--trades",
-            "100",
-            "--rate",
-            "0",
-            "--duplicate-rate",
-            "0",
-            "--drain-timeout-ms",
-            "30000",
-        ])
+        )
         .await;
-        let result = outcome.result;
-        assert_eq!(
-            result.status,
-            Status::Complete,
-            "{point}: {:?}",
-            result.partial_reason
-        );
         assert_eq!(result.faults.crashes, 1, "{point}");
         let c = &result.correctness;
         assert_eq!(
@@ -405,30 +403,24 @@ async fn a_crash_after_a_partitions_last_transaction_committed_still_drains() {
 /// transaction still gathers several of them, and the run stays exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_window_gathers_several_messages_per_transaction() {
-    let (outcome, _dir) = crate::common::run(&[
-        "--strategy",
-        "kafka-transactions",
-        "--partitions",
-        "2",
-        "--batch-size",
-        "100",
-        "--transaction-interval-ms",
-        "100",
-        "--trades",
-        "600",
-        "--rate",
-        "200",
-        "--duplicate-rate",
-        "0",
-    ])
+    let result = run(
+        &[
+            "--partitions",
+            "2",
+            "--batch-size",
+            "100",
+            "--transaction-interval-ms",
+            "100",
+            "--trades",
+            "600",
+            "--rate",
+            "200",
+            "--duplicate-rate",
+            "0",
+        ],
+        "",
+    )
     .await;
-    let result = outcome.result;
-    assert_eq!(
-        result.status,
-        Status::Complete,
-        "{:?}",
-        result.partial_reason
-    );
     let c = &result.correctness;
     assert_eq!(
         (c.exactly_once, c.lost, c.double_applied),

@@ -691,7 +691,10 @@ mod tests {
         for (args, named) in [
             (&["--processes", "2"][..], "--processes"),
             (&["--in-flight", "4"][..], "--in-flight"),
-            (&["--db-outage-at-ms", "1000"][..], "Postgres outage"),
+            (
+                &["--slow-trades", "5", "--slow-ms", "100"][..],
+                "slow trades",
+            ),
             (&["--no-business-write"][..], "--no-business-write"),
             (
                 &["--transaction-interval-ms", "100"][..],

@@ -452,8 +452,6 @@ impl RunConfig {
         let plan = &self.crash_plan;
         let other = if let Some(fault) = plan.schedule.first() {
             Some(("fault", fault.kind.name()))
-        } else if plan.db_outage_at_ms.is_some() {
-            Some(("db_outage_at_ms", "a Postgres outage"))
         } else if !plan.slow_trades.is_empty() {
             Some(("slow_trades", "slow trades"))
         } else {
@@ -463,7 +461,7 @@ impl RunConfig {
             Some((setting, what)) => fail(
                 &[setting, "strategies"],
                 format!(
-                    "kafka-transactions takes crash points (its own after-produce, after-send-offsets and in-commit, and after-receive and before-offset-commit) and no other fault yet ({what} was asked for; issue #16 adds them): drop it, or run another strategy"
+                    "kafka-transactions takes crash points (its own after-produce, after-send-offsets and in-commit, and after-receive and before-offset-commit) and a Postgres outage (which cuts its sink), and no other fault yet ({what} was asked for; issue #16 adds them): drop it, or run another strategy"
                 ),
             ),
             None => Ok(()),

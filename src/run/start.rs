@@ -89,7 +89,7 @@ pub(super) async fn start(
     let strategy = strategy::build(
         config.strategy,
         spec.strategy_settings(faults.clone()),
-        processor_db,
+        processor_db.clone(),
         processor_redis.clone(),
         memory.clone(),
     );
@@ -109,7 +109,8 @@ pub(super) async fn start(
             .map_err(RunError::Processes)?,
     };
     let sink = match config.strategy.capabilities().kafka_transactions {
-        true => match super::sink::Sink::start(config, names, &spec, reached.db.clone()).await {
+        // The sink writes Postgres: through the outage relay, when the run cuts it.
+        true => match super::sink::Sink::start(config, names, &spec, processor_db).await {
             Ok(sink) => Some(sink),
             Err(error) => {
                 consumers.stop().await;

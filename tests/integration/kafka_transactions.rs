@@ -435,3 +435,40 @@ async fn a_transaction_window_gathers_several_messages_per_transaction() {
     // transaction holds ~1 at this rate (COST.md).
     assert!(pair.messages_per_transaction > 3.0, "{pair:?}");
 }
+
+/// A Postgres outage cuts the sink (stage one never talks to Postgres): its transactions fail
+/// and are retried once the database answers again, and every message lands once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_stalls_the_sink_and_loses_nothing() {
+    let result = run(
+        &[
+            "--partitions",
+            "2",
+            "--trades",
+            "1000",
+            "--rate",
+            "250",
+            "--duplicate-rate",
+            "0.1",
+            "--db-outage-at-ms",
+            "1500",
+            "--db-outage-ms",
+            "2000",
+        ],
+        "db-outage",
+    )
+    .await;
+    assert_eq!(result.faults.log.len(), 1, "{:?}", result.faults.log);
+    let c = &result.correctness;
+    assert_eq!(
+        (c.exactly_once, c.lost, c.double_applied),
+        (1000, 0, 0),
+        "{c:?}"
+    );
+    let kafka = c.kafka.as_ref().expect("correctness.kafka");
+    assert_eq!(
+        (kafka.committed.lost, kafka.committed.doubled),
+        (0, 0),
+        "{kafka:?}"
+    );
+}

@@ -342,13 +342,15 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = 100)]
     pub commit_interval_ms: u64,
     /// Messages processed in one database transaction (db-only, db-authority-redis-cache,
-    /// db-offsets): a worker takes what is already waiting, up to this many.
+    /// db-offsets) or one Kafka transaction (kafka-transactions): a worker takes what is
+    /// already waiting, up to this many.
     #[arg(long, default_value_t = 1)]
     pub batch_size: usize,
     /// Messages (or batches) each worker processes at once. Never two of one Kafka key (one
     /// account), so each key's messages keep their order; offsets are committed only past what
     /// finished. 1 (the default) is the design note's one message at a time. Crash and kill
-    /// counts become bounds above 1, as with several workers. Not for db-offsets.
+    /// counts become bounds above 1, as with several workers. Not for db-offsets or
+    /// kafka-transactions.
     #[arg(long, default_value_t = 1)]
     pub in_flight: usize,
     /// kafka-transactions: a worker keeps its transaction open this long (ms) from its first

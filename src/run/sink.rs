@@ -26,7 +26,8 @@ pub(super) struct Sink {
 
 impl Sink {
     /// Starts the sink and waits until its group assigned it the effects topic's partitions.
-    /// It takes no faults: the run's faults are stage one's.
+    /// No crash point fires in it (they are stage one's); `db` is the processor's Postgres
+    /// link, so an outage the run injects cuts it.
     pub async fn start(
         config: &RunConfig,
         names: &RunNames,

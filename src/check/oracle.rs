@@ -89,6 +89,9 @@ pub struct RunShape {
     pub unprocessed: u64,
     /// Keys Redis evicted under `maxmemory` during the run (DONE marks and claims among them).
     pub redis_evictions: u64,
+    /// The Redis the stack started keeps an append-only file, which a restart reloads: what a
+    /// killed server had executed survives it (`--redis-persistence aof-everysec`).
+    pub redis_persistent: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -438,12 +441,26 @@ fn redis_kills(shape: &RunShape, facts: &Facts, tally: &mut Tally) {
     if facts.redis_kills == 0 || facts.can.database_decides {
         return;
     }
-    let in_flight = facts.redis_kills * (shape.workers * shape.processes.max(1)) as u64;
+    let workers = (shape.workers * shape.processes.max(1)) as u64;
+    let in_flight = facts.redis_kills * workers;
     if facts.can.claims && shape.on_in_progress == OnInProgress::Skip && facts.failovers > 0 {
-        let bound = facts.failovers * (shape.workers * shape.processes.max(1)) as u64;
+        let bound = facts.failovers * workers;
         tally.lost = tally.lost.plus(Bounds::up_to(bound));
         tally.rule(format!(
             "{}: a failover may keep a claim whose reply it cut (replicated before the kill): the retry skips its own claim, up to {bound} lost",
+            shape.strategy.name()
+        ));
+    }
+    let restarts = facts.redis_kills - facts.failovers;
+    if facts.can.claims
+        && shape.on_in_progress == OnInProgress::Skip
+        && shape.redis_persistent
+        && restarts > 0
+    {
+        let bound = restarts * workers;
+        tally.lost = tally.lost.plus(Bounds::up_to(bound));
+        tally.rule(format!(
+            "{}: a restart that reloads its append-only file keeps a claim whose reply the kill cut: the retry skips its own claim, up to {bound} lost",
             shape.strategy.name()
         ));
     }
@@ -567,6 +584,7 @@ mod tests {
             processes: 0,
             unprocessed: 0,
             redis_evictions: 0,
+            redis_persistent: false,
         }
     }
 
@@ -731,6 +749,38 @@ mod tests {
             ..slow
         };
         assert_eq!(predict(&db_only, &[]).double_applied, Bounds::ZERO);
+    }
+
+    #[test]
+    fn a_restart_that_keeps_its_file_may_keep_a_claim_whose_reply_it_cut() {
+        let restart = vec![FaultEvent {
+            kind: FaultKind::RedisRestart,
+            point: None,
+            trade_id: 0,
+            at_us: 0,
+            target: None,
+            end_us: None,
+        }];
+        let forgets = predict(&shape(StrategyKind::RedisOnly), &restart);
+        assert_eq!(forgets.lost, Bounds::ZERO, "{:?}", forgets.rules);
+        let keeps = predict(
+            &RunShape {
+                redis_persistent: true,
+                workers: 4,
+                ..shape(StrategyKind::RedisOnly)
+            },
+            &restart,
+        );
+        assert_eq!(keeps.lost, Bounds::up_to(4), "{:?}", keeps.rules);
+        // Where the database decides, a kept claim decides nothing.
+        let db = predict(
+            &RunShape {
+                redis_persistent: true,
+                ..shape(StrategyKind::DbAuthorityRedisCache)
+            },
+            &restart,
+        );
+        assert_eq!(db.lost, Bounds::ZERO);
     }
 
     #[test]

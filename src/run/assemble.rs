@@ -345,6 +345,7 @@ fn oracle(
         processes: config.processes,
         unprocessed: supervised.lag_at_stop.max(0) as u64,
         redis_evictions: evicted_keys.unwrap_or(0),
+        redis_persistent: config.redis_persistence != crate::redis::RedisPersistence::None,
     };
     OracleReport::compare(
         oracle::predict(&shape, &started.faults.log()),

@@ -139,6 +139,19 @@ pub fn read_effects(
     Ok(read)
 }
 
+/// [`read_effects`] on a blocking thread, for async callers (the sink's drain, the audit).
+pub async fn read_effects_apart(
+    brokers: &str,
+    topic: &str,
+    isolation: Isolation,
+    timeout: Duration,
+) -> Result<EffectsRead, String> {
+    let (brokers, topic) = (brokers.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || read_effects(&brokers, &topic, isolation, timeout))
+        .await
+        .map_err(|e| format!("the effects reader panicked: {e}"))?
+}
+
 /// One isolation level's effects against the ledger (`correctness.kafka.committed` and
 /// `.uncommitted` in `result.json`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]

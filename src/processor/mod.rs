@@ -1169,13 +1169,11 @@ impl Worker {
             let commit_started = Instant::now();
             // Work of an assignment that has ended commits nothing (see `Progress::reassigned`).
             match watermarks.finished(partition, *epoch, message.offset()) {
-                // The transaction committed the offset with the effects.
+                // The transaction committed the offset with the effects, and the lane recorded
+                // it as committed the moment the commit returned.
                 Some(next_offset)
                     if self.progress.advance(partition, *epoch, next_offset)
-                        && self.lane.is_some() =>
-                {
-                    self.progress.mark_committed(partition, next_offset);
-                }
+                        && self.lane.is_some() => {}
                 Some(next_offset) if self.progress.advance(partition, *epoch, next_offset) => {
                     if let Err(error) = self.commit(partition, next_offset) {
                         *commit_errors += 1;

@@ -54,10 +54,10 @@ pub(super) async fn assemble(
     let mut failure = supervised.failure.clone();
     report.add(last);
     if let Some(error) = error {
-        add_failure(&mut failure, error.to_string());
+        super::add_reason(&mut failure, error.to_string());
     }
     if let Some((_, (_, Some(error)))) = &sink {
-        add_failure(&mut failure, format!("the sink: {error}"));
+        super::add_reason(&mut failure, format!("the sink: {error}"));
     }
     let observed = match &started.memory {
         Some(memory) => memory.observed(),
@@ -91,7 +91,7 @@ pub(super) async fn assemble(
     if let Some(topic) = &effects_topic {
         match audit_effects(config, topic, &supervised, &observed).await {
             Ok(kafka) => correctness.kafka = Some(kafka),
-            Err(error) => add_failure(&mut failure, error),
+            Err(error) => super::add_reason(&mut failure, error),
         }
     }
     let mut histograms: Vec<(&'static str, Histogram<u64>)> = written_by
@@ -162,14 +162,6 @@ pub(super) async fn assemble(
     })
 }
 
-/// Adds `why` to what the run's failure says so far.
-fn add_failure(failure: &mut Option<String>, why: String) {
-    *failure = Some(match failure.take() {
-        Some(earlier) => format!("{earlier}; {why}"),
-        None => why,
-    });
-}
-
 /// The run's Toxiproxy proxies, removed once the processors stopped.
 async fn remove_proxies(started: &Started) {
     if let Some((toxiproxy, proxies)) = &started.toxiproxy {
@@ -189,25 +181,17 @@ async fn audit_effects(
     supervised: &Supervised,
     observed: &crate::db::Observed,
 ) -> Result<crate::check::kafka::KafkaCorrectness, String> {
-    use crate::check::kafka::{Isolation, read_effects, reconcile};
-    let read = |isolation| {
-        let (brokers, topic) = (config.connections.kafka_brokers.clone(), topic.to_string());
-        let timeout = config
-            .connect_timeout()
-            .max(std::time::Duration::from_secs(30));
-        tokio::task::spawn_blocking(move || read_effects(&brokers, &topic, isolation, timeout))
-    };
+    use crate::check::kafka::{Isolation, read_effects_apart, reconcile};
+    let brokers = &config.connections.kafka_brokers;
+    let timeout = config
+        .connect_timeout()
+        .max(std::time::Duration::from_secs(30));
     let (committed, uncommitted) = tokio::join!(
-        read(Isolation::ReadCommitted),
-        read(Isolation::ReadUncommitted)
+        read_effects_apart(brokers, topic, Isolation::ReadCommitted, timeout),
+        read_effects_apart(brokers, topic, Isolation::ReadUncommitted, timeout)
     );
-    let failed = |e: tokio::task::JoinError| format!("the effects reader panicked: {e}");
-    let committed = committed.map_err(failed)?;
-    let uncommitted = uncommitted.map_err(failed)?;
-    let (committed, uncommitted) = (
-        committed.map_err(|e| format!("cannot audit the effects topic: {e}"))?,
-        uncommitted.map_err(|e| format!("cannot audit the effects topic: {e}"))?,
-    );
+    let failed = |e: String| format!("cannot audit the effects topic: {e}");
+    let (committed, uncommitted) = (committed.map_err(failed)?, uncommitted.map_err(failed)?);
     let mut kafka = reconcile(topic, &supervised.produced.ledger, &committed, &uncommitted);
     kafka.aborted_reached_postgres =
         crate::check::kafka::beyond_committed(&observed.trade_rows, &committed);

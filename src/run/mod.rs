@@ -200,6 +200,14 @@ fn write(
     })
 }
 
+/// Adds `why` to the reasons held in `reasons` (a run's failure, or why it is partial).
+fn add_reason(reasons: &mut Option<String>, why: String) {
+    *reasons = Some(match reasons.take() {
+        Some(earlier) => format!("{earlier}; {why}"),
+        None => why,
+    });
+}
+
 fn say(config: &RunConfig, line: String) {
     if !config.quiet {
         eprintln!("[idembench] {line}");

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::RunError;
-use crate::check::kafka::{Isolation, read_effects};
+use crate::check::kafka::{Isolation, read_effects_apart};
 use crate::config::{RunConfig, RunNames};
 use crate::db::Db;
 use crate::faults::Faults;
@@ -72,12 +72,13 @@ impl Sink {
     /// effects topic: where the sink must have committed once stage one has drained (every
     /// transaction then has ended).
     pub async fn committed_ends(&self, timeout: Duration) -> Result<BTreeMap<i32, i64>, String> {
-        let (brokers, topic) = (self.brokers.clone(), self.effects_topic.clone());
-        tokio::task::spawn_blocking(move || {
-            read_effects(&brokers, &topic, Isolation::ReadCommitted, timeout)
-        })
+        read_effects_apart(
+            &self.brokers,
+            &self.effects_topic,
+            Isolation::ReadCommitted,
+            timeout,
+        )
         .await
-        .map_err(|e| format!("the effects reader panicked: {e}"))?
         .map(|read| read.ends)
     }
 

@@ -558,10 +558,7 @@ impl Supervisor<'_> {
 
     /// Adds `why` to the reasons the run is partial.
     fn add_partial(&mut self, why: String) {
-        self.partial_reason = Some(match self.partial_reason.take() {
-            Some(earlier) => format!("{earlier}; {why}"),
-            None => why,
-        });
+        super::add_reason(&mut self.partial_reason, why);
     }
 
     /// Ends the run early because the processor failed: production stops, and the run ends

@@ -549,7 +549,9 @@ fn zombies(shape: &RunShape, facts: &Facts, tally: &mut Tally) {
     if shape.strategy == StrategyKind::None {
         tally.double = Bounds::at_least(tally.double.min);
         tally.rule("none: the new owner replays everything the zombie had not committed");
-    } else if facts.can.stores_offsets {
+    } else if facts.can.stores_offsets && !facts.can.kafka_transactions {
+        // kafka-transactions: the zombie's offsets carry its old generation, so the group
+        // coordinator refuses them and its transaction aborts (KIP-447): nothing doubles.
         let bound = facts.zombies * shape.workers as u64;
         tally.double = tally.double.plus(Bounds::up_to(bound));
         tally.rule(format!(

@@ -689,12 +689,7 @@ mod tests {
     #[test]
     fn kafka_transactions_refuses_what_this_build_cannot_run_with_it() {
         for (args, named) in [
-            (&["--processes", "2"][..], "--processes"),
             (&["--in-flight", "4"][..], "--in-flight"),
-            (
-                &["--slow-trades", "5", "--slow-ms", "100"][..],
-                "slow trades",
-            ),
             (&["--no-business-write"][..], "--no-business-write"),
             (
                 &["--transaction-interval-ms", "100"][..],
@@ -708,6 +703,21 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(error.contains(named), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn kafka_transactions_takes_processes_their_faults_and_slow_trades() {
+        for args in [
+            &["--processes", "2", "--kill-at-ms", "3000"][..],
+            &["--processes", "2", "--fault", "zombie-consumer@2000+15000"][..],
+            &["--slow-trades", "5", "--slow-ms", "100"][..],
+            &["--fault", "db-outage@1000+2000"][..],
+        ] {
+            let mut all = vec!["--strategy", "kafka-transactions"];
+            all.extend_from_slice(args);
+            let resolved = run_args(&all).resolve(String::new());
+            assert!(resolved.is_ok(), "{args:?}: {:?}", resolved.err());
         }
     }
 }

@@ -96,12 +96,6 @@ impl RunConfig {
                 );
             }
         }
-        if can.kafka_transactions && self.processes > 0 {
-            return fail(
-                &["processes", "strategies"],
-                "kafka-transactions runs in this process in this build (its sink beside it): drop --processes (issue #16 adds processor processes and their fencing)",
-            );
-        }
         if self.redis_pipeline && !can.claims_in_two_steps {
             return fail(
                 &["redis_pipeline", "strategies"],
@@ -435,9 +429,9 @@ impl RunConfig {
         self.validate_schedule()
     }
 
-    /// kafka-transactions takes crash points in this build (a Redis wipe touches nothing of
-    /// it); the process-level and service faults come with the slices of #16 that handle a
-    /// rebalance and processes.
+    /// kafka-transactions runs on Apache Kafka only; every fault applies to it (crash points in
+    /// this process, kills and pauses of processor processes, service faults, slow trades in
+    /// its sink's business transaction).
     fn transactional_faults(&self) -> Result<(), ConfigError> {
         if self
             .stack
@@ -449,23 +443,7 @@ impl RunConfig {
                 "kafka-transactions needs Kafka's transactions and read_committed, which the embedded tansu broker is not checked to have: run it on Apache Kafka (--stack embedded or auto without the tansu feature, or --kafka-brokers)",
             );
         }
-        let plan = &self.crash_plan;
-        let other = if let Some(fault) = plan.schedule.first() {
-            Some(("fault", fault.kind.name()))
-        } else if !plan.slow_trades.is_empty() {
-            Some(("slow_trades", "slow trades"))
-        } else {
-            None
-        };
-        match other {
-            Some((setting, what)) => fail(
-                &[setting, "strategies"],
-                format!(
-                    "kafka-transactions takes crash points (its own after-produce, after-send-offsets and in-commit, and after-receive and before-offset-commit) and a Postgres outage (which cuts its sink), and no other fault yet ({what} was asked for; issue #16 adds them): drop it, or run another strategy"
-                ),
-            ),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// Each `--fault` (`[[scenario.fault]]`): a kind a schedule may hold, a period longer than

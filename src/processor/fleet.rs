@@ -33,6 +33,10 @@ struct Heard {
 
 struct Member {
     id: u64,
+    /// Which place in the fleet it holds: a replacement takes its killed predecessor's, and
+    /// with it the transactional ids (kafka-transactions), so its `init_transactions` aborts
+    /// what the dead process left open instead of the broker waiting out its timeout.
+    slot: usize,
     child: Child,
     stdin: Option<ChildStdin>,
     heard: Arc<Mutex<Heard>>,
@@ -41,8 +45,8 @@ struct Member {
 
 pub struct Fleet {
     exe: PathBuf,
-    /// The spec as one JSON line; holds the service URLs, so it goes only to a child's stdin.
-    spec_line: String,
+    /// Holds the service URLs, so it goes only to a child's stdin (as one JSON line).
+    spec: MemberSpec,
     members: Vec<Member>,
     /// Reports of children that are gone.
     gone: ProcessorReport,
@@ -70,7 +74,7 @@ impl Fleet {
             .map_err(|e| format!("cannot create the offset reader: {e}"))?;
         let mut fleet = Fleet {
             exe,
-            spec_line: serde_json::to_string(spec).expect("the spec serializes"),
+            spec: spec.clone(),
             members: Vec::new(),
             gone: ProcessorReport::default(),
             spawned: 0,
@@ -105,7 +109,13 @@ impl Fleet {
                 )
             })?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
-        let mut hello = format!("{}\n", self.spec_line);
+        let slot = (0..)
+            .find(|slot| self.members.iter().all(|m| m.slot != *slot))
+            .expect("a free slot");
+        let mut hello = format!(
+            "{}\n",
+            serde_json::to_string(&self.spec.in_slot(slot)).expect("the spec serializes")
+        );
         if let Some(until) = self.warm_up_until_us {
             hello.push_str(&warm_up_line(until));
         }
@@ -137,6 +147,7 @@ impl Fleet {
         });
         self.members.push(Member {
             id,
+            slot,
             child,
             stdin: Some(stdin),
             heard,

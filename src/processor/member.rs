@@ -85,6 +85,16 @@ impl MemberSpec {
         }
     }
 
+    /// The spec of the processor process in fleet place `slot`: its transactional ids
+    /// (kafka-transactions) are its own, so two processes never fence each other.
+    pub fn in_slot(&self, slot: usize) -> MemberSpec {
+        let mut spec = self.clone();
+        if let Some(txn) = &mut spec.processor.transactions {
+            txn.transactional_id = format!("{}.p{slot}", txn.transactional_id);
+        }
+        spec
+    }
+
     pub fn db_settings(&self) -> DbSettings {
         DbSettings {
             url: self.postgres_url.clone(),

@@ -17,6 +17,9 @@ pub struct WorkerMetrics {
     pub business_us: Histogram<u64>,
     pub mark_done_us: Histogram<u64>,
     pub offset_commit_us: Histogram<u64>,
+    /// kafka-transactions: `commit_transaction` alone (with the drain of delivery reports
+    /// before it), once per transaction.
+    pub transaction_commit_us: Histogram<u64>,
     /// End-to-end (from intended send) of the messages sent during the warm-up, kept apart.
     pub warm_up_us: Histogram<u64>,
     pub counts: Counts,
@@ -42,6 +45,22 @@ pub struct Counts {
     /// since another member may own the partition by then (a paused consumer waking up).
     #[serde(default)]
     pub stale_completions: u64,
+    /// kafka-transactions: transactions aborted (their effects stay invisible at
+    /// read_committed; their messages are read again from the committed offsets).
+    #[serde(default)]
+    pub transactions_aborted: u64,
+    /// Of those, aborted because the group coordinator refused the offsets: this member's
+    /// generation was gone (a zombie fenced by KIP-447).
+    #[serde(default)]
+    pub group_fenced: u64,
+    /// Transactional producers fenced for good (a newer epoch of their id, or the broker
+    /// aborting their timed-out transaction), each replaced by a new one.
+    #[serde(default)]
+    pub producers_fenced: u64,
+    /// Messages already read but dropped unprocessed, to be read again from the committed
+    /// offset: their partition was rewound after an abort, or had moved to another assignment.
+    #[serde(default)]
+    pub rewound_messages: u64,
 }
 
 /// [`WorkerMetrics`] as one processor process reports them to the run that started it.
@@ -63,6 +82,10 @@ impl Counts {
         self.stalled_us += other.stalled_us;
         self.stalled_copies += other.stalled_copies;
         self.stale_completions += other.stale_completions;
+        self.transactions_aborted += other.transactions_aborted;
+        self.group_fenced += other.group_fenced;
+        self.producers_fenced += other.producers_fenced;
+        self.rewound_messages += other.rewound_messages;
     }
 
     /// Copies the strategy skipped as duplicates.
@@ -80,6 +103,7 @@ impl Default for WorkerMetrics {
             business_us: new_histogram(),
             mark_done_us: new_histogram(),
             offset_commit_us: new_histogram(),
+            transaction_commit_us: new_histogram(),
             warm_up_us: new_histogram(),
             counts: Counts::default(),
         }
@@ -145,7 +169,7 @@ impl WorkerMetrics {
     }
 
     /// The histograms by the names `result.json` and the `*.hgrm` files use.
-    pub fn histograms(&self) -> [(&'static str, &Histogram<u64>); 7] {
+    pub fn histograms(&self) -> [(&'static str, &Histogram<u64>); 8] {
         [
             (
                 "end_to_end_from_intended",
@@ -156,6 +180,7 @@ impl WorkerMetrics {
             ("business", &self.business_us),
             ("mark_done", &self.mark_done_us),
             ("offset_commit", &self.offset_commit_us),
+            ("transaction_commit", &self.transaction_commit_us),
             ("warm_up", &self.warm_up_us),
         ]
     }
@@ -194,6 +219,7 @@ impl WorkerMetrics {
             (&mut metrics.business_us, "business"),
             (&mut metrics.mark_done_us, "mark_done"),
             (&mut metrics.offset_commit_us, "offset_commit"),
+            (&mut metrics.transaction_commit_us, "transaction_commit"),
             (&mut metrics.warm_up_us, "warm_up"),
         ] {
             histogram
@@ -217,6 +243,10 @@ impl WorkerMetrics {
             (&mut self.business_us, &other.business_us),
             (&mut self.mark_done_us, &other.mark_done_us),
             (&mut self.offset_commit_us, &other.offset_commit_us),
+            (
+                &mut self.transaction_commit_us,
+                &other.transaction_commit_us,
+            ),
             (&mut self.warm_up_us, &other.warm_up_us),
         ] {
             mine.add(theirs).expect("all histograms share one range");

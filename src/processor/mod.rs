@@ -579,22 +579,23 @@ impl Processor {
         let mut senders = Vec::new();
         let mut workers = Vec::new();
         for index in 0..settings.workers.max(1) {
-            let lane = match &settings.transactions {
-                Some(txn) => Some(
-                    transactional::Lane::start(
-                        settings,
-                        txn,
-                        index,
-                        transactional::Shared {
-                            consumer: consumer.clone(),
-                            faults: faults.clone(),
-                            crashed: crashed.clone(),
-                            threads: lane_threads.clone(),
-                            progress: progress.clone(),
-                        },
-                    )
-                    .map_err(ProcessorError::Transactions)?,
-                ),
+            let starter = settings
+                .transactions
+                .as_ref()
+                .map(|txn| transactional::LaneStarter {
+                    processor: settings.clone(),
+                    settings: txn.clone(),
+                    worker: index,
+                    shared: transactional::Shared {
+                        consumer: consumer.clone(),
+                        faults: faults.clone(),
+                        crashed: crashed.clone(),
+                        threads: lane_threads.clone(),
+                        progress: progress.clone(),
+                    },
+                });
+            let lane = match &starter {
+                Some(starter) => Some(starter.start().map_err(ProcessorError::Transactions)?),
                 None => None,
             };
             let (tx, rx) = mpsc::channel(settings.queue_depth.max(1));
@@ -606,6 +607,8 @@ impl Processor {
                 .filter(|interval| !interval.is_zero());
             let worker = Worker {
                 lane,
+                starter,
+                rewinds: Default::default(),
                 window,
                 batch_size: settings.batch_size.max(1),
                 in_flight: settings.in_flight.max(1),
@@ -817,8 +820,11 @@ async fn dispatch(
 }
 
 struct Worker {
-    /// Under `transactions`: this worker's transactional producer.
+    /// Under `transactions`: this worker's transactional producer, what starts a new one, and
+    /// the partitions an aborted transaction rewound.
     lane: Option<transactional::Lane>,
+    starter: Option<transactional::LaneStarter>,
+    rewinds: std::sync::Mutex<transactional::Rewinds>,
     /// kafka-transactions' `--transaction-interval-ms`, when set.
     window: Option<Duration>,
     batch_size: usize,
@@ -858,6 +864,10 @@ struct Finished {
     unit: Unit,
     processed: Result<Vec<crate::strategy::Outcome>, StrategyError>,
     stages: StageTimes,
+    /// kafka-transactions: the transaction did not commit, and the worker goes on.
+    aborted: Option<transactional::Abort>,
+    /// kafka-transactions: its `commit_transaction` step.
+    transaction_commit: Option<Duration>,
 }
 
 /// Whether the worker goes on after handling a finished unit.
@@ -865,6 +875,8 @@ enum Flow {
     Continue,
     /// An injected crash: the processor stops, committing nothing more.
     Crashed,
+    /// kafka-transactions: the worker's producer was fenced; it needs a new one.
+    NewLane,
 }
 
 /// Which offsets of a worker's partitions may be committed while units finish out of order:
@@ -895,6 +907,15 @@ impl Watermarks {
         }
         if epoch == mark.epoch {
             mark.in_flight.insert(offset);
+        }
+    }
+
+    /// Forgets `offset` without finishing it: its transaction aborted, and it is read again.
+    fn abandon(&mut self, partition: i32, epoch: u64, offset: i64) {
+        if let Some(mark) = self.partitions.get_mut(&partition)
+            && mark.epoch == epoch
+        {
+            mark.in_flight.remove(&offset);
         }
     }
 
@@ -934,60 +955,6 @@ fn take_startable(
         ahead.extend(unit.keys());
     }
     waiting.remove(startable?)
-}
-
-/// A unit as one Kafka transaction on `lane`: each trade's effect (its own encoding, the outbox
-/// event) and the next offset of each of the unit's partitions (malformed messages included,
-/// so the transaction commits past them).
-fn transact(
-    lane: &transactional::Lane,
-    unit: Unit,
-) -> futures::future::BoxFuture<'static, Finished> {
-    let mut offsets: std::collections::BTreeMap<i32, i64> = Default::default();
-    for message in &unit.messages {
-        let next = offsets.entry(message.partition()).or_default();
-        *next = (*next).max(message.offset() + 1);
-    }
-    let effects: Vec<transactional::Effect> = unit
-        .messages
-        .iter()
-        .zip(&unit.trades)
-        .filter(|(_, trade)| trade.is_some())
-        .map(|(message, _)| transactional::Effect {
-            key: message.key().unwrap_or_default().to_vec(),
-            payload: message.payload().unwrap_or_default().to_vec(),
-        })
-        .collect();
-    let applied = effects.len();
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    let submitted = lane.submit(transactional::Job {
-        effects,
-        offsets: offsets.into_iter().collect(),
-        trade_ids: unit.trades.iter().flatten().map(|t| t.trade_id).collect(),
-        reply,
-    });
-    Box::pin(async move {
-        let mut stages = StageTimes::default();
-        let processed = match (submitted, answer.await) {
-            (true, Ok(Ok(committed))) => {
-                // The Kafka half's business is the transaction, begin to commit.
-                stages.business = Some(committed.total);
-                Ok(vec![crate::strategy::Outcome::Applied; applied])
-            }
-            (true, Ok(Err(transactional::TxnError::Crash(crash)))) => {
-                Err(StrategyError::Crash(crash))
-            }
-            (true, Ok(Err(error))) => Err(StrategyError::Transaction(error.to_string())),
-            _ => Err(StrategyError::Transaction(
-                "the transactional producer's lane has stopped".into(),
-            )),
-        };
-        Finished {
-            unit,
-            processed,
-            stages,
-        }
-    })
 }
 
 impl Worker {
@@ -1056,7 +1023,20 @@ impl Worker {
     }
 
     /// One unit of `taken`, decoded; malformed messages counted and kept (their offsets move).
-    fn unit_of(&self, taken: Vec<Delivered>, metrics: &mut WorkerMetrics) -> Unit {
+    fn unit_of(&self, mut taken: Vec<Delivered>, metrics: &mut WorkerMetrics) -> Unit {
+        if self.lane.is_some() {
+            let mut rewinds = self.rewinds.lock().expect("rewinds lock");
+            let before = taken.len();
+            // A message of an assignment that has ended could only open a transaction that
+            // must abort: whoever owns its partition now reads it again from the committed
+            // offset. (A zombie still sees its old assignment as current until its consumer
+            // notices: that transaction goes to the broker, and the group fences it.)
+            taken.retain(|d| {
+                d.epoch == self.progress.epoch(d.message.partition())
+                    && rewinds.keep(d.message.partition(), d.epoch, d.message.offset())
+            });
+            metrics.counts.rewound_messages += (before - taken.len()) as u64;
+        }
         let (messages, epochs): (Vec<_>, Vec<_>) =
             taken.into_iter().map(|d| (d.message, d.epoch)).unzip();
         metrics.counts.messages += messages.len() as u64;
@@ -1082,7 +1062,7 @@ impl Worker {
     /// flight at once.
     fn start(&self, unit: Unit) -> futures::future::BoxFuture<'static, Finished> {
         if let Some(lane) = &self.lane {
-            return transact(lane, unit);
+            return transactional::transact(lane, unit);
         }
         let (strategy, topic) = (self.strategy.clone(), self.topic.clone());
         Box::pin(async move {
@@ -1114,6 +1094,8 @@ impl Worker {
                 unit,
                 processed,
                 stages,
+                aborted: None,
+                transaction_commit: None,
             }
         })
     }
@@ -1131,7 +1113,17 @@ impl Worker {
             unit,
             processed,
             stages,
+            aborted,
+            transaction_commit,
         } = finished;
+        if let Some(aborted) = aborted {
+            return self.rewind(unit, aborted, metrics, watermarks, busy);
+        }
+        if let Some(commit) = transaction_commit {
+            metrics
+                .transaction_commit_us
+                .saturating_record((commit.as_micros() as u64).max(1));
+        }
         match processed {
             Ok(outcomes) => {
                 for outcome in outcomes {
@@ -1200,7 +1192,7 @@ impl Worker {
     }
 
     async fn run(
-        self,
+        mut self,
         mut inbox: mpsc::Receiver<Delivered>,
     ) -> Result<(WorkerMetrics, u64), StrategyError> {
         let mut metrics = WorkerMetrics::default();
@@ -1246,6 +1238,10 @@ impl Worker {
                     match self.finish(finished, &mut metrics, &mut commit_errors, &mut watermarks, &mut busy)? {
                         Flow::Continue => continue,
                         Flow::Crashed => break,
+                        Flow::NewLane => {
+                            self.replace_lane()?;
+                            continue;
+                        }
                     }
                 }
                 // Stopping: what is in flight finishes, nothing new starts.
@@ -1267,6 +1263,10 @@ impl Worker {
                 Some(window) => self.gather(first, window, &mut inbox, &mut metrics).await,
                 None => self.take_unit(first, &mut inbox, &mut metrics),
             };
+            if unit.messages.is_empty() {
+                // All of it read before a rewind: it comes again.
+                continue;
+            }
             let crash = unit.trades.iter().flatten().find_map(|trade| {
                 self.faults
                     .at(CrashPoint::AfterReceive, trade.trade_id)

@@ -56,6 +56,9 @@ pub struct Job {
     pub effects: Vec<Effect>,
     /// The input topic's next offset per partition, committed inside the transaction.
     pub offsets: Vec<(i32, i64)>,
+    /// The assignment (epoch, see `Progress::reassigned`) each of those partitions was read
+    /// in: if one has moved since, the offsets must not go into a transaction.
+    pub epochs: Vec<(i32, u64)>,
     /// The unit's trades, for the crash points.
     pub trade_ids: Vec<u64>,
     pub reply: tokio::sync::oneshot::Sender<Result<Committed, TxnError>>,
@@ -78,7 +81,8 @@ pub enum TxnError {
     Crash(#[from] Crash),
     /// The transaction was aborted (its effects stay invisible at read_committed); the unit's
     /// messages must be processed again from the committed offsets. `group_fenced`: the group
-    /// coordinator refused the offsets because this member's generation is gone (a zombie).
+    /// coordinator refused the offsets because this member's generation is gone (a zombie), or
+    /// the consumer was between generations.
     #[error("the transaction was aborted: {message}")]
     Aborted { message: String, group_fenced: bool },
     /// The producer cannot go on (fenced by a newer producer with its id, or a fatal error).
@@ -177,6 +181,7 @@ fn retried(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), Failu
 }
 
 /// What a lane shares with its processor incarnation.
+#[derive(Clone)]
 pub(super) struct Shared {
     /// Whose group metadata goes into each transaction.
     pub consumer: Arc<GroupConsumer>,
@@ -313,6 +318,11 @@ impl Running {
                 "the consumer is not a member of its group (a rebalance is under way)".into(),
                 true,
             ),
+            Err(Step::Moved) => self.abort(
+                "a partition of the unit was revoked before its offsets went into the transaction"
+                    .into(),
+                false,
+            ),
             Err(Step::Failed(Failure::Fatal(error) | Failure::Retry(error))) => {
                 let fenced = error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fenced);
                 Err(TxnError::Fatal {
@@ -324,6 +334,13 @@ impl Running {
     }
 
     fn abort(&self, message: String, group_fenced: bool) -> Result<Committed, TxnError> {
+        // abort_transaction purges what is queued and then flushes, but its flush does not
+        // serve the delivery reports of a producer in event mode (rust-rdkafka's), so with
+        // records in flight it waited forever: purge and serve them here first (in-flight
+        // records end within message.timeout.ms, which the transaction timeout caps).
+        self.producer
+            .purge(rdkafka::producer::PurgeConfig::default().queue());
+        self.drain();
         match self.producer.abort_transaction(Timeout::Never) {
             Ok(()) => Err(TxnError::Aborted {
                 message,
@@ -375,7 +392,19 @@ impl Running {
                 .add_partition_offset(&self.input_topic, *partition, Offset::Offset(*next))
                 .map_err(|e| Step::Failed(Failure::Fatal(e)))?;
         }
+        // The metadata first, then the ownership check: a rebalance revokes (and bumps the
+        // epoch) before the group's next generation exists, so metadata read before an
+        // unchanged epoch carries the generation the unit was read in, and a zombie's
+        // TxnOffsetCommit is refused by the coordinator (KIP-447). Read after the check, it
+        // could carry a newer generation that no longer owns the partition.
         let group = self.consumer.group_metadata().ok_or(Step::NoGroup)?;
+        if job
+            .epochs
+            .iter()
+            .any(|(partition, epoch)| self.progress.epoch(*partition) != *epoch)
+        {
+            return Err(Step::Moved);
+        }
         retried(|| {
             self.producer
                 .send_offsets_to_transaction(&offsets, &group, Timeout::Never)
@@ -429,4 +458,284 @@ enum Step {
     Failed(Failure),
     /// No group metadata to send offsets with: the consumer is between generations.
     NoGroup,
+    /// A partition of the unit was revoked since it was read.
+    Moved,
+}
+
+/// What a worker needs to start its lane, and to start a new one when its producer is fenced
+/// for good (a fenced producer can do nothing more; a new one with the same id bumps the
+/// epoch and goes on).
+#[derive(Clone)]
+pub(super) struct LaneStarter {
+    pub processor: super::ProcessorSettings,
+    pub settings: TxnSettings,
+    pub worker: usize,
+    pub shared: Shared,
+}
+
+impl LaneStarter {
+    pub(super) fn start(&self) -> Result<Lane, String> {
+        Lane::start(
+            &self.processor,
+            &self.settings,
+            self.worker,
+            self.shared.clone(),
+        )
+    }
+}
+
+/// How a unit's transaction ended, when it did not commit and the worker goes on.
+#[derive(Debug)]
+pub(super) enum Abort {
+    /// Aborted: its messages are read again from the committed offsets.
+    Transaction { message: String, group_fenced: bool },
+    /// The producer is fenced for good: the worker starts a new one, then reads again.
+    ProducerFenced { message: String },
+}
+
+/// Partitions a worker rewound after an aborted transaction. The worker seeks each to the
+/// aborted unit's first offset, the one the group has committed; until that message comes
+/// again, what the worker already holds of the partition beyond it (read before the seek) is
+/// dropped, since it will be read again in order. A new assignment of the partition ends the
+/// rewind: it starts at the committed offset anyway.
+#[derive(Debug, Default)]
+pub(super) struct Rewinds {
+    partitions: std::collections::BTreeMap<i32, (u64, i64)>,
+}
+
+impl Rewinds {
+    /// `partition`, read in assignment `epoch`, goes back to `offset`.
+    pub(super) fn rewind(&mut self, partition: i32, epoch: u64, offset: i64) {
+        let target = self.partitions.entry(partition).or_insert((epoch, offset));
+        if epoch > target.0 || (epoch == target.0 && offset < target.1) {
+            *target = (epoch, offset);
+        }
+    }
+
+    /// Whether a message at `offset` of `partition`, read in `epoch`, is to be processed.
+    pub(super) fn keep(&mut self, partition: i32, epoch: u64, offset: i64) -> bool {
+        let Some(&(rewound_in, target)) = self.partitions.get(&partition) else {
+            return true;
+        };
+        if epoch > rewound_in || (epoch == rewound_in && offset == target) {
+            self.partitions.remove(&partition);
+            return true;
+        }
+        // An older assignment's message commits nothing anyway; one before the target was
+        // never part of the aborted unit.
+        epoch < rewound_in || offset < target
+    }
+}
+
+/// A unit as one Kafka transaction on `lane`: each trade's effect (its own encoding, the outbox
+/// event) and the next offset of each of the unit's partitions (malformed messages included,
+/// so the transaction commits past them).
+pub(super) fn transact(
+    lane: &Lane,
+    unit: super::Unit,
+) -> futures::future::BoxFuture<'static, super::Finished> {
+    use rdkafka::message::Message;
+    let mut offsets: std::collections::BTreeMap<i32, i64> = Default::default();
+    let mut epochs: std::collections::BTreeMap<i32, u64> = Default::default();
+    for (message, epoch) in unit.messages.iter().zip(&unit.epochs) {
+        let next = offsets.entry(message.partition()).or_default();
+        *next = (*next).max(message.offset() + 1);
+        epochs.insert(message.partition(), *epoch);
+    }
+    let effects: Vec<Effect> = unit
+        .messages
+        .iter()
+        .zip(&unit.trades)
+        .filter(|(_, trade)| trade.is_some())
+        .map(|(message, _)| Effect {
+            key: message.key().unwrap_or_default().to_vec(),
+            payload: message.payload().unwrap_or_default().to_vec(),
+        })
+        .collect();
+    let applied = effects.len();
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let submitted = lane.submit(Job {
+        effects,
+        offsets: offsets.into_iter().collect(),
+        epochs: epochs.into_iter().collect(),
+        trade_ids: unit.trades.iter().flatten().map(|t| t.trade_id).collect(),
+        reply,
+    });
+    Box::pin(async move {
+        let mut stages = crate::strategy::StageTimes::default();
+        let mut aborted = None;
+        let mut transaction_commit = None;
+        let processed = match (submitted, answer.await) {
+            (true, Ok(Ok(committed))) => {
+                // The Kafka half's business is the transaction, begin to commit.
+                stages.business = Some(committed.total);
+                transaction_commit = Some(committed.commit);
+                Ok(vec![crate::strategy::Outcome::Applied; applied])
+            }
+            (true, Ok(Err(TxnError::Crash(crash)))) => Err(super::StrategyError::Crash(crash)),
+            (
+                true,
+                Ok(Err(TxnError::Aborted {
+                    message,
+                    group_fenced,
+                })),
+            ) => {
+                aborted = Some(Abort::Transaction {
+                    message,
+                    group_fenced,
+                });
+                Ok(vec![])
+            }
+            (
+                true,
+                Ok(Err(TxnError::Fatal {
+                    message,
+                    fenced: true,
+                })),
+            ) => {
+                aborted = Some(Abort::ProducerFenced { message });
+                Ok(vec![])
+            }
+            (true, Ok(Err(error))) => Err(super::StrategyError::Transaction(error.to_string())),
+            _ => Err(super::StrategyError::Transaction(
+                "the transactional producer's lane has stopped".into(),
+            )),
+        };
+        super::Finished {
+            unit,
+            processed,
+            stages,
+            aborted,
+            transaction_commit,
+        }
+    })
+}
+
+impl super::Worker {
+    /// A unit's transaction aborted (or its producer was fenced): nothing of it is committed,
+    /// so each of its partitions still held in the same assignment goes back to the unit's
+    /// first offset, the group's committed one, and is read again (rewinding in place, as
+    /// librdkafka's transactions example does, rather than ending the processor).
+    pub(super) fn rewind(
+        &self,
+        unit: super::Unit,
+        aborted: Abort,
+        metrics: &mut super::WorkerMetrics,
+        watermarks: &mut super::Watermarks,
+        busy: &mut std::collections::HashSet<Vec<u8>>,
+    ) -> Result<super::Flow, super::StrategyError> {
+        use rdkafka::message::Message;
+        metrics.counts.transactions_aborted += 1;
+        let flow = match &aborted {
+            Abort::Transaction {
+                message,
+                group_fenced,
+            } => {
+                if *group_fenced {
+                    metrics.counts.group_fenced += 1;
+                }
+                tracing::info!(%message, group_fenced, "transaction aborted; rewinding");
+                super::Flow::Continue
+            }
+            Abort::ProducerFenced { message } => {
+                metrics.counts.producers_fenced += 1;
+                tracing::info!(%message, "transactional producer fenced; starting a new one");
+                super::Flow::NewLane
+            }
+        };
+        for key in unit.keys() {
+            busy.remove(key);
+        }
+        let mut first: std::collections::BTreeMap<i32, (u64, i64)> = Default::default();
+        for (message, epoch) in unit.messages.iter().zip(&unit.epochs) {
+            watermarks.abandon(message.partition(), *epoch, message.offset());
+            let entry = first
+                .entry(message.partition())
+                .or_insert((*epoch, message.offset()));
+            entry.1 = entry.1.min(message.offset());
+        }
+        let mut rewinds = self.rewinds.lock().expect("rewinds lock");
+        for (partition, (epoch, offset)) in first {
+            // A partition that moved since starts, wherever it went, at the committed offset.
+            if self.progress.epoch(partition) != epoch {
+                continue;
+            }
+            rewinds.rewind(partition, epoch, offset);
+            // Asynchronous (no wait): what was fetched before it is dropped by `rewinds`.
+            if let Err(error) = self.consumer.seek(
+                &self.topic,
+                partition,
+                Offset::Offset(offset),
+                Duration::ZERO,
+            ) {
+                // Without the seek the partition would wait for a message that never comes.
+                self.failed.cancel();
+                return Err(super::StrategyError::Transaction(format!(
+                    "cannot rewind partition {partition} to offset {offset} after an aborted transaction: {error}"
+                )));
+            }
+        }
+        Ok(flow)
+    }
+
+    /// The worker's producer was fenced for good: a new one with the same id
+    /// (`init_transactions` bumps the epoch past the fence).
+    pub(super) fn replace_lane(&mut self) -> Result<(), super::StrategyError> {
+        self.lane = None;
+        let Some(starter) = &self.starter else {
+            return Ok(());
+        };
+        match starter.start() {
+            Ok(lane) => {
+                self.lane = Some(lane);
+                Ok(())
+            }
+            Err(error) => {
+                self.failed.cancel();
+                Err(super::StrategyError::Transaction(error))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rewinds;
+
+    #[test]
+    fn a_rewound_partition_drops_what_was_read_beyond_the_target_until_it_comes_again() {
+        let mut rewinds = Rewinds::default();
+        rewinds.rewind(0, 3, 10);
+        assert!(rewinds.keep(1, 3, 50), "other partitions flow");
+        assert!(!rewinds.keep(0, 3, 11), "read before the seek: dropped");
+        assert!(!rewinds.keep(0, 3, 12));
+        assert!(rewinds.keep(0, 3, 10), "the target comes again");
+        assert!(rewinds.keep(0, 3, 11), "and what follows it is read anew");
+    }
+
+    #[test]
+    fn a_new_assignment_ends_a_rewind() {
+        let mut rewinds = Rewinds::default();
+        rewinds.rewind(0, 3, 10);
+        assert!(
+            rewinds.keep(0, 2, 15),
+            "an older assignment commits nothing anyway"
+        );
+        assert!(!rewinds.keep(0, 3, 15));
+        assert!(
+            rewinds.keep(0, 4, 7),
+            "the new assignment starts at the committed offset"
+        );
+        assert!(rewinds.keep(0, 4, 8));
+    }
+
+    #[test]
+    fn two_aborts_rewind_to_the_lower_offset() {
+        let mut rewinds = Rewinds::default();
+        rewinds.rewind(0, 1, 20);
+        rewinds.rewind(0, 1, 10);
+        rewinds.rewind(0, 1, 30);
+        assert!(!rewinds.keep(0, 1, 20));
+        assert!(rewinds.keep(0, 1, 10));
+    }
 }

@@ -131,6 +131,15 @@ impl RunResult {
                 ms(t.stage_one_end_to_end_us.p50),
                 ms(t.stage_one_end_to_end_us.p99)
             );
+            lines += &format!(
+                "  commit_transaction p50 {}  p99 {}; aborted {} (group fenced {}), producers fenced {}, rewound {}\n",
+                ms(t.transaction_commit_us.p50),
+                ms(t.transaction_commit_us.p99),
+                t.transactions_aborted,
+                t.group_fenced,
+                t.producers_fenced,
+                t.rewound_messages
+            );
         }
         lines
     }

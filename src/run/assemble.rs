@@ -100,6 +100,14 @@ pub(super) async fn assemble(
         .into_iter()
         .map(|(name, h)| (name, h.clone()))
         .collect();
+    if sink_report.is_some() {
+        // Stage one's commit_transaction step (the sink's own processor commits none).
+        for (name, histogram) in &mut histograms {
+            if *name == "transaction_commit" {
+                *histogram = report.metrics.transaction_commit_us.clone();
+            }
+        }
+    }
     histograms.push(("send_ack", supervised.produced.send_ack_us.clone()));
     histograms.push(("schedule_lag", supervised.produced.schedule_lag_us.clone()));
     let fleet = (processes, killed_measurement_windows);
@@ -214,6 +222,11 @@ fn transactions_report(
             n => ((stage_one.metrics.counts.messages as f64 / n as f64) * 100.0).round() / 100.0,
         },
         transaction_us: Percentiles::of(&stage_one.metrics.business_us),
+        transaction_commit_us: Percentiles::of(&stage_one.metrics.transaction_commit_us),
+        transactions_aborted: stage_one.metrics.counts.transactions_aborted,
+        group_fenced: stage_one.metrics.counts.group_fenced,
+        producers_fenced: stage_one.metrics.counts.producers_fenced,
+        rewound_messages: stage_one.metrics.counts.rewound_messages,
         stage_one_end_to_end_us: Percentiles::of(&stage_one.metrics.end_to_end_from_intended_us),
         sink_messages: sink.metrics.counts.messages,
         sink_caught_by_constraint: sink.metrics.counts.caught_by_constraint,

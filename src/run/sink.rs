@@ -26,8 +26,9 @@ pub(super) struct Sink {
 
 impl Sink {
     /// Starts the sink and waits until its group assigned it the effects topic's partitions.
-    /// No crash point fires in it (they are stage one's); `db` is the processor's Postgres
-    /// link, so an outage the run injects cuts it.
+    /// No crash point fires in it (they are stage one's), slow trades do (the business
+    /// transaction is the sink's); `db` is the processor's Postgres link, so an outage the run
+    /// injects cuts it.
     pub async fn start(
         config: &RunConfig,
         names: &RunNames,
@@ -40,7 +41,12 @@ impl Sink {
             transactions: None,
             ..spec.processor.clone()
         };
-        let faults = Arc::new(Faults::new(Default::default()));
+        // Slow trades are slow in the business transaction, which is the sink's.
+        let faults = Arc::new(Faults::new(crate::faults::FaultPlan {
+            slow_trades: config.crash_plan.slow_trades.clone(),
+            slow_ms: config.crash_plan.slow_ms,
+            ..Default::default()
+        }));
         let strategy = strategy::build(
             StrategyKind::DbOffsets,
             spec.strategy_settings(faults.clone()),

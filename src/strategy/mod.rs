@@ -166,9 +166,8 @@ pub enum StrategyKind {
 }
 
 impl StrategyKind {
-    /// The strategies a matrix runs when none are named. kafka-transactions is left out until
-    /// it takes every fault the others take (#16): name it with `--strategies`.
-    pub const ALL: [StrategyKind; 8] = [
+    /// The strategies a matrix runs when none are named: all of them.
+    pub const ALL: [StrategyKind; 9] = [
         StrategyKind::None,
         StrategyKind::RedisOnly,
         StrategyKind::RedisOnlyAtomic,
@@ -177,6 +176,7 @@ impl StrategyKind {
         StrategyKind::DualDbFirst,
         StrategyKind::DbAuthorityRedisCache,
         StrategyKind::DbOffsets,
+        StrategyKind::KafkaTransactions,
     ];
 
     pub fn name(self) -> &'static str {

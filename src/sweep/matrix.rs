@@ -363,7 +363,7 @@ mod tests {
     #[test]
     fn redis_free_strategies_run_once_and_redis_ones_per_client() {
         let all = pairs(&[], &[]);
-        assert_eq!(all.len(), 3 + 5 * 2);
+        assert_eq!(all.len(), 4 + 5 * 2);
         assert!(all.contains(&(StrategyKind::DbOnly, None)));
         assert!(all.contains(&(StrategyKind::RedisOnly, Some(RedisClientKind::Fred))));
         let some = pairs(

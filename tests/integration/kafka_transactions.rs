@@ -472,3 +472,111 @@ async fn a_postgres_outage_stalls_the_sink_and_loses_nothing() {
         "{kafka:?}"
     );
 }
+
+/// KIP-447's fencing, with two processor processes: one is SIGSTOPped past its session, the
+/// group gives its partition to the other, and when it wakes, the transaction it goes on with
+/// carries its old generation, so the group coordinator refuses the offsets and the
+/// transaction aborts. Nothing is lost or doubled, and no aborted effect reaches Postgres.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_process_is_fenced_by_the_group_and_nothing_doubles() {
+    let trades = 2000;
+    let result = run(
+        &[
+            "--processes",
+            "2",
+            "--partitions",
+            "2",
+            "--session-timeout-ms",
+            "6000",
+            "--trades",
+            "2000",
+            "--rate",
+            "400",
+            "--duplicate-rate",
+            "0.1",
+            "--fault",
+            "zombie-consumer@2000+9000",
+        ],
+        "zombie",
+    )
+    .await;
+    assert_eq!(result.faults.log.len(), 1, "{:?}", result.faults.log);
+    let c = &result.correctness;
+    assert_eq!(
+        (c.exactly_once, c.lost, c.double_applied),
+        (trades, 0, 0),
+        "{c:?}"
+    );
+    let kafka = c.kafka.as_ref().expect("correctness.kafka");
+    assert_eq!(
+        (kafka.committed.lost, kafka.committed.doubled),
+        (0, 0),
+        "{kafka:?}"
+    );
+    assert_eq!(kafka.aborted_reached_postgres, 0, "{kafka:?}");
+    let pair = result
+        .kafka_transactions
+        .as_ref()
+        .expect("kafka_transactions");
+    // The zombie's fence: the coordinator refused its generation, or (paused inside a
+    // transaction that outlived the transaction timeout) its producer was fenced.
+    assert!(
+        pair.group_fenced + pair.producers_fenced >= 1,
+        "no fencing seen: {pair:?}"
+    );
+    assert!(pair.transactions_aborted >= pair.group_fenced, "{pair:?}");
+}
+
+/// A processor process SIGKILLed mid-run: its open transaction stays open until its
+/// replacement takes its place (and its transactional ids) and `init_transactions` aborts it;
+/// the group moves its partitions. Exact, and the dead transaction's effect never reaches
+/// Postgres.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_process_loses_nothing_and_its_open_transaction_is_aborted() {
+    let trades = 2000;
+    let result = run(
+        &[
+            "--processes",
+            "2",
+            "--partitions",
+            "4",
+            "--session-timeout-ms",
+            "6000",
+            "--restart-delay-ms",
+            "200",
+            "--trades",
+            "2000",
+            "--rate",
+            "300",
+            "--kill-at-ms",
+            "2500",
+        ],
+        "kill",
+    )
+    .await;
+    assert!(
+        result
+            .faults
+            .log
+            .iter()
+            .any(|e| e.kind.name() == "process-kill"),
+        "{:?}",
+        result.faults.log
+    );
+    let c = &result.correctness;
+    assert_eq!(
+        (c.exactly_once, c.lost, c.double_applied),
+        (trades, 0, 0),
+        "{c:?}"
+    );
+    let kafka = c.kafka.as_ref().expect("correctness.kafka");
+    assert_eq!(
+        (
+            kafka.committed.lost,
+            kafka.committed.doubled,
+            kafka.aborted_reached_postgres
+        ),
+        (0, 0, 0),
+        "{kafka:?}"
+    );
+}

@@ -134,6 +134,13 @@ pub struct OracleReport {
     pub observed_double_applied: u64,
     /// Predictions the audit contradicts (0 when every observed count lies in its bounds).
     pub mismatches: u64,
+    /// kafka-transactions: messages without a committed effect, and with more than one, at
+    /// read_committed — Kafka's own exactly-once, which must hold whatever the fault (a stream
+    /// duplicate is two messages, each with its effect); each non-zero count is a mismatch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_kafka_lost: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_kafka_doubled: Option<u64>,
 }
 
 impl OracleReport {
@@ -145,7 +152,23 @@ impl OracleReport {
             observed_lost: lost,
             observed_double_applied: double_applied,
             mismatches,
+            observed_kafka_lost: None,
+            observed_kafka_doubled: None,
         }
+    }
+
+    /// With the Kafka side of kafka-transactions: one committed effect per message, none lost
+    /// (beyond the `unprocessed` messages of a run that stopped early) and none doubled.
+    pub fn with_kafka_effects(mut self, lost: u64, doubled: u64, unprocessed: u64) -> OracleReport {
+        self.predicted.rules.push(Rule {
+            rule: "kafka-transactions: exactly one committed effect per message at read_committed"
+                .into(),
+            count: 1,
+        });
+        self.mismatches += u64::from(lost > unprocessed) + u64::from(doubled > 0);
+        self.observed_kafka_lost = Some(lost);
+        self.observed_kafka_doubled = Some(doubled);
+        self
     }
 }
 
@@ -811,6 +834,28 @@ mod tests {
             );
             assert_eq!(without.double_applied, Bounds::exactly(7), "{point:?}");
         }
+    }
+
+    #[test]
+    fn a_doubled_kafka_effect_is_a_mismatch_even_where_postgres_counts_agree() {
+        // A stream duplicate doubles in Postgres as predicted, and hides a message whose
+        // effect Kafka committed twice: only the Kafka side sees it.
+        let predicted = predict(
+            &RunShape {
+                unique_constraint: false,
+                duplicated_trades: 290,
+                ..shape(StrategyKind::KafkaTransactions)
+            },
+            &[],
+        );
+        let agrees = OracleReport::compare(predicted.clone(), 0, 290);
+        assert_eq!(agrees.clone().with_kafka_effects(0, 0, 0).mismatches, 0);
+        let doubled = agrees.clone().with_kafka_effects(0, 1, 0);
+        assert_eq!(doubled.mismatches, 1);
+        assert_eq!(doubled.observed_kafka_doubled, Some(1));
+        // Lost effects beyond what a partial run left unprocessed.
+        assert_eq!(agrees.clone().with_kafka_effects(5, 0, 5).mismatches, 0);
+        assert_eq!(agrees.with_kafka_effects(6, 0, 5).mismatches, 1);
     }
 
     #[test]

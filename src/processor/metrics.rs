@@ -45,8 +45,16 @@ pub struct Counts {
     /// since another member may own the partition by then (a paused consumer waking up).
     #[serde(default)]
     pub stale_completions: u64,
-    /// kafka-transactions: transactions aborted (their effects stay invisible at
-    /// read_committed; their messages are read again from the committed offsets).
+    /// kafka-transactions' aborts and fences.
+    #[serde(flatten, default)]
+    pub txn: TxnCounts,
+}
+
+/// kafka-transactions: how its transactions ended when they did not commit.
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct TxnCounts {
+    /// Transactions aborted (their effects stay invisible at read_committed; their messages
+    /// are read again from the committed offsets, in place).
     #[serde(default)]
     pub transactions_aborted: u64,
     /// Of those, aborted because the group coordinator refused the offsets: this member's
@@ -61,6 +69,15 @@ pub struct Counts {
     /// offset: their partition was rewound after an abort, or had moved to another assignment.
     #[serde(default)]
     pub rewound_messages: u64,
+}
+
+impl TxnCounts {
+    fn add(&mut self, other: &TxnCounts) {
+        self.transactions_aborted += other.transactions_aborted;
+        self.group_fenced += other.group_fenced;
+        self.producers_fenced += other.producers_fenced;
+        self.rewound_messages += other.rewound_messages;
+    }
 }
 
 /// [`WorkerMetrics`] as one processor process reports them to the run that started it.
@@ -82,10 +99,7 @@ impl Counts {
         self.stalled_us += other.stalled_us;
         self.stalled_copies += other.stalled_copies;
         self.stale_completions += other.stale_completions;
-        self.transactions_aborted += other.transactions_aborted;
-        self.group_fenced += other.group_fenced;
-        self.producers_fenced += other.producers_fenced;
-        self.rewound_messages += other.rewound_messages;
+        self.txn.add(&other.txn);
     }
 
     /// Copies the strategy skipped as duplicates.

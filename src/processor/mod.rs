@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use metrics::{Counts, WorkerMetrics};
+pub use metrics::{Counts, TxnCounts, WorkerMetrics};
 
 use crate::faults::{Crash, CrashPoint, Faults};
 use crate::strategy::{Incoming, StageTimes, Strategy, StrategyError};
@@ -1035,7 +1035,7 @@ impl Worker {
                 d.epoch == self.progress.epoch(d.message.partition())
                     && rewinds.keep(d.message.partition(), d.epoch, d.message.offset())
             });
-            metrics.counts.rewound_messages += (before - taken.len()) as u64;
+            metrics.counts.txn.rewound_messages += (before - taken.len()) as u64;
         }
         let (messages, epochs): (Vec<_>, Vec<_>) =
             taken.into_iter().map(|d| (d.message, d.epoch)).unzip();

@@ -493,10 +493,12 @@ pub(super) enum Abort {
     ProducerFenced { message: String },
 }
 
-/// Partitions a worker rewound after an aborted transaction. The worker seeks each to the
-/// aborted unit's first offset, the one the group has committed; until that message comes
-/// again, what the worker already holds of the partition beyond it (read before the seek) is
-/// dropped, since it will be read again in order. A new assignment of the partition ends the
+/// Partitions a worker rewound after a transaction that did not commit — or whose outcome it
+/// does not know: a commit that failed with the broker gone may have committed. The worker
+/// seeks each to the offset the group has committed (read from the coordinator, which waits
+/// out pending transactional offsets), and until that message comes, what it already holds of
+/// the partition (read before the seek, on either side of it) is dropped: after the target it
+/// comes again in order, before it it is committed. A new assignment of the partition ends the
 /// rewind: it starts at the committed offset anyway.
 #[derive(Debug, Default)]
 pub(super) struct Rewinds {
@@ -504,12 +506,10 @@ pub(super) struct Rewinds {
 }
 
 impl Rewinds {
-    /// `partition`, read in assignment `epoch`, goes back to `offset`.
+    /// `partition`, read in assignment `epoch`, goes to `offset`, the group's committed one
+    /// (the latest rewind of a partition reads the latest committed offset, so it wins).
     pub(super) fn rewind(&mut self, partition: i32, epoch: u64, offset: i64) {
-        let target = self.partitions.entry(partition).or_insert((epoch, offset));
-        if epoch > target.0 || (epoch == target.0 && offset < target.1) {
-            *target = (epoch, offset);
-        }
+        self.partitions.insert(partition, (epoch, offset));
     }
 
     /// Whether a message at `offset` of `partition`, read in `epoch`, is to be processed.
@@ -521,9 +521,8 @@ impl Rewinds {
             self.partitions.remove(&partition);
             return true;
         }
-        // An older assignment's message commits nothing anyway; one before the target was
-        // never part of the aborted unit.
-        epoch < rewound_in || offset < target
+        // An older assignment's message commits nothing anyway.
+        epoch < rewound_in
     }
 }
 
@@ -625,20 +624,20 @@ impl super::Worker {
         busy: &mut std::collections::HashSet<Vec<u8>>,
     ) -> Result<super::Flow, super::StrategyError> {
         use rdkafka::message::Message;
-        metrics.counts.transactions_aborted += 1;
+        metrics.counts.txn.transactions_aborted += 1;
         let flow = match &aborted {
             Abort::Transaction {
                 message,
                 group_fenced,
             } => {
                 if *group_fenced {
-                    metrics.counts.group_fenced += 1;
+                    metrics.counts.txn.group_fenced += 1;
                 }
                 tracing::info!(%message, group_fenced, "transaction aborted; rewinding");
                 super::Flow::Continue
             }
             Abort::ProducerFenced { message } => {
-                metrics.counts.producers_fenced += 1;
+                metrics.counts.txn.producers_fenced += 1;
                 tracing::info!(%message, "transactional producer fenced; starting a new one");
                 super::Flow::NewLane
             }
@@ -646,36 +645,82 @@ impl super::Worker {
         for key in unit.keys() {
             busy.remove(key);
         }
-        let mut first: std::collections::BTreeMap<i32, (u64, i64)> = Default::default();
+        let mut held: std::collections::BTreeMap<i32, (u64, i64)> = Default::default();
         for (message, epoch) in unit.messages.iter().zip(&unit.epochs) {
             watermarks.abandon(message.partition(), *epoch, message.offset());
-            let entry = first
+            let entry = held
                 .entry(message.partition())
                 .or_insert((*epoch, message.offset()));
             entry.1 = entry.1.min(message.offset());
         }
+        // A partition that moved since starts, wherever it went, at the committed offset.
+        held.retain(|partition, (epoch, _)| self.progress.epoch(*partition) == *epoch);
+        if held.is_empty() {
+            return Ok(flow);
+        }
+        let committed = self.committed_offsets(held.keys().copied())?;
         let mut rewinds = self.rewinds.lock().expect("rewinds lock");
-        for (partition, (epoch, offset)) in first {
-            // A partition that moved since starts, wherever it went, at the committed offset.
-            if self.progress.epoch(partition) != epoch {
-                continue;
+        for (partition, (epoch, first)) in held {
+            // No offset committed yet: nothing of the partition committed, the unit included.
+            let target = committed.get(&partition).copied().unwrap_or(first);
+            if target > first {
+                // The transaction committed after all (its outcome was unknown).
+                self.progress.mark_committed(partition, target);
             }
-            rewinds.rewind(partition, epoch, offset);
+            rewinds.rewind(partition, epoch, target);
             // Asynchronous (no wait): what was fetched before it is dropped by `rewinds`.
             if let Err(error) = self.consumer.seek(
                 &self.topic,
                 partition,
-                Offset::Offset(offset),
+                Offset::Offset(target),
                 Duration::ZERO,
             ) {
                 // Without the seek the partition would wait for a message that never comes.
                 self.failed.cancel();
                 return Err(super::StrategyError::Transaction(format!(
-                    "cannot rewind partition {partition} to offset {offset} after an aborted transaction: {error}"
+                    "cannot rewind partition {partition} to offset {target} after an aborted transaction: {error}"
                 )));
             }
         }
         Ok(flow)
+    }
+
+    /// The group's committed offsets of `partitions`, from the coordinator (a blocking round
+    /// trip, which waits while a transaction holding offsets of them is still open).
+    fn committed_offsets(
+        &self,
+        partitions: impl Iterator<Item = i32>,
+    ) -> Result<std::collections::BTreeMap<i32, i64>, super::StrategyError> {
+        let mut wanted = TopicPartitionList::new();
+        for partition in partitions {
+            wanted.add_partition(&self.topic, partition);
+        }
+        let read = || {
+            self.consumer
+                .committed_offsets(wanted.clone(), Duration::from_secs(30))
+        };
+        let committed = match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(read)
+            }
+            _ => read(),
+        };
+        match committed {
+            Ok(list) => Ok(list
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(next) => Some((e.partition(), next)),
+                    _ => None,
+                })
+                .collect()),
+            Err(error) => {
+                self.failed.cancel();
+                Err(super::StrategyError::Transaction(format!(
+                    "cannot read the group's committed offsets to rewind after an aborted transaction: {error}"
+                )))
+            }
+        }
     }
 
     /// The worker's producer was fenced for good: a new one with the same id
@@ -730,12 +775,24 @@ mod tests {
     }
 
     #[test]
-    fn two_aborts_rewind_to_the_lower_offset() {
+    fn a_transaction_that_committed_after_all_drops_what_it_had_read_before_the_target() {
+        // The unit began at 10; its commit failed, yet the group's offset is 13.
         let mut rewinds = Rewinds::default();
-        rewinds.rewind(0, 1, 20);
+        rewinds.rewind(0, 1, 13);
+        assert!(
+            !rewinds.keep(0, 1, 11),
+            "committed already: applying it again doubles it"
+        );
+        assert!(!rewinds.keep(0, 1, 14), "read before the seek");
+        assert!(rewinds.keep(0, 1, 13));
+    }
+
+    #[test]
+    fn the_latest_rewind_of_a_partition_wins() {
+        let mut rewinds = Rewinds::default();
         rewinds.rewind(0, 1, 10);
-        rewinds.rewind(0, 1, 30);
-        assert!(!rewinds.keep(0, 1, 20));
-        assert!(rewinds.keep(0, 1, 10));
+        rewinds.rewind(0, 1, 20);
+        assert!(!rewinds.keep(0, 1, 10));
+        assert!(rewinds.keep(0, 1, 20));
     }
 }

@@ -88,20 +88,10 @@ pub struct TransactionsReport {
     /// Its `commit_transaction` step alone (with the wait for delivery reports before it).
     #[serde(default)]
     pub transaction_commit_us: Percentiles,
-    /// Transactions aborted, and of those the ones the group coordinator fenced (a zombie's
-    /// generation gone); their messages were read again from the committed offsets, in place
-    /// (`rewound_messages`: already read ones dropped for that, or because their partition
-    /// had moved).
-    #[serde(default)]
-    pub transactions_aborted: u64,
-    #[serde(default)]
-    pub group_fenced: u64,
-    /// Transactional producers fenced for good (their transaction timed out at the broker, or
-    /// a newer producer took their id), each replaced.
-    #[serde(default)]
-    pub producers_fenced: u64,
-    #[serde(default)]
-    pub rewound_messages: u64,
+    /// Transactions aborted, the group coordinator's fences among them, producers fenced, and
+    /// messages read again after a rewind.
+    #[serde(flatten, default)]
+    pub aborts: crate::processor::TxnCounts,
     /// Stage one alone: from the intended send until its transaction committed.
     pub stage_one_end_to_end_us: Percentiles,
     /// The sink: effects processed, caught by the constraint, and its Postgres transaction.

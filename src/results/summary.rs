@@ -135,10 +135,10 @@ impl RunResult {
                 "  commit_transaction p50 {}  p99 {}; aborted {} (group fenced {}), producers fenced {}, rewound {}\n",
                 ms(t.transaction_commit_us.p50),
                 ms(t.transaction_commit_us.p99),
-                t.transactions_aborted,
-                t.group_fenced,
-                t.producers_fenced,
-                t.rewound_messages
+                t.aborts.transactions_aborted,
+                t.aborts.group_fenced,
+                t.aborts.producers_fenced,
+                t.aborts.rewound_messages
             );
         }
         lines

@@ -223,10 +223,7 @@ fn transactions_report(
         },
         transaction_us: Percentiles::of(&stage_one.metrics.business_us),
         transaction_commit_us: Percentiles::of(&stage_one.metrics.transaction_commit_us),
-        transactions_aborted: stage_one.metrics.counts.transactions_aborted,
-        group_fenced: stage_one.metrics.counts.group_fenced,
-        producers_fenced: stage_one.metrics.counts.producers_fenced,
-        rewound_messages: stage_one.metrics.counts.rewound_messages,
+        aborts: stage_one.metrics.counts.txn,
         stage_one_end_to_end_us: Percentiles::of(&stage_one.metrics.end_to_end_from_intended_us),
         sink_messages: sink.metrics.counts.messages,
         sink_caught_by_constraint: sink.metrics.counts.caught_by_constraint,
@@ -344,11 +341,18 @@ fn oracle(
         redis_evictions: evicted_keys.unwrap_or(0),
         redis_persistent: config.redis_persistence != crate::redis::RedisPersistence::None,
     };
-    OracleReport::compare(
+    let unprocessed = shape.unprocessed;
+    let report = OracleReport::compare(
         oracle::predict(&shape, &started.faults.log()),
         correctness.lost,
         correctness.double_applied,
-    )
+    );
+    match &correctness.kafka {
+        Some(kafka) => {
+            report.with_kafka_effects(kafka.committed.lost, kafka.committed.doubled, unprocessed)
+        }
+        None => report,
+    }
 }
 
 fn processor_stats(

@@ -39,8 +39,8 @@ fn known_answers_on_own_stack(
     let results = idembench::results::load(&dir).unwrap();
     assert_eq!(
         results.len(),
-        13,
-        "3 strategies without Redis + 5 × 2 clients"
+        14,
+        "4 strategies without Redis + 5 × 2 clients"
     );
     let duplicates = crate::common::planned_duplicates(400, 0.1, seed);
     for (file, result) in &results {

@@ -65,6 +65,9 @@ pub struct TxnCounts {
     /// aborting their timed-out transaction), each replaced by a new one.
     #[serde(default)]
     pub producers_fenced: u64,
+    /// Transactional producers replaced after a fatal error (the fenced ones included).
+    #[serde(default)]
+    pub producers_replaced: u64,
     /// Messages already read but dropped unprocessed, to be read again from the committed
     /// offset: their partition was rewound after an abort, or had moved to another assignment.
     #[serde(default)]
@@ -76,6 +79,7 @@ impl TxnCounts {
         self.transactions_aborted += other.transactions_aborted;
         self.group_fenced += other.group_fenced;
         self.producers_fenced += other.producers_fenced;
+        self.producers_replaced += other.producers_replaced;
         self.rewound_messages += other.rewound_messages;
     }
 }

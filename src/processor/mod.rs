@@ -608,6 +608,7 @@ impl Processor {
             let worker = Worker {
                 lane,
                 starter,
+                replaced_in_a_row: Default::default(),
                 rewinds: Default::default(),
                 window,
                 batch_size: settings.batch_size.max(1),
@@ -824,6 +825,8 @@ struct Worker {
     /// the partitions an aborted transaction rewound.
     lane: Option<transactional::Lane>,
     starter: Option<transactional::LaneStarter>,
+    /// Lanes replaced since the last committed transaction.
+    replaced_in_a_row: std::sync::atomic::AtomicU32,
     rewinds: std::sync::Mutex<transactional::Rewinds>,
     /// kafka-transactions' `--transaction-interval-ms`, when set.
     window: Option<Duration>,
@@ -1120,6 +1123,7 @@ impl Worker {
             return self.rewind(unit, aborted, metrics, watermarks, busy);
         }
         if let Some(commit) = transaction_commit {
+            self.replaced_in_a_row.store(0, Ordering::Relaxed);
             metrics
                 .transaction_commit_us
                 .saturating_record((commit.as_micros() as u64).max(1));

@@ -13,6 +13,7 @@
 //! left open, which is how a process death is meant to end in Kafka.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -462,6 +463,10 @@ enum Step {
     Moved,
 }
 
+/// Producers a worker replaces without a commit between before it gives up: a broker that
+/// stays away, or an error no new producer gets past.
+const MAX_REPLACEMENTS_IN_A_ROW: u32 = 5;
+
 /// What a worker needs to start its lane, and to start a new one when its producer is fenced
 /// for good (a fenced producer can do nothing more; a new one with the same id bumps the
 /// epoch and goes on).
@@ -489,8 +494,10 @@ impl LaneStarter {
 pub(super) enum Abort {
     /// Aborted: its messages are read again from the committed offsets.
     Transaction { message: String, group_fenced: bool },
-    /// The producer is fenced for good: the worker starts a new one, then reads again.
-    ProducerFenced { message: String },
+    /// The producer can do nothing more (fenced for good, or a fatal error such as an abort
+    /// the coordinator refused after it had timed the transaction out): the worker starts a
+    /// new one, then reads again.
+    ProducerLost { message: String, fenced: bool },
 }
 
 /// Partitions a worker rewound after a transaction that did not commit — or whose outcome it
@@ -585,17 +592,10 @@ pub(super) fn transact(
                 });
                 Ok(vec![])
             }
-            (
-                true,
-                Ok(Err(TxnError::Fatal {
-                    message,
-                    fenced: true,
-                })),
-            ) => {
-                aborted = Some(Abort::ProducerFenced { message });
+            (true, Ok(Err(TxnError::Fatal { message, fenced }))) => {
+                aborted = Some(Abort::ProducerLost { message, fenced });
                 Ok(vec![])
             }
-            (true, Ok(Err(error))) => Err(super::StrategyError::Transaction(error.to_string())),
             _ => Err(super::StrategyError::Transaction(
                 "the transactional producer's lane has stopped".into(),
             )),
@@ -636,9 +636,12 @@ impl super::Worker {
                 tracing::info!(%message, group_fenced, "transaction aborted; rewinding");
                 super::Flow::Continue
             }
-            Abort::ProducerFenced { message } => {
-                metrics.counts.txn.producers_fenced += 1;
-                tracing::info!(%message, "transactional producer fenced; starting a new one");
+            Abort::ProducerLost { message, fenced } => {
+                metrics.counts.txn.producers_replaced += 1;
+                if *fenced {
+                    metrics.counts.txn.producers_fenced += 1;
+                }
+                tracing::info!(%message, fenced, "transactional producer lost; starting a new one");
                 super::Flow::NewLane
             }
         };
@@ -727,6 +730,12 @@ impl super::Worker {
     /// (`init_transactions` bumps the epoch past the fence).
     pub(super) fn replace_lane(&mut self) -> Result<(), super::StrategyError> {
         self.lane = None;
+        if self.replaced_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 > MAX_REPLACEMENTS_IN_A_ROW {
+            self.failed.cancel();
+            return Err(super::StrategyError::Transaction(format!(
+                "the transactional producer failed {MAX_REPLACEMENTS_IN_A_ROW} times in a row without a commit between; giving up (its errors are above)"
+            )));
+        }
         let Some(starter) = &self.starter else {
             return Ok(());
         };

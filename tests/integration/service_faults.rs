@@ -342,6 +342,51 @@ fn waiting_for_the_replica_closes_the_hole_a_lagging_link_opens_in_a_failover() 
     }
 }
 
+/// kafka-transactions across the death of a broker of three: transactions in flight time out
+/// or fail at the coordinator, producers are replaced, workers rewind to the group's committed
+/// offsets (a commit that failed may have committed), and every message still has exactly one
+/// committed effect, every trade one row.
+#[test]
+fn kafka_transactions_keeps_one_effect_per_message_across_a_broker_kill() {
+    let results = matrix(&[
+        "--strategies",
+        "kafka-transactions",
+        "--kafka-nodes",
+        "3",
+        "--replication-factor",
+        "3",
+        "--partitions",
+        "4",
+        "--workers",
+        "4",
+        "--batch-size",
+        "20",
+        "--trades",
+        "3000",
+        "--rate",
+        "500",
+        "--fault",
+        "kafka-broker-kill@2000+2000",
+    ]);
+    assert_eq!(results.len(), 1);
+    let (file, result) = &results[0];
+    healed(result, FaultKind::KafkaBrokerKill);
+    let c = &result.correctness;
+    assert_eq!(
+        (c.exactly_once, c.lost, c.double_applied),
+        (3000, 0, 0),
+        "{}: {c:?}",
+        file.display()
+    );
+    let kafka = c.kafka.as_ref().expect("correctness.kafka");
+    assert_eq!(
+        (kafka.committed.lost, kafka.committed.doubled),
+        (0, 0),
+        "{}: {kafka:?}",
+        file.display()
+    );
+}
+
 #[test]
 fn a_broker_kill_on_three_brokers_loses_and_doubles_nothing() {
     let results = matrix(&[

@@ -9,7 +9,7 @@ import sys
 
 out = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/kt-curve")
 runs = {}
-for result in sorted(out.glob("rate*-r*/result.json")):
+for result in sorted(list(out.glob("rate*-r*/result.json")) + list(out.glob("runs/rate*-r*/result.json"))):
     m = re.match(r"rate(\d+)-(.+)-r(\d+)$", result.parent.name)
     rate, name = int(m.group(1)), m.group(2)
     runs.setdefault((rate, name), []).append(json.loads(result.read_text()))

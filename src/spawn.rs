@@ -95,6 +95,34 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// A free port `p` whose `p + offset` is free too, both below the ephemeral range: a Redis
+/// Cluster node also listens on its cluster bus, its port + 10000, which [`free_port`] alone
+/// may leave inside the ephemeral range for an outgoing connection to take first (CI met it:
+/// "bind: Address already in use" on a bus port).
+pub fn free_port_with(offset: u16) -> std::io::Result<u16> {
+    let below = ephemeral_low().unwrap_or(32_768);
+    let mut rng = rand::rng();
+    let mut handed = HANDED_OUT.lock().expect("port set lock");
+    if below > LOWEST + offset + 1_000 {
+        for _ in 0..256 {
+            let port = rng.random_range(LOWEST..below - offset);
+            let bus = port + offset;
+            if !handed.contains(&port)
+                && !handed.contains(&bus)
+                && TcpListener::bind(("127.0.0.1", port)).is_ok()
+                && TcpListener::bind(("127.0.0.1", bus)).is_ok()
+            {
+                handed.insert(port);
+                handed.insert(bus);
+                return Ok(port);
+            }
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "no free pair of loopback ports {offset} apart below the ephemeral range ({below})"
+    )))
+}
+
 /// The first port of `net.ipv4.ip_local_port_range`.
 fn ephemeral_low() -> Option<u16> {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
@@ -108,6 +136,19 @@ fn ephemeral_low() -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_port_with_its_bus_port_has_both_below_the_ephemeral_range_and_reserved() {
+        let below = ephemeral_low().unwrap_or(32_768);
+        let port = free_port_with(10_000).unwrap();
+        assert!(
+            (LOWEST..below).contains(&port) && port + 10_000 < below,
+            "{port} + 10000 reaches {below}"
+        );
+        // Neither is handed out again.
+        let handed = HANDED_OUT.lock().unwrap();
+        assert!(handed.contains(&port) && handed.contains(&(port + 10_000)));
+    }
 
     #[test]
     fn free_ports_are_distinct_unbound_and_below_the_ephemeral_range() {

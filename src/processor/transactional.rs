@@ -648,27 +648,40 @@ impl super::Worker {
         for key in unit.keys() {
             busy.remove(key);
         }
-        let mut held: std::collections::BTreeMap<i32, (u64, i64)> = Default::default();
+        // Per partition: the epoch, and the unit's first and last offsets.
+        let mut held: std::collections::BTreeMap<i32, (u64, i64, i64)> = Default::default();
         for (message, epoch) in unit.messages.iter().zip(&unit.epochs) {
             watermarks.abandon(message.partition(), *epoch, message.offset());
-            let entry = held
-                .entry(message.partition())
-                .or_insert((*epoch, message.offset()));
+            let entry = held.entry(message.partition()).or_insert((
+                *epoch,
+                message.offset(),
+                message.offset(),
+            ));
             entry.1 = entry.1.min(message.offset());
+            entry.2 = entry.2.max(message.offset());
         }
         // A partition that moved since starts, wherever it went, at the committed offset.
-        held.retain(|partition, (epoch, _)| self.progress.epoch(*partition) == *epoch);
+        held.retain(|partition, (epoch, _, _)| self.progress.epoch(*partition) == *epoch);
         if held.is_empty() {
             return Ok(flow);
         }
         let committed = self.committed_offsets(held.keys().copied())?;
         let mut rewinds = self.rewinds.lock().expect("rewinds lock");
-        for (partition, (epoch, first)) in held {
+        for (partition, (epoch, first, last)) in held {
             // No offset committed yet: nothing of the partition committed, the unit included.
             let target = committed.get(&partition).copied().unwrap_or(first);
-            if target > first {
-                // The transaction committed after all (its outcome was unknown).
+            if target > last {
+                // The transaction committed after all (its outcome was unknown): what this
+                // worker holds after the unit follows it in order, so nothing is rewound. (A
+                // seek here would let a copy of the target read before it end the rewind, and
+                // the messages after it would be applied twice.)
                 self.progress.mark_committed(partition, target);
+                continue;
+            }
+            // The committed-offset read blocks: the partition may have moved meanwhile, and a
+            // seek would then move its new assignment back.
+            if self.progress.epoch(partition) != epoch {
+                continue;
             }
             rewinds.rewind(partition, epoch, target);
             // Asynchronous (no wait): what was fetched before it is dropped by `rewinds`.
@@ -784,8 +797,8 @@ mod tests {
     }
 
     #[test]
-    fn a_transaction_that_committed_after_all_drops_what_it_had_read_before_the_target() {
-        // The unit began at 10; its commit failed, yet the group's offset is 13.
+    fn a_rewind_drops_what_was_read_before_its_target_too() {
+        // The group's offset is 13; 11 and 12 were read before (committed since).
         let mut rewinds = Rewinds::default();
         rewinds.rewind(0, 1, 13);
         assert!(

@@ -23,7 +23,8 @@ pub(super) async fn start_cluster(
     })?;
     let mut ports = Vec::new();
     for node in 1..=6 {
-        let port = free_port()?;
+        // The node's cluster bus listens on port + 10000.
+        let port = crate::spawn::free_port_with(10_000)?;
         let dir = root.join(format!("redis-{node}"));
         std::fs::create_dir_all(&dir)?;
         stack.start_process(

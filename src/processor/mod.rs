@@ -878,7 +878,7 @@ enum Flow {
     Continue,
     /// An injected crash: the processor stops, committing nothing more.
     Crashed,
-    /// kafka-transactions: the worker's producer was fenced; it needs a new one.
+    /// kafka-transactions: the worker's producer was lost; it needs a new one.
     NewLane,
 }
 

@@ -265,12 +265,7 @@ impl Lane {
             .map_err(|e| format!("cannot start a thread for the transactional producer: {e}"))?;
         // init_transactions is a round trip to the transaction coordinator (it waits longer only
         // for a predecessor's open transaction to abort): wait for it off the runtime's worker.
-        let started = match tokio::runtime::Handle::try_current() {
-            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| started.recv())
-            }
-            _ => started.recv(),
-        };
+        let started = blocking(|| started.recv());
         match started {
             Ok(Ok(())) => Ok(Lane {
                 jobs: Some(jobs),
@@ -463,6 +458,17 @@ enum Step {
     Moved,
 }
 
+/// Runs a blocking call, telling a multi-threaded runtime first (`block_in_place`) so its other
+/// tasks move to another worker; elsewhere (no runtime, or a current-thread one) it just runs.
+fn blocking<T>(call: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(call)
+        }
+        _ => call(),
+    }
+}
+
 /// Producers a worker replaces without a commit between before it gives up: a broker that
 /// stays away, or an error no new producer gets past.
 const MAX_REPLACEMENTS_IN_A_ROW: u32 = 5;
@@ -611,10 +617,11 @@ pub(super) fn transact(
 }
 
 impl super::Worker {
-    /// A unit's transaction aborted (or its producer was fenced): nothing of it is committed,
-    /// so each of its partitions still held in the same assignment goes back to the unit's
-    /// first offset, the group's committed one, and is read again (rewinding in place, as
-    /// librdkafka's transactions example does, rather than ending the processor).
+    /// A unit's transaction aborted (or its producer was lost, the outcome of its commit
+    /// unknown): each of its partitions still held in the same assignment goes to the offset
+    /// the group has committed, read from the coordinator, and is read again from there
+    /// (rewinding in place, as librdkafka's transactions example does, rather than ending the
+    /// processor); a partition whose committed offset lies past the unit moves on.
     pub(super) fn rewind(
         &self,
         unit: super::Unit,
@@ -715,12 +722,7 @@ impl super::Worker {
             self.consumer
                 .committed_offsets(wanted.clone(), Duration::from_secs(30))
         };
-        let committed = match tokio::runtime::Handle::try_current() {
-            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(read)
-            }
-            _ => read(),
-        };
+        let committed = blocking(read);
         match committed {
             Ok(list) => Ok(list
                 .elements()
@@ -739,8 +741,9 @@ impl super::Worker {
         }
     }
 
-    /// The worker's producer was fenced for good: a new one with the same id
-    /// (`init_transactions` bumps the epoch past the fence).
+    /// The worker's producer was lost (fenced, or a fatal error): a new one with the same id
+    /// (`init_transactions` bumps the epoch past the fence), up to
+    /// [`MAX_REPLACEMENTS_IN_A_ROW`] times without a commit between.
     pub(super) fn replace_lane(&mut self) -> Result<(), super::StrategyError> {
         self.lane = None;
         if self.replaced_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 > MAX_REPLACEMENTS_IN_A_ROW {

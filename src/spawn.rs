@@ -78,21 +78,12 @@ const LOWEST: u16 = 20_000;
 /// between this check and the child's bind, and this process never hands it out twice; only
 /// another program binding it by number in that window could take it.
 pub fn free_port() -> std::io::Result<u16> {
-    let below = ephemeral_low().unwrap_or(32_768);
-    if below > LOWEST + 1_000 {
-        let mut rng = rand::rng();
-        let mut handed = HANDED_OUT.lock().expect("port set lock");
-        for _ in 0..256 {
-            let port = rng.random_range(LOWEST..below);
-            if !handed.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                handed.insert(port);
-                return Ok(port);
-            }
-        }
+    match pick_below_ephemeral(0) {
+        Some(port) => Ok(port),
+        // The range is tiny or taken: the kernel's own pick, which an outgoing connection may
+        // reuse before the child binds it.
+        None => Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()),
     }
-    // The range is tiny or taken: the kernel's own pick, which an outgoing connection may
-    // reuse before the child binds it.
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// A free port `p` whose `p + offset` is free too, both below the ephemeral range: a Redis
@@ -100,27 +91,36 @@ pub fn free_port() -> std::io::Result<u16> {
 /// may leave inside the ephemeral range for an outgoing connection to take first (CI met it:
 /// "bind: Address already in use" on a bus port).
 pub fn free_port_with(offset: u16) -> std::io::Result<u16> {
+    pick_below_ephemeral(offset).ok_or_else(|| {
+        std::io::Error::other(format!(
+            "no free pair of loopback ports {offset} apart below the ephemeral range"
+        ))
+    })
+}
+
+/// A random port `p` with `p` and `p + offset` both bindable, below the ephemeral range and
+/// never handed out before (both are recorded); `None` when the range is too small or taken.
+fn pick_below_ephemeral(offset: u16) -> Option<u16> {
     let below = ephemeral_low().unwrap_or(32_768);
+    if below <= LOWEST + offset + 1_000 {
+        return None;
+    }
     let mut rng = rand::rng();
     let mut handed = HANDED_OUT.lock().expect("port set lock");
-    if below > LOWEST + offset + 1_000 {
-        for _ in 0..256 {
-            let port = rng.random_range(LOWEST..below - offset);
-            let bus = port + offset;
-            if !handed.contains(&port)
-                && !handed.contains(&bus)
-                && TcpListener::bind(("127.0.0.1", port)).is_ok()
-                && TcpListener::bind(("127.0.0.1", bus)).is_ok()
-            {
-                handed.insert(port);
-                handed.insert(bus);
-                return Ok(port);
-            }
+    for _ in 0..256 {
+        let port = rng.random_range(LOWEST..below - offset);
+        let bus = port + offset;
+        if !handed.contains(&port)
+            && !handed.contains(&bus)
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", bus)).is_ok()
+        {
+            handed.insert(port);
+            handed.insert(bus);
+            return Some(port);
         }
     }
-    Err(std::io::Error::other(format!(
-        "no free pair of loopback ports {offset} apart below the ephemeral range ({below})"
-    )))
+    None
 }
 
 /// The first port of `net.ipv4.ip_local_port_range`.

@@ -28,6 +28,7 @@ pub async fn main() -> i32 {
         Command::Run(args) => run(*args, command, explicit, cancel).await,
         Command::Matrix(args) => matrix(*args, command, explicit, cancel).await,
         Command::Capacity(args) => capacity(*args, command, explicit, cancel).await,
+        Command::Adr(args) => adr(*args, command, explicit, cancel).await,
         Command::Process => crate::processor::member::serve().await,
         Command::ConformanceMember(args) => {
             match crate::conformance::member(&args.brokers, &args.topic, &args.group, args.records)
@@ -239,27 +240,32 @@ async fn matrix(
         Ok(outcome) => {
             print!("{}", crate::sweep::matrix::table(&outcome.matrix));
             println!("wrote {}", outcome.dir.join("matrix.json").display());
-            let runs = &outcome.matrix.runs;
-            if runs
-                .iter()
-                .any(|r| r.correctness.as_ref().is_some_and(|c| !c.identity_holds))
-            {
-                fail("the audit identity does not hold in at least one run", 1)
-            } else if runs
-                .iter()
-                .any(|r| r.oracle_mismatches.is_some_and(|n| n > 0))
-            {
-                fail("the oracle disagrees with the audit in at least one run", 1)
-            } else if runs.iter().any(|r| r.error.is_some()) {
-                3
-            } else {
-                if_interrupted(&cancel)
-            }
+            matrix_code(&outcome.matrix.runs, &cancel)
         }
         Err(error) => fail(&error, error.exit_code()),
     };
     drop(stack);
     code
+}
+
+/// A matrix's exit code: 1 when a run's audit identity or oracle failed, 3 when a run could
+/// not run, else 0 (130 after Ctrl-C).
+fn matrix_code(runs: &[crate::sweep::matrix::MatrixRun], cancel: &CancellationToken) -> i32 {
+    if runs
+        .iter()
+        .any(|r| r.correctness.as_ref().is_some_and(|c| !c.identity_holds))
+    {
+        fail("the audit identity does not hold in at least one run", 1)
+    } else if runs
+        .iter()
+        .any(|r| r.oracle_mismatches.is_some_and(|n| n > 0))
+    {
+        fail("the oracle disagrees with the audit in at least one run", 1)
+    } else if runs.iter().any(|r| r.error.is_some()) {
+        3
+    } else {
+        if_interrupted(cancel)
+    }
 }
 
 async fn capacity(
@@ -283,6 +289,40 @@ async fn capacity(
             print!("{}", crate::sweep::capacity::table(&outcome.capacity));
             println!("wrote {}", outcome.dir.join("capacity.json").display());
             if_interrupted(&cancel)
+        }
+        Err(error) => fail(&error, error.exit_code()),
+    };
+    drop(stack);
+    code
+}
+
+async fn adr(
+    args: super::AdrArgs,
+    command: String,
+    explicit: Explicit,
+    cancel: CancellationToken,
+) -> i32 {
+    let common = args.common.clone();
+    let mut plan = match args.resolve(command) {
+        Ok(plan) => plan,
+        Err(error) => return fail(error, 2),
+    };
+    let stack = match provision(&common, explicit).await {
+        Ok(stack) => stack,
+        Err(code) => return code,
+    };
+    for config in plan.claims.runs.iter_mut().chain(plan.costs.iter_mut()) {
+        point_at(config, &stack);
+    }
+    let code = match crate::sweep::adr::run_adr(plan, cancel.clone()).await {
+        Ok(outcome) => {
+            for verdict in &outcome.adr.verdicts {
+                println!("{}", verdict.sentence);
+            }
+            for name in ["adr.md", "report.html", "adr.json"] {
+                println!("wrote {}", outcome.dir.join(name).display());
+            }
+            matrix_code(&outcome.claims.runs, &cancel)
         }
         Err(error) => fail(&error, error.exit_code()),
     };

@@ -45,6 +45,10 @@ pub enum Command {
     /// Find the highest offered rate one strategy sustains with end-to-end p99 under a bound
     /// (bisection over full runs; --rate and --trades are set per probe).
     Capacity(Box<CapacityArgs>),
+    /// The evidence an architecture review decides from: the claims matrix (verdict grid), then
+    /// per strategy a capacity search and fixed-rate runs (latency, CPU, storage) over
+    /// repetitions; writes adr.md, report.html and adr.json under --out.
+    Adr(Box<AdrArgs>),
     /// Render summary.md and report.html again from the result.json files in a run's or a
     /// matrix's directory.
     Report(ReportArgs),
@@ -122,6 +126,56 @@ pub struct CapacityArgs {
     pub duration_s: u64,
     /// Directory for capacity.json and one sub-directory per probe. Default:
     /// reports/capacity/<time>.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AdrArgs {
+    /// The claims: every scenario of this file is a row of the verdict grid.
+    #[arg(long, default_value = "scenarios/design-note-claims.toml")]
+    pub scenario: PathBuf,
+    /// Strategies to run, comma-separated (the grid's columns and the cost suite's). Default:
+    /// every strategy the scenarios name (all, where they name none).
+    #[arg(long, value_parser = values::<StrategyKind>(), value_delimiter = ',')]
+    pub strategies: Vec<StrategyKind>,
+    /// Redis clients to run each Redis strategy on, comma-separated. Default: redis-rs.
+    #[arg(long, value_parser = values::<RedisClientKind>(), value_delimiter = ',')]
+    pub redis_clients: Vec<RedisClientKind>,
+    /// Repetitions of each cost measurement (capacity search and fixed-rate run); figures are
+    /// reported as min / median / max over them.
+    #[arg(long, default_value_t = 3)]
+    pub repetitions: usize,
+    /// The capacity search's latency bound: a rate is sustained when end-to-end p99 (which
+    /// includes the --commit-interval-ms wait) stays at or under it.
+    #[arg(long, default_value_t = 250.0)]
+    pub p99_ms: f64,
+    /// The capacity search's lowest rate (first probe), messages per second.
+    #[arg(long, default_value_t = 100.0)]
+    pub min_rate: f64,
+    /// The capacity search's highest rate (second probe, if the lowest was sustained).
+    #[arg(long, default_value_t = 5_000.0)]
+    pub max_rate: f64,
+    /// Probes (runs) per capacity search.
+    #[arg(long, default_value_t = 5)]
+    pub probes: usize,
+    /// Seconds of offered load per capacity probe.
+    #[arg(long, default_value_t = 8)]
+    pub duration_s: u64,
+    /// Seconds of offered load per fixed-rate run.
+    #[arg(long, default_value_t = 15)]
+    pub latency_duration_s: u64,
+    /// The first this-many ms of a fixed-rate run are warm-up, kept out of its latency.
+    #[arg(long, default_value_t = 3_000)]
+    pub latency_warm_up_ms: u64,
+    /// The memory projection's production rate, trades per second (with --done-ttl-ms, the
+    /// window whose DONE marks Redis must hold).
+    #[arg(long, default_value_t = 5_000.0)]
+    pub production_rate: f64,
+    /// Directory for adr.md, report.html, adr.json, the claims matrix (claims/) and the cost
+    /// runs (cost/). Default: reports/adr/<time>.
     #[arg(long)]
     pub out: Option<PathBuf>,
     #[command(flatten)]

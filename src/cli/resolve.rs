@@ -1,18 +1,22 @@
 //! Flags and scenario files into plain configuration: a [`RunConfig`] per run, a
-//! [`MatrixPlan`], a [`CapacitySearch`]. Every configuration is validated here, before any
+//! [`MatrixPlan`], a [`CapacitySearch`], an [`AdrPlan`]. Every configuration is validated here, before any
 //! service is probed or started; a bad scenario value names its file and line.
 
 use std::path::{Path, PathBuf};
 
 use idembench_loadgen::StreamSpec;
 
-use super::{CapacityArgs, CommonArgs, ConformanceArgs, ConnectionArgs, MatrixArgs, RunArgs};
+use super::{
+    AdrArgs, CapacityArgs, CommonArgs, ConformanceArgs, ConnectionArgs, MatrixArgs, RunArgs,
+};
 use crate::config::scenario::{Scenario, ScenarioFile, Settings};
 use crate::config::{ConfigError, Connections, RunConfig};
 use crate::conformance::ConformanceSettings;
 use crate::faults::FaultPlan;
 use crate::redis::RedisClientKind;
+use crate::results::adr::AdrSettings;
 use crate::strategy::StrategyKind;
+use crate::sweep::adr::AdrPlan;
 use crate::sweep::capacity::CapacitySearch;
 use crate::sweep::matrix::{MatrixPlan, pairs};
 
@@ -160,6 +164,71 @@ impl MatrixArgs {
             out: self.out,
             command,
             quiet: self.common.quiet,
+        };
+        plan.validate().map_err(|e| ResolveError(e.to_string()))?;
+        Ok(plan)
+    }
+}
+
+impl AdrArgs {
+    /// The claims matrix (the file's scenarios, narrowed by --strategies and --redis-clients)
+    /// and one cost-suite configuration per strategy (× client) of the grid.
+    pub fn resolve(self, command: String) -> Result<AdrPlan, ResolveError> {
+        let out = self.out.clone().unwrap_or_else(|| {
+            PathBuf::from("reports/adr").join(crate::config::stamp(std::time::SystemTime::now()))
+        });
+        let clients = if self.redis_clients.is_empty() {
+            vec![RedisClientKind::RedisRs]
+        } else {
+            self.redis_clients.clone()
+        };
+        let claims = MatrixArgs {
+            strategies: self.strategies.clone(),
+            redis_clients: clients.clone(),
+            out: Some(out.join("claims")),
+            scenario: Some(self.scenario.clone()),
+            common: self.common.clone(),
+        }
+        .resolve(command.clone())?;
+        // The cost suite runs what the grid has columns for, in the grid's order.
+        let mut columns: Vec<(StrategyKind, RedisClientKind)> = Vec::new();
+        for run in &claims.runs {
+            let column = (run.strategy, run.redis_client);
+            if !columns.contains(&column) {
+                columns.push(column);
+            }
+        }
+        let costs = columns
+            .into_iter()
+            .map(|(strategy, client)| {
+                let config =
+                    self.common
+                        .clone()
+                        .into_config(strategy, client, None, command.clone());
+                config
+                    .validate_on(self.common.stack)
+                    .map_err(|e| ResolveError(e.message))?;
+                Ok(config)
+            })
+            .collect::<Result<Vec<_>, ResolveError>>()?;
+        let plan = AdrPlan {
+            claims,
+            costs,
+            settings: AdrSettings {
+                scenario_file: self.scenario.display().to_string(),
+                repetitions: self.repetitions,
+                p99_bound_ms: self.p99_ms,
+                capacity_min_rate: self.min_rate,
+                capacity_max_rate: self.max_rate,
+                capacity_probes: self.probes,
+                capacity_duration_s: self.duration_s,
+                latency_duration_s: self.latency_duration_s,
+                latency_warm_up_ms: self.latency_warm_up_ms,
+                production_rate: self.production_rate,
+                done_ttl_ms: self.common.done_ttl_ms,
+            },
+            out,
+            command,
         };
         plan.validate().map_err(|e| ResolveError(e.to_string()))?;
         Ok(plan)

@@ -138,6 +138,34 @@ impl Db {
         Ok(())
     }
 
+    /// Each table of the run's schema: (table, rows, bytes), migrations' bookkeeping left out.
+    /// Bytes are the main forks of the heap, its indexes and its TOAST table — what grows with
+    /// rows; the free-space and visibility maps that vacuum adds are left out.
+    pub async fn table_sizes(&self) -> Result<Vec<(String, u64, u64)>, DbError> {
+        let tables: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT c.relname::text, (pg_relation_size(c.oid) \
+               + COALESCE((SELECT sum(pg_relation_size(i.indexrelid)) FROM pg_index i WHERE i.indrelid = c.oid), 0) \
+               + CASE WHEN c.reltoastrelid = 0 THEN 0 ELSE pg_relation_size(c.reltoastrelid) END)::bigint \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname NOT LIKE '\\_sqlx%' \
+             ORDER BY c.relname",
+        )
+        .bind(&self.schema)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(DbError::query("pg_relation_size"))?;
+        let mut sizes = Vec::new();
+        for (table, bytes) in tables {
+            let count = format!("SELECT count(*) FROM \"{}\".\"{table}\"", self.schema);
+            let rows: i64 = sqlx::query_scalar(AssertSqlSafe(count))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(DbError::query("counting a table's rows"))?;
+            sizes.push((table, rows.max(0) as u64, bytes.max(0) as u64));
+        }
+        Ok(sizes)
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -47,6 +47,80 @@ pub async fn evicted_keys(url: &str, timeout: Duration) -> Result<u64, super::Re
     Ok(evicted)
 }
 
+/// `used_memory` of `INFO memory`, summed over the server or every primary, in bytes.
+pub async fn used_memory(url: &str, timeout: Duration) -> Result<u64, super::RedisError> {
+    let mut used = 0;
+    for node in primaries(url, timeout).await? {
+        let info = info(&node, ("memory", "INFO memory"), timeout).await?;
+        used += field(&info, "used_memory")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(used)
+}
+
+/// The keys under `prefix` on every primary, and `MEMORY USAGE` of up to `sample` of them
+/// per primary (the first ones `SCAN` returns): (keys, sampled keys, sampled bytes).
+pub async fn memory_sample(
+    url: &str,
+    prefix: &str,
+    sample: usize,
+    timeout: Duration,
+) -> Result<(u64, u64, u64), super::RedisError> {
+    let (mut keys, mut sampled, mut bytes) = (0, 0, 0);
+    for node in primaries(url, timeout).await? {
+        let mut connection = admin_connection(&node, timeout).await?;
+        let mut cursor: u64 = 0;
+        let mut picked: Vec<String> = Vec::new();
+        loop {
+            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}*"))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut connection)
+                .await
+                .map_err(|e| super::RedisError::Command {
+                    command: "SCAN",
+                    cause: e.to_string(),
+                })?;
+            keys += found.len() as u64;
+            let room = sample.saturating_sub(picked.len());
+            picked.extend(found.into_iter().take(room));
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        if picked.is_empty() {
+            continue;
+        }
+        let mut pipeline = redis::pipe();
+        for key in &picked {
+            // SAMPLES 0: every element of an aggregate value (a DONE mark is a string).
+            pipeline
+                .cmd("MEMORY")
+                .arg("USAGE")
+                .arg(key)
+                .arg("SAMPLES")
+                .arg(0);
+        }
+        let usages: Vec<Option<u64>> =
+            pipeline.query_async(&mut connection).await.map_err(|e| {
+                super::RedisError::Command {
+                    command: "MEMORY USAGE",
+                    cause: e.to_string(),
+                }
+            })?;
+        for usage in usages.into_iter().flatten() {
+            sampled += 1;
+            bytes += usage;
+        }
+    }
+    Ok((keys, sampled, bytes))
+}
+
 /// `INFO replication` of one server (a `redis://` URL), as the server wrote it.
 pub async fn replication(url: &str, timeout: Duration) -> Result<String, super::RedisError> {
     info(url, ("replication", "INFO replication"), timeout).await

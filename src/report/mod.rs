@@ -3,6 +3,7 @@
 //! re-renders exactly what a run or matrix wrote, and a report never shows a number that is
 //! not in a `result.json`.
 
+pub mod adr;
 pub mod html;
 pub mod markdown;
 mod svg;
@@ -29,6 +30,10 @@ pub fn rerender(dir: &Path) -> Result<usize, ReportError> {
             path: dir.display().to_string(),
             message: "not a directory: give the directory of a run or of a matrix".into(),
         });
+    }
+    if dir.join("adr.json").is_file() {
+        adr::rerender(dir)?;
+        return Ok(load(dir)?.len());
     }
     let mut runs = load(dir)?;
     let matrix: Option<Value> = std::fs::read_to_string(dir.join("matrix.json"))

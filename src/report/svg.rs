@@ -267,6 +267,76 @@ pub fn lines(
     out
 }
 
+/// One point per strategy: `x` (a rate, on a log axis) against `y` (a count, from zero), the
+/// label beside the point. Points without an `x` (no capacity) sit on the left edge, hollow.
+pub fn scatter(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    points: &[(String, Option<f64>, f64)],
+) -> String {
+    let height = TOP + BOTTOM + 240.0;
+    let xs: Vec<f64> = points
+        .iter()
+        .filter_map(|p| p.1)
+        .filter(|x| *x > 0.0)
+        .collect();
+    let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = xs.iter().copied().fold(0.0f64, f64::max);
+    let (lo, hi) = if xs.is_empty() {
+        (0.0, 1.0)
+    } else {
+        (
+            lo.log10().floor(),
+            hi.log10().ceil().max(lo.log10().floor() + 1.0),
+        )
+    };
+    let y_max = points.iter().map(|p| p.2).fold(1.0f64, f64::max);
+    let y_top = y_max.ceil() + 1.0;
+    let frame = Frame {
+        height,
+        x: (lo, hi),
+        y: (0.0, y_top),
+    };
+    let mut out = String::new();
+    open(&mut out, title, height);
+    let x_ticks: Vec<(f64, String)> = (lo as i32..=hi as i32)
+        .flat_map(|e| {
+            [1.0, 2.0, 5.0].into_iter().map(move |m| {
+                let value = m * 10f64.powi(e);
+                (value.log10(), format!("{value:.0}"))
+            })
+        })
+        .filter(|(x, _)| *x <= hi + 1e-9)
+        .collect();
+    let step = (y_top / 6.0).ceil().max(1.0);
+    let y_ticks: Vec<(f64, String)> = (0..)
+        .map(|i| f64::from(i) * step)
+        .take_while(|y| *y <= y_top)
+        .map(|y| (y, format!("{y:.0}")))
+        .collect();
+    axes(&mut out, &frame, &x_ticks, &y_ticks);
+    labels(&mut out, &frame, x_label, y_label);
+    for (i, (label, x, y)) in points.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let (px, fill) = match x.filter(|x| *x > 0.0) {
+            Some(x) => (frame.px(x.log10()), color),
+            None => (frame.px(lo), "none"),
+        };
+        let py = frame.py(*y);
+        let _ = write!(
+            out,
+            r#"<circle cx="{px:.1}" cy="{py:.1}" r="5" fill="{fill}" stroke="{color}" stroke-width="1.5"><title>{}</title></circle><text x="{:.1}" y="{:.1}" fill="{color}">{}</text>"#,
+            escape(label),
+            px + 8.0,
+            py - 6.0 - (i % 2) as f64 * 10.0,
+            escape(label)
+        );
+    }
+    out.push_str("</svg>");
+    out
+}
+
 /// A round tick step for an axis from 0 to `max`, and the first multiple of it at or past
 /// `max`: about five ticks.
 fn round_steps(max: f64) -> (f64, f64) {
@@ -392,6 +462,28 @@ mod tests {
         );
         assert!(svg.contains(r##"fill="#f4a582""##), "{svg}");
         assert!(svg.contains("redis-restart &lt;x&gt;"), "{svg}");
+    }
+
+    #[test]
+    fn scatter_puts_a_point_per_strategy_on_a_log_rate_axis() {
+        let svg = scatter(
+            "t",
+            "capacity",
+            "claims refuted",
+            &[
+                ("db-only".into(), Some(1_000.0), 0.0),
+                ("redis-only".into(), Some(100.0), 5.0),
+                ("none <x>".into(), None, 9.0),
+            ],
+        );
+        assert_eq!(svg.matches("<circle").count(), 3, "{svg}");
+        assert!(svg.contains("none &lt;x&gt;"));
+        // 100 and 1 000 msg/s: decades 2..3, so db-only sits at the right edge, redis-only at
+        // the left, and the point without a capacity hollow on the left edge.
+        let right = LEFT + (WIDTH - LEFT - RIGHT);
+        assert!(svg.contains(&format!(r#"cx="{right:.1}""#)), "{svg}");
+        assert!(svg.contains(&format!(r#"cx="{LEFT:.1}" cy="#)), "{svg}");
+        assert!(svg.contains(r##"fill="none" stroke="#2ca02c""##), "{svg}");
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub fn merge(results: &[RunResult]) -> Result<(RunResult, Named), MergeError> {
     let mut merged = first.clone();
     merged.run_id = format!("merged-{}", first.run_id);
     merged.merged_from = results.iter().map(|r| r.run_id.clone()).collect();
+    // Each instance measured its own keys and tables; their sum would not be one state.
+    merged.storage = None;
     // Its percentiles have no histograms to merge from; the merged runs keep theirs.
     merged.kafka_transactions = None;
     merged.correctness.kafka = None;

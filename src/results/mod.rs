@@ -8,10 +8,13 @@
 //! Beside it: [`summary`] (the human summary), [`environment`], [`merge`] and [`compare`],
 //! all pure functions of results; the histograms' encodings are [`crate::hgrm`]'s.
 
+pub mod adr;
 pub mod compare;
 pub mod environment;
+pub mod matrix;
 pub mod merge;
 pub mod recovery;
+pub mod storage;
 mod summary;
 
 use std::io::Write;
@@ -68,6 +71,10 @@ pub struct RunResult {
     /// kafka-transactions only: its two stages apart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka_transactions: Option<TransactionsReport>,
+    /// What the run's Redis keys and Postgres tables occupied at its end (absent for a run
+    /// before this field existed, and for a merge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<storage::Storage>,
 }
 
 /// kafka-transactions (#16), its two stages apart. The run's `latency_us` is the pair's — from

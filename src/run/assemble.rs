@@ -162,6 +162,8 @@ pub(super) async fn assemble(
             .map(|(topic, sink)| {
                 transactions_report(topic, &report, sink, supervised.process_seconds)
             }),
+        // Measured by the caller, before the keys and the schema are removed.
+        storage: None,
     };
     Ok(Measured {
         result,

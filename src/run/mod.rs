@@ -9,7 +9,8 @@
 //!    timeout passes, or Ctrl-C);
 //! 4. [`assemble`]: stop the processor, audit the ledger against the store, let the oracle
 //!    predict from the fault log, and build the [`RunResult`];
-//! 5. remove the run's topic, schema and keys unless asked to keep them, and write
+//! 5. measure what the run's keys and tables occupy ([`storage`]), remove the run's topic,
+//!    schema and keys unless asked to keep them, and write
 //!    `result.json`, the `*.hgrm` files and the reports.
 //!
 //! An interrupted or undrained run still audits and reports what it measured, marked partial.
@@ -20,6 +21,7 @@ mod cost;
 mod prepare;
 mod sink;
 mod start;
+mod storage;
 mod supervise;
 mod ticker;
 
@@ -132,12 +134,15 @@ pub async fn execute(config: RunConfig, cancel: CancellationToken) -> Result<Run
         format!("run {} — {}", names.run_id, reached.describe(&config)),
     );
     reached.create(&config, &names).await?;
+    let storage_at_start = storage::at_start(&config, &reached).await;
     let mut measured = measure(&config, &names, &reached, cancel, usage_at_start).await;
     if let Ok(measured) = &mut measured {
         let messages = measured.result.throughput.messages_processed;
         meter
             .finish(&config, &mut measured.result.resources, messages)
             .await;
+        measured.result.storage =
+            Some(storage::measure(&config, &names, &reached, &storage_at_start).await);
     }
     reached.clean_up(&config, &names).await;
     let mut measured = measured?;

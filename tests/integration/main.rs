@@ -5,6 +5,7 @@
 
 mod common;
 
+mod adr;
 mod commits;
 mod compose;
 mod concurrency;

@@ -6,7 +6,7 @@ use crate::common;
 
 use std::process::Command;
 
-fn chromium() -> &'static str {
+pub(crate) fn chromium() -> &'static str {
     for candidate in ["chromium", "chromium-browser"] {
         if Command::new(candidate).arg("--version").output().is_ok() {
             return candidate;
@@ -18,7 +18,7 @@ fn chromium() -> &'static str {
 }
 
 /// `--dump-dom` prints the DOM after the page's scripts ran.
-fn rendered_dom(file: &std::path::Path) -> String {
+pub(crate) fn rendered_dom(file: &std::path::Path) -> String {
     let profile = tempfile::tempdir().expect("temp profile");
     let output = Command::new(chromium())
         .args([
@@ -42,7 +42,7 @@ fn rendered_dom(file: &std::path::Path) -> String {
     String::from_utf8(output.stdout).expect("utf-8 DOM")
 }
 
-fn attribute(dom: &str, name: &str) -> Option<u64> {
+pub(crate) fn attribute(dom: &str, name: &str) -> Option<u64> {
     let start = dom.find(&format!("{name}=\""))? + name.len() + 2;
     dom[start..].split('"').next()?.parse().ok()
 }

@@ -52,6 +52,37 @@ pub struct ProcessorCounts {
     pub duplicates_suppressed: u64,
 }
 
+/// The first `limit` trades (by id) that ended lost, and the first `limit` applied twice with
+/// their effect count (the larger of trade and outbox rows): the trades whose timelines a
+/// result keeps.
+pub fn anomalous(
+    ledger: &Ledger,
+    observed: &Observed,
+    limit: usize,
+) -> (Vec<u64>, Vec<(u64, u64)>) {
+    let (mut lost, mut doubled) = (Vec::new(), Vec::new());
+    for trade in ledger
+        .trades
+        .iter()
+        .filter(|t| ledger.produced(t.trade_id).is_some())
+    {
+        let rows = |map: &std::collections::HashMap<u64, u64>| {
+            map.get(&trade.trade_id).copied().unwrap_or(0)
+        };
+        match (rows(&observed.trade_rows), rows(&observed.outbox_rows)) {
+            (0, 0) if lost.len() < limit => lost.push(trade.trade_id),
+            (r, o) if (r > 1 || o > 1) && doubled.len() < limit => {
+                doubled.push((trade.trade_id, r.max(o)))
+            }
+            _ => {}
+        }
+        if lost.len() >= limit && doubled.len() >= limit {
+            break;
+        }
+    }
+    (lost, doubled)
+}
+
 /// Pure: classifies every produced trade. Unit-tested without a database.
 pub fn reconcile(ledger: &Ledger, observed: &Observed, processor: ProcessorCounts) -> Correctness {
     let mut c = Correctness {

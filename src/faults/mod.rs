@@ -19,7 +19,7 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,7 @@ pub mod schedule;
 pub mod services;
 pub mod timers;
 pub mod toxiproxy;
+pub mod trace;
 
 /// Named points of the flow where a crash can be injected.
 #[derive(
@@ -454,6 +455,10 @@ pub struct Faults {
     /// Touched only when a crash is due — rare by construction — so this lock is not on the
     /// hot path.
     fired: Mutex<Fired>,
+    /// Processor incarnations armed so far (the first is 1).
+    incarnation: AtomicU32,
+    /// What happened to each trade, for the anomalies' timelines.
+    trace: trace::Trace,
 }
 
 #[derive(Debug)]
@@ -568,6 +573,18 @@ impl Faults {
     /// A new processor incarnation runs: crashes may fire again.
     pub fn arm(&self) {
         self.fired.lock().expect("fault log lock").armed = true;
+        self.incarnation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records what just happened to `trade_id`, in the current incarnation.
+    pub fn trace(&self, trade_id: u64, what: trace::What) {
+        self.trace
+            .record(trade_id, self.incarnation.load(Ordering::Relaxed), what);
+    }
+
+    /// The trace of every trade, read once the run is over.
+    pub fn traced(&self) -> &trace::Trace {
+        &self.trace
     }
 
     /// Logs a fault injected from outside the flow (a Redis wipe, a kill, an outage).
@@ -646,7 +663,7 @@ impl Faults {
     }
 }
 
-fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)

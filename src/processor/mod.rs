@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use metrics::{Counts, TxnCounts, WorkerMetrics};
 
+use crate::faults::trace::What;
 use crate::faults::{Crash, CrashPoint, Faults};
 use crate::strategy::{Incoming, StageTimes, Strategy, StrategyError};
 
@@ -1046,7 +1047,16 @@ impl Worker {
         let trades = messages
             .iter()
             .map(|message| match Trade::decode(message.payload().unwrap_or_default()) {
-                Ok(trade) => Some(trade),
+                Ok(trade) => {
+                    self.faults.trace(
+                        trade.trade_id,
+                        What::Received {
+                            partition: message.partition(),
+                            offset: message.offset(),
+                        },
+                    );
+                    Some(trade)
+                }
                 Err(error) => {
                     metrics.counts.malformed += 1;
                     tracing::warn!(partition = message.partition(), offset = message.offset(), %error, "skipping a malformed message");
@@ -1130,6 +1140,10 @@ impl Worker {
         }
         match processed {
             Ok(outcomes) => {
+                for (outcome, trade) in outcomes.iter().zip(unit.trades.iter().flatten()) {
+                    self.faults
+                        .trace(trade.trade_id, What::Decided(outcome.name()));
+                }
                 for outcome in outcomes {
                     metrics.record_outcome(outcome);
                 }
@@ -1180,6 +1194,13 @@ impl Worker {
             }
             let commit_us = commit_started.elapsed().as_micros() as u64;
             if let Some(trade) = trade {
+                self.faults.trace(
+                    trade.trade_id,
+                    What::Released {
+                        partition,
+                        next_offset: message.offset() + 1,
+                    },
+                );
                 let warm_up =
                     trade.intended_send_us < self.progress.warm_up_until_us.load(Ordering::Relaxed);
                 metrics.record_completion(

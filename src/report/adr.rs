@@ -17,9 +17,57 @@ pub fn write(dir: &Path, adr: &Adr) -> std::io::Result<()> {
         dir.join("adr.json"),
         serde_json::to_string_pretty(adr).map_err(std::io::Error::from)? + "\n",
     )?;
-    std::fs::write(dir.join("adr.md"), markdown(adr))?;
-    std::fs::write(dir.join("report.html"), html(adr, &curves(dir, adr)))?;
+    let stories = stories(dir, adr);
+    std::fs::write(dir.join("adr.md"), markdown(adr, &stories))?;
+    std::fs::write(
+        dir.join("report.html"),
+        html(adr, &curves(dir, adr), &stories),
+    )?;
     Ok(())
+}
+
+/// One refuted cell's evidence: the first timeline its run kept.
+pub struct Story {
+    pub scenario: String,
+    pub label: String,
+    pub result: String,
+    pub anomaly: crate::results::anomalies::Anomaly,
+    /// What the run's timelines cannot show, if anything.
+    pub note: Option<String>,
+}
+
+/// The timeline of one affected trade for every refuted claim of every strategy, read from the
+/// claims' result.json files (a run without timelines has no story).
+fn stories(dir: &Path, adr: &Adr) -> Vec<Story> {
+    let mut stories = Vec::new();
+    for row in &adr.grid.rows {
+        for (cell, column) in row.cells.iter().zip(&adr.grid.columns) {
+            let Some(result_dir) = cell
+                .result_dir
+                .as_ref()
+                .filter(|_| cell.verdict == CellVerdict::Refuted)
+            else {
+                continue;
+            };
+            let result = format!("{result_dir}/result.json");
+            let Ok(run) = crate::results::RunResult::read(&dir.join(&result)) else {
+                continue;
+            };
+            let Some(anomalies) = run.anomalies else {
+                continue;
+            };
+            if let Some(anomaly) = anomalies.shown.into_iter().next() {
+                stories.push(Story {
+                    scenario: row.scenario.clone(),
+                    label: column.label.clone(),
+                    result,
+                    anomaly,
+                    note: anomalies.note,
+                });
+            }
+        }
+    }
+    stories
 }
 
 /// `idembench report DIR` for a directory holding an adr.json: the Markdown and HTML again.
@@ -30,9 +78,14 @@ pub fn rerender(dir: &Path) -> Result<(), super::ReportError> {
     };
     let text = std::fs::read_to_string(dir.join("adr.json")).map_err(|e| error(e.to_string()))?;
     let adr: Adr = serde_json::from_str(&text).map_err(|e| error(e.to_string()))?;
-    std::fs::write(dir.join("adr.md"), markdown(&adr)).map_err(|e| error(e.to_string()))?;
-    std::fs::write(dir.join("report.html"), html(&adr, &curves(dir, &adr)))
-        .map_err(|e| error(e.to_string()))
+    let stories = stories(dir, &adr);
+    std::fs::write(dir.join("adr.md"), markdown(&adr, &stories))
+        .map_err(|e| error(e.to_string()))?;
+    std::fs::write(
+        dir.join("report.html"),
+        html(&adr, &curves(dir, &adr), &stories),
+    )
+    .map_err(|e| error(e.to_string()))
 }
 
 /// The latency-by-percentile curve of each strategy's median-p99 fixed-rate run, read from
@@ -151,7 +204,7 @@ fn rate(adr: &Adr) -> String {
         .map_or_else(|| "-".into(), |r| format!("{r:.0}"))
 }
 
-pub fn markdown(adr: &Adr) -> String {
+pub fn markdown(adr: &Adr, stories: &[Story]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -288,6 +341,31 @@ pub fn markdown(adr: &Adr) -> String {
         );
     }
 
+    if !stories.is_empty() {
+        out.push_str("\n### How each claim was refuted: one affected trade\n\n");
+        out.push_str("Reconstructed from what the run recorded: each copy a worker received, each Redis command and its reply, the transaction's outcome, the faults.\n");
+    }
+    for story in stories {
+        let a = &story.anomaly;
+        let _ = writeln!(
+            out,
+            "\n#### {} in {}: trade {} {} ([result.json]({}))\n\n{} copies sent, {} effects at the end.{}\n\n| ms | who | what |\n|---|---|---|",
+            story.label,
+            story.scenario,
+            a.trade_id,
+            a.ended,
+            story.result,
+            a.copies_sent,
+            a.effects,
+            story
+                .note
+                .as_ref()
+                .map_or(String::new(), |n| format!(" ({n})"))
+        );
+        for step in &a.timeline {
+            let _ = writeln!(out, "| {} | {} | {} |", step.t_ms, step.actor, step.what);
+        }
+    }
     out.push_str("\n## Consequences\n\n");
     for line in consequences(adr) {
         let _ = writeln!(out, "- {line}");
@@ -376,7 +454,7 @@ td.failed,td.not_run{background:#eee;color:#666}tr.cost td{background:#f7f9fc}tr
 a{color:inherit}ul{margin:.3em 0}li{margin:.1em 0}pre{background:#f6f6f6;padding:.6em;overflow-x:auto}\
 .bad{color:#b00;font-weight:bold}small{color:#555}figure{margin:.6em 0}figcaption{font-size:12px;color:#555}";
 
-pub fn html(adr: &Adr, curves: &[Series]) -> String {
+pub fn html(adr: &Adr, curves: &[Series], stories: &[Story]) -> String {
     let mut body = String::new();
     let _ = write!(
         body,
@@ -510,6 +588,37 @@ pub fn html(adr: &Adr, curves: &[Series]) -> String {
         );
     }
     detail_tables(&mut body, adr);
+    if !stories.is_empty() {
+        body.push_str("<h2>How each claim was refuted: one affected trade</h2><p>Reconstructed from what the run recorded: each copy a worker received, each Redis command and its reply, the transaction's outcome, the faults.</p>");
+    }
+    for story in stories {
+        let a = &story.anomaly;
+        let _ = write!(
+            body,
+            "<h3 style=\"font-size:13px\">{} in {}: trade {} {} (<a href=\"{}\">result.json</a>)</h3><p>{} copies sent, {} effects at the end.{}</p><table class=\"timeline\"><tr><th>ms</th><th>who</th><th class=\"l\">what</th></tr>",
+            escape(&story.label),
+            escape(&story.scenario),
+            a.trade_id,
+            escape(&a.ended),
+            escape(&story.result),
+            a.copies_sent,
+            a.effects,
+            story
+                .note
+                .as_ref()
+                .map_or(String::new(), |n| format!(" ({})", escape(n)))
+        );
+        for step in &a.timeline {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{}</td><td class=\"l\">{}</td></tr>",
+                step.t_ms,
+                escape(&step.actor),
+                escape(&step.what)
+            );
+        }
+        body.push_str("</table>");
+    }
     body.push_str("<h2>Setup</h2><ul>");
     for line in &adr.setup {
         let _ = write!(body, "<li>{}</li>", escape(line));

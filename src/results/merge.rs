@@ -61,6 +61,7 @@ pub fn merge(results: &[RunResult]) -> Result<(RunResult, Named), MergeError> {
     merged.merged_from = results.iter().map(|r| r.run_id.clone()).collect();
     // Each instance measured its own keys and tables; their sum would not be one state.
     merged.storage = None;
+    merged.anomalies = None;
     // Its percentiles have no histograms to merge from; the merged runs keep theirs.
     merged.kafka_transactions = None;
     merged.correctness.kafka = None;

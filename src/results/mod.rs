@@ -9,6 +9,7 @@
 //! all pure functions of results; the histograms' encodings are [`crate::hgrm`]'s.
 
 pub mod adr;
+pub mod anomalies;
 pub mod compare;
 pub mod environment;
 pub mod matrix;
@@ -75,6 +76,10 @@ pub struct RunResult {
     /// before this field existed, and for a merge).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<storage::Storage>,
+    /// Timelines of a few trades that ended lost or applied twice, and how many did (absent for
+    /// a run before this field existed, and for a merge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomalies: Option<anomalies::Anomalies>,
 }
 
 /// kafka-transactions (#16), its two stages apart. The run's `latency_us` is the pair's — from

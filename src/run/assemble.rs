@@ -13,6 +13,7 @@ use crate::check::oracle::{self, OracleReport, RunShape};
 use crate::config::{DuplicatePartition, RunConfig, RunNames};
 use crate::faults::FaultKind;
 use crate::processor::ProcessorReport;
+use crate::results::anomalies::Anomalies;
 use crate::results::environment::{Environment, Usage};
 use crate::results::{
     Clients, FaultsReport, KafkaService, Latencies, Percentiles, ProcessorStats, Resources,
@@ -87,6 +88,13 @@ pub(super) async fn assemble(
             caught_by_constraint: written_by.metrics.counts.caught_by_constraint,
             duplicates_suppressed: written_by.metrics.counts.duplicates_suppressed(),
         },
+    );
+    let anomalies = anomalies(
+        config,
+        &correctness,
+        &supervised,
+        &observed,
+        &started.faults,
     );
     if let Some(topic) = &effects_topic {
         match audit_effects(config, topic, &supervised, &observed).await {
@@ -164,6 +172,7 @@ pub(super) async fn assemble(
             }),
         // Measured by the caller, before the keys and the schema are removed.
         storage: None,
+        anomalies: Some(anomalies),
     };
     Ok(Measured {
         result,
@@ -180,6 +189,64 @@ async fn remove_proxies(started: &Started) {
                 tracing::warn!(%error, "cannot remove the run's proxy");
             }
         }
+    }
+}
+
+/// The timelines of the first lost and doubled trades, from the run's trace and fault log.
+fn anomalies(
+    config: &RunConfig,
+    correctness: &crate::check::audit::Correctness,
+    supervised: &Supervised,
+    observed: &crate::db::Observed,
+    faults: &crate::faults::Faults,
+) -> Anomalies {
+    use crate::results::anomalies::{self, SHOWN};
+    let ledger = &supervised.produced.ledger;
+    let (lost, doubled) = audit::anomalous(ledger, observed, SHOWN);
+    // Up to half lost, the rest doubled; either fills what the other leaves.
+    let lost_shown = lost.len().min(SHOWN - doubled.len().min(SHOWN / 2));
+    let picked: Vec<(u64, &str, u64)> = lost
+        .iter()
+        .take(lost_shown)
+        .map(|id| (*id, "lost", 0))
+        .chain(
+            doubled
+                .iter()
+                .take(SHOWN - lost_shown)
+                .map(|(id, effects)| (*id, "applied twice", *effects)),
+        )
+        .collect();
+    let (events, recorded, dropped) = faults
+        .traced()
+        .of(|id| picked.iter().any(|(picked, _, _)| *picked == id));
+    let log = faults.log();
+    let started_us = supervised
+        .produced
+        .started_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let shown = picked
+        .into_iter()
+        .map(|(trade_id, ended, effects)| anomalies::Anomaly {
+            trade_id,
+            ended: ended.into(),
+            effects,
+            copies_sent: ledger
+                .copies_acked
+                .get((trade_id - 1) as usize)
+                .copied()
+                .unwrap_or(0),
+            timeline: anomalies::timeline(trade_id, &events, &log, started_us),
+        })
+        .collect();
+    Anomalies {
+        total: correctness.lost + correctness.double_applied,
+        shown,
+        trace_events: recorded,
+        trace_dropped: dropped,
+        note: (config.processes > 0).then(|| {
+            "the processor ran as separate processes, which keep no trace: the timelines hold the faults only".to_string()
+        }),
     }
 }
 

@@ -39,6 +39,18 @@ pub enum Outcome {
     SkippedInProgress,
 }
 
+impl Outcome {
+    /// How a timeline says it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::CaughtByConstraint => "caught by the unique constraint",
+            Outcome::SkippedDone => "skipped as done",
+            Outcome::SkippedInProgress => "skipped as in progress (PROCESSING)",
+        }
+    }
+}
+
 /// Where a message's processing time went, filled by the strategy as it goes.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StageTimes {

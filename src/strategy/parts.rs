@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::{Incoming, Outcome, RetryPolicy, StageTimes, StrategyError, StrategySettings, timed};
 use crate::db::business::{self, BusinessOutcome};
 use crate::db::{Db, DbError};
+use crate::faults::trace::What;
 use crate::faults::{CrashPoint, Faults};
 use crate::redis::{KeyState, RedisError, RedisOps};
 
@@ -63,11 +64,27 @@ pub struct RedisKeys {
     settings: StrategySettings,
 }
 
-fn redis_failed((error, attempts): (RedisError, u32)) -> StrategyError {
-    StrategyError::Redis(error, attempts)
+/// A reply as a timeline shows it.
+fn state_reply(state: Option<KeyState>) -> &'static str {
+    state.map_or("nil", KeyState::as_str)
+}
+
+fn set_reply(created: bool) -> &'static str {
+    if created { "OK" } else { "nil (not set)" }
 }
 
 impl RedisKeys {
+    /// A command that failed through every retry: traced, then the strategy's error.
+    fn failed(
+        &self,
+        key: &str,
+        command: &'static str,
+        (error, attempts): (RedisError, u32),
+    ) -> StrategyError {
+        self.traced(key, command, "error");
+        StrategyError::Redis(error, attempts)
+    }
+
     pub fn new(redis: Arc<dyn RedisOps>, settings: StrategySettings) -> RedisKeys {
         RedisKeys { redis, settings }
     }
@@ -78,6 +95,18 @@ impl RedisKeys {
 
     fn retry(&self) -> &RetryPolicy {
         &self.settings.retry
+    }
+
+    /// Records a command on `key` and its reply in the trade's trace.
+    fn traced(&self, key: &str, command: &'static str, reply: &'static str) {
+        if let Some(trade_id) = key
+            .strip_prefix(self.settings.key_prefix.as_str())
+            .and_then(|id| id.parse().ok())
+        {
+            self.settings
+                .faults
+                .trace(trade_id, What::Redis { command, reply });
+        }
     }
 
     /// Checks the key and claims it with PROCESSING. Time spent waiting on someone else's
@@ -109,8 +138,10 @@ impl RedisKeys {
                                     .get_then_set_nx_px(key, KeyState::Processing, ttl)
                             })
                             .await
-                            .map_err(redis_failed)?;
-                        Ok(if created {
+                            .map_err(|e| self.failed(key, "GET + SET NX PX PROCESSING", e))?;
+                        self.traced(key, "GET (pipelined)", state_reply(state));
+                        self.traced(key, "SET NX PX PROCESSING (pipelined)", set_reply(created));
+                        Ok::<_, StrategyError>(if created {
                             None
                         } else {
                             Some(state.unwrap_or(KeyState::Processing))
@@ -120,15 +151,20 @@ impl RedisKeys {
                         .retry()
                         .run(|| self.redis.get(key))
                         .await
-                        .map_err(redis_failed)?
+                        .map_err(|e| self.failed(key, "GET", e))?
                     {
-                        Some(state) => Ok(Some(state)),
+                        Some(state) => {
+                            self.traced(key, "GET", state_reply(Some(state)));
+                            Ok(Some(state))
+                        }
                         None => {
+                            self.traced(key, "GET", state_reply(None));
                             let claimed = self
                                 .retry()
                                 .run(|| self.redis.set_nx_px(key, KeyState::Processing, ttl))
                                 .await
-                                .map_err(redis_failed)?;
+                                .map_err(|e| self.failed(key, "SET NX PX PROCESSING", e))?;
+                            self.traced(key, "SET NX PX PROCESSING", set_reply(claimed));
                             // Lost the race between GET and SET NX: someone holds it now.
                             Ok(if claimed {
                                 None
@@ -137,11 +173,15 @@ impl RedisKeys {
                             })
                         }
                     },
-                    ClaimStyle::Atomic => self
-                        .retry()
-                        .run(|| self.redis.set_nx_px_get(key, KeyState::Processing, ttl))
-                        .await
-                        .map_err(redis_failed),
+                    ClaimStyle::Atomic => {
+                        let state = self
+                            .retry()
+                            .run(|| self.redis.set_nx_px_get(key, KeyState::Processing, ttl))
+                            .await
+                            .map_err(|e| self.failed(key, "SET NX PX GET PROCESSING", e))?;
+                        self.traced(key, "SET NX PX GET PROCESSING", state_reply(state));
+                        Ok(state)
+                    }
                 }
             };
             let existing = timed(&mut stages.claim, step).await?;
@@ -180,7 +220,8 @@ impl RedisKeys {
         self.retry()
             .run(|| self.redis.set_px(key, KeyState::Done, ttl))
             .await
-            .map_err(redis_failed)?;
+            .map_err(|e| self.failed(key, "SET PX DONE", e))?;
+        self.traced(key, "SET PX DONE", "OK");
         Ok(started.elapsed())
     }
 
@@ -188,7 +229,8 @@ impl RedisKeys {
     pub async fn is_done(&self, key: &str, stages: &mut StageTimes) -> Result<bool, StrategyError> {
         let state = timed(&mut stages.claim, self.retry().run(|| self.redis.get(key)))
             .await
-            .map_err(redis_failed)?;
+            .map_err(|e| self.failed(key, "GET", e))?;
+        self.traced(key, "GET", state_reply(state));
         Ok(state == Some(KeyState::Done))
     }
 }
@@ -205,6 +247,17 @@ pub enum Effect {
 }
 
 impl Effect {
+    /// How a timeline says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Effect::Applied => "committed",
+            Effect::AlreadyDone => "rolled back: the inbox already holds the trade",
+            Effect::CaughtByConstraint => {
+                "rolled back: the unique constraint rejected the trade row"
+            }
+        }
+    }
+
     /// The outcome a strategy reports for this effect.
     pub fn outcome(self) -> Outcome {
         match self {
@@ -279,11 +332,17 @@ impl DbTx {
                 memory.apply(message.partition, message.trade)
             })
             .await;
+            self.faults.trace(
+                message.trade.trade_id,
+                What::Transaction("applied in memory (--no-business-write)"),
+            );
             self.faults
                 .at(CrashPoint::AfterDbCommit, message.trade.trade_id)?;
             return Ok(Effect::Applied);
         }
         let effect = transact(&self.db, &self.retry, &self.faults, message, shape, stages).await?;
+        self.faults
+            .trace(message.trade.trade_id, What::Transaction(effect.describe()));
         if effect == Effect::Applied {
             self.faults
                 .at(CrashPoint::AfterDbCommit, message.trade.trade_id)?;
@@ -307,6 +366,10 @@ impl DbTx {
         }
         let effects =
             transact_batch(&self.db, &self.retry, &self.faults, batch, shape, stages).await?;
+        for (message, effect) in batch.iter().zip(&effects) {
+            self.faults
+                .trace(message.trade.trade_id, What::Transaction(effect.describe()));
+        }
         for (message, effect) in batch.iter().zip(&effects) {
             if *effect == Effect::Applied {
                 self.faults

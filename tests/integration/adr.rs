@@ -106,6 +106,21 @@ fn adr_writes_a_grid_a_cost_suite_and_a_first_screen_that_answers() {
         }
     }
 
+    // The refuted run's result.json keeps both lost trades' timelines, with the total.
+    let refuted = dir
+        .join(typed.grid.rows[1].cells[0].result_dir.as_ref().unwrap())
+        .join("result.json");
+    let run = idembench::results::RunResult::read(&refuted).expect("the refuted run");
+    let anomalies = run.anomalies.expect("anomalies");
+    assert_eq!(anomalies.total, 2);
+    let traced: Vec<(u64, &str)> = anomalies
+        .shown
+        .iter()
+        .map(|a| (a.trade_id, a.ended.as_str()))
+        .collect();
+    assert_eq!(traced, [(100, "lost"), (200, "lost")]);
+    assert!(anomalies.trace_events > 0 && anomalies.trace_dropped == 0);
+
     // The cost suite: two repetitions of each figure, every median from a file that exists.
     let rate = typed.common_rate_per_second.expect("a common rate");
     assert!(rate > 0.0);
@@ -151,6 +166,13 @@ fn adr_writes_a_grid_a_cost_suite_and_a_first_screen_that_answers() {
         "](cost/latency/db-only/rep-",
         "](cost/capacity/db-only/rep-",
         "- db-only: held every claim (2 of 2).",
+        // How the claim was refuted, from the run's own trace: the claim, the crash, the
+        // redelivery that found PROCESSING and was skipped.
+        "#### redis-only in crash-after-claim: trade 100 lost",
+        "| incarnation 1 | Redis SET NX PX PROCESSING → OK |",
+        "| fault | crash at after-claim: the processor dies with everything uncommitted |",
+        "| incarnation 2 | Redis GET → PROCESSING |",
+        "| incarnation 2 | decided: skipped as in progress (PROCESSING) |",
     ] {
         assert!(
             markdown.contains(needle),

@@ -1,6 +1,6 @@
 //! Per-message costs that are idembench's own, with no service round trip: encoding and
-//! decoding a trade, and recording a latency into an HDR histogram. They must stay far below
-//! the ~0.1 ms of a loopback round trip, or the suite measures itself.
+//! decoding a trade, recording a latency into an HDR histogram, and recording a trace event.
+//! They must stay far below the ~0.1 ms of a loopback round trip, or the suite measures itself.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use idembench_loadgen::producer::new_histogram;
@@ -52,5 +52,35 @@ fn histogram(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, codec, histogram);
+/// Trace events (`faults::trace`), a handful of which a message records: they must stay far
+/// below a round trip too. Each iteration records 1 000 into a fresh buffer.
+fn trace(c: &mut Criterion) {
+    use idembench::faults::trace::{Trace, What};
+    let mut group = c.benchmark_group("trace");
+    group.throughput(Throughput::Elements(1_000));
+    let mut trade_id = 0u64;
+    group.bench_function("record_event", |b| {
+        b.iter_batched(
+            Trace::default,
+            |trace| {
+                for _ in 0..1_000 {
+                    trade_id += 1;
+                    trace.record(
+                        black_box(trade_id),
+                        1,
+                        What::Redis {
+                            command: "GET",
+                            reply: "nil",
+                        },
+                    );
+                }
+                trace
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, codec, histogram, trace);
 criterion_main!(benches);

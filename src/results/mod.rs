@@ -510,9 +510,9 @@ pub fn load(path: &Path) -> Result<Vec<(std::path::PathBuf, RunResult)>, ReadErr
 pub(crate) mod tests {
     use super::*;
 
-    /// A result.json as a run wrote it (a reference run with faults, Redis and every stage).
+    /// A result.json as a run wrote it (a claims run of `idembench adr` with faults, Redis and every stage).
     pub(crate) const COMMITTED_RESULT: &str = include_str!(
-        "../../reports/reference/10-crash-after-claim-redis-only-redis-rs/result.json"
+        "../../reports/adr/claims/11-crash-after-claim-redis-only-redis-rs/result.json"
     );
 
     #[test]

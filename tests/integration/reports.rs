@@ -168,7 +168,7 @@ async fn result_json_follows_the_committed_schema() {
 fn the_committed_schema_describes_every_field_the_result_type_writes() {
     let schema = committed_schema();
     let committed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("reports/reference/10-crash-after-claim-redis-only-redis-rs/result.json");
+        .join("reports/adr/claims/11-crash-after-claim-redis-only-redis-rs/result.json");
     let result = idembench::results::RunResult::read(&committed).unwrap();
     let written = serde_json::to_value(&result).unwrap();
     assert_eq!(

@@ -70,6 +70,12 @@ impl Fleet {
             .set("bootstrap.servers", &spec.processor.brokers)
             .set("group.id", &spec.processor.group_id)
             .set("enable.auto.commit", "false")
+            // An observer wants the offsets committed now. At read_committed (librdkafka's
+            // default) the fetch asks for stable offsets (KIP-447) and waits while any
+            // partition has a transaction open — under kafka-transactions nearly always, so
+            // every read timed out until the stream went quiet and the series showed nothing
+            // committed.
+            .set("isolation.level", "read_uncommitted")
             .create()
             .map_err(|e| format!("cannot create the offset reader: {e}"))?;
         let mut fleet = Fleet {

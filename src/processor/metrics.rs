@@ -72,6 +72,11 @@ pub struct TxnCounts {
     /// offset: their partition was rewound after an abort, or had moved to another assignment.
     #[serde(default)]
     pub rewound_messages: u64,
+    /// Partitions whose assignment started below the group's committed offset (librdkafka
+    /// fell back to `auto.offset.reset`), each rewound to the committed offset before any of
+    /// it was processed.
+    #[serde(default)]
+    pub starts_below_committed: u64,
 }
 
 impl TxnCounts {
@@ -81,6 +86,7 @@ impl TxnCounts {
         self.producers_fenced += other.producers_fenced;
         self.producers_replaced += other.producers_replaced;
         self.rewound_messages += other.rewound_messages;
+        self.starts_below_committed += other.starts_below_committed;
     }
 }
 

@@ -611,6 +611,7 @@ impl Processor {
                 starter,
                 replaced_in_a_row: Default::default(),
                 rewinds: Default::default(),
+                starts: Default::default(),
                 window,
                 batch_size: settings.batch_size.max(1),
                 in_flight: settings.in_flight.max(1),
@@ -829,6 +830,7 @@ struct Worker {
     /// Lanes replaced since the last committed transaction.
     replaced_in_a_row: std::sync::atomic::AtomicU32,
     rewinds: std::sync::Mutex<transactional::Rewinds>,
+    starts: std::sync::Mutex<transactional::Starts>,
     /// kafka-transactions' `--transaction-interval-ms`, when set.
     window: Option<Duration>,
     batch_size: usize,
@@ -1029,6 +1031,10 @@ impl Worker {
     /// One unit of `taken`, decoded; malformed messages counted and kept (their offsets move).
     fn unit_of(&self, mut taken: Vec<Delivered>, metrics: &mut WorkerMetrics) -> Unit {
         if self.lane.is_some() {
+            if !self.check_starts(&taken, metrics) {
+                // The processor has failed: process nothing more.
+                taken.clear();
+            }
             let mut rewinds = self.rewinds.lock().expect("rewinds lock");
             let before = taken.len();
             // A message of an assignment that has ended could only open a transaction that

@@ -539,6 +539,34 @@ impl Rewinds {
     }
 }
 
+/// The assignment (epoch) in which each partition's start was last checked against the group's
+/// committed offset ([`super::Worker::check_starts`]).
+#[derive(Debug, Default)]
+pub(super) struct Starts {
+    checked: std::collections::BTreeMap<i32, u64>,
+}
+
+impl Starts {
+    /// Of `messages` (partition, assignment, offset, in the order read), the first one of each
+    /// partition whose assignment has not been checked yet.
+    fn unchecked(
+        &self,
+        messages: impl Iterator<Item = (i32, u64, i64)>,
+    ) -> std::collections::BTreeMap<i32, (u64, i64)> {
+        let mut first = std::collections::BTreeMap::new();
+        for (partition, epoch, offset) in messages {
+            if self.checked.get(&partition) != Some(&epoch) {
+                first.entry(partition).or_insert((epoch, offset));
+            }
+        }
+        first
+    }
+
+    fn check(&mut self, partition: i32, epoch: u64) {
+        self.checked.insert(partition, epoch);
+    }
+}
+
 /// A unit as one Kafka transaction on `lane`: each trade's effect (its own encoding, the outbox
 /// event) and the next offset of each of the unit's partitions (malformed messages included,
 /// so the transaction commits past them).
@@ -690,22 +718,93 @@ impl super::Worker {
             if self.progress.epoch(partition) != epoch {
                 continue;
             }
-            rewinds.rewind(partition, epoch, target);
-            // Asynchronous (no wait): what was fetched before it is dropped by `rewinds`.
-            if let Err(error) = self.consumer.seek(
+            self.seek_back(&mut rewinds, partition, epoch, target)
+                .map_err(|error| {
+                    super::StrategyError::Transaction(format!(
+                        "{error} after an aborted transaction"
+                    ))
+                })?;
+        }
+        Ok(flow)
+    }
+
+    /// Sends `partition` (read in `epoch`) back to `target`: what this worker already holds of
+    /// it is dropped until `target` comes again (`rewinds`). The seek does not wait; if it
+    /// fails, the processor fails (the partition would wait for a message that never comes).
+    fn seek_back(
+        &self,
+        rewinds: &mut Rewinds,
+        partition: i32,
+        epoch: u64,
+        target: i64,
+    ) -> Result<(), String> {
+        rewinds.rewind(partition, epoch, target);
+        self.consumer
+            .seek(
                 &self.topic,
                 partition,
                 Offset::Offset(target),
                 Duration::ZERO,
-            ) {
-                // Without the seek the partition would wait for a message that never comes.
+            )
+            .map_err(|error| {
                 self.failed.cancel();
-                return Err(super::StrategyError::Transaction(format!(
-                    "cannot rewind partition {partition} to offset {target} after an aborted transaction: {error}"
-                )));
+                format!("cannot rewind partition {partition} to offset {target}: {error}")
+            })
+    }
+
+    /// The first message of each new assignment of a partition, checked against the group's
+    /// committed offset: everything below it has its effects committed already, so a
+    /// partition that starts below it is rewound to it before any of it is processed.
+    ///
+    /// librdkafka 2.12 can start a partition at `auto.offset.reset` (earliest) instead: when
+    /// the assignment changes while an offset fetch waits out an open transaction
+    /// (UNSTABLE_OFFSET_COMMIT), the stale answer puts the partition back with no offset
+    /// (`rd_kafka_assignment_apply_offsets`), and every message of it up to the committed
+    /// offset was applied a second time (a process-kill run doubled 240). The read here waits
+    /// out open transactions too; it costs one round trip per partition per assignment.
+    /// False if the committed offsets could not be read: the processor has failed.
+    pub(super) fn check_starts(
+        &self,
+        taken: &[super::Delivered],
+        metrics: &mut super::WorkerMetrics,
+    ) -> bool {
+        use rdkafka::message::Message;
+        let first = self.starts.lock().expect("starts lock").unchecked(
+            taken
+                .iter()
+                .filter(|d| d.epoch == self.progress.epoch(d.message.partition()))
+                .map(|d| (d.message.partition(), d.epoch, d.message.offset())),
+        );
+        if first.is_empty() {
+            return true;
+        }
+        let Ok(committed) = self.committed_offsets(first.keys().copied()) else {
+            return false;
+        };
+        let mut starts = self.starts.lock().expect("starts lock");
+        let mut rewinds = self.rewinds.lock().expect("rewinds lock");
+        for (partition, (epoch, offset)) in first {
+            starts.check(partition, epoch);
+            let Some(&target) = committed.get(&partition) else {
+                continue;
+            };
+            // Moved during the blocking read: the new assignment is checked when it delivers.
+            if offset >= target || self.progress.epoch(partition) != epoch {
+                continue;
+            }
+            metrics.counts.txn.starts_below_committed += 1;
+            tracing::warn!(
+                partition,
+                offset,
+                committed = target,
+                "a partition started below the group's committed offset (librdkafka fell back to auto.offset.reset); rewinding to the committed offset"
+            );
+            if let Err(error) = self.seek_back(&mut rewinds, partition, epoch, target) {
+                tracing::error!("{error}");
+                return false;
             }
         }
-        Ok(flow)
+        true
     }
 
     /// The group's committed offsets of `partitions`, from the coordinator (a blocking round
@@ -770,7 +869,29 @@ impl super::Worker {
 
 #[cfg(test)]
 mod tests {
-    use super::Rewinds;
+    use super::{Rewinds, Starts};
+
+    #[test]
+    fn each_assignment_of_a_partition_has_its_first_message_checked_once() {
+        let mut starts = Starts::default();
+        let read = [(0, 1, 40), (1, 1, 7), (0, 1, 41)];
+        let first = starts.unchecked(read.into_iter());
+        assert_eq!(
+            first.into_iter().collect::<Vec<_>>(),
+            vec![(0, (1, 40)), (1, (1, 7))],
+            "the first message of each partition"
+        );
+        starts.check(0, 1);
+        starts.check(1, 1);
+        assert!(starts.unchecked([(0, 1, 42)].into_iter()).is_empty());
+        assert_eq!(
+            starts
+                .unchecked([(0, 1, 43), (0, 3, 0)].into_iter())
+                .get(&0),
+            Some(&(3, 0)),
+            "a new assignment is checked again"
+        );
+    }
 
     #[test]
     fn a_rewound_partition_drops_what_was_read_beyond_the_target_until_it_comes_again() {

@@ -566,3 +566,188 @@ async fn a_killed_process_loses_nothing_and_its_open_transaction_is_aborted() {
     );
     assert_exact(&result, trades);
 }
+
+/// Where each trade of the input sits: (partition, offset), read back from the topic.
+fn input_positions(direct: &Direct) -> std::collections::BTreeMap<u64, (i32, i64)> {
+    use rdkafka::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &direct.brokers)
+        .set("group.id", format!("{}.positions", direct.topic))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for partition in direct.produced.end_offsets.keys() {
+        assignment
+            .add_partition_offset(&direct.topic, *partition, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let total: i64 = direct.produced.end_offsets.values().sum();
+    let mut positions = std::collections::BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while (positions.len() as i64) < total {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the input topic could not be read back within 60 s"
+        );
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let message = message.unwrap();
+            let trade = idembench_loadgen::Trade::decode(message.payload().unwrap()).unwrap();
+            positions.insert(trade.trade_id, (message.partition(), message.offset()));
+        }
+    }
+    positions
+}
+
+/// librdkafka 2.12 can start a partition at `auto.offset.reset` (earliest) instead of the
+/// group's committed offset: when the assignment changes while the offset fetch waits out an
+/// open transaction, the stale answer leaves the partition with no offset. Here an outside
+/// transaction holds half of each partition's offsets open while the processor joins; a
+/// second member joins (the assignment changes) and, later, leaves; the transaction commits
+/// in between. Nothing below the offsets it committed may be applied, and everything above
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_reassigned_while_a_transaction_holds_its_offsets_does_not_start_over() {
+    use rdkafka::producer::{BaseProducer, Producer};
+    let partitions = 2;
+    let direct = Direct::new("txnreset", partitions, 400).await;
+    let settings = transactional(&direct, partitions, 1).await;
+    let halfway: std::collections::BTreeMap<i32, i64> = direct
+        .produced
+        .end_offsets
+        .iter()
+        .map(|(partition, end)| (*partition, end / 2))
+        .collect();
+    // The outside transaction: the group's offsets at halfway, pending until it commits.
+    let holder: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &direct.brokers)
+        .set("transactional.id", format!("{}.holder", direct.topic))
+        .set("transaction.timeout.ms", "60000")
+        .create()
+        .unwrap();
+    let group: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &direct.brokers)
+        .set("group.id", &settings.group_id)
+        .create()
+        .unwrap();
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    for (partition, offset) in &halfway {
+        offsets
+            .add_partition_offset(&direct.topic, *partition, rdkafka::Offset::Offset(*offset))
+            .unwrap();
+    }
+    let timeout = Duration::from_secs(30);
+    holder.init_transactions(timeout).unwrap();
+    holder.begin_transaction().unwrap();
+    holder
+        .send_offsets_to_transaction(&offsets, &group.group_metadata().unwrap(), timeout)
+        .unwrap();
+
+    let progress = Arc::new(Progress::new(partitions));
+    let faults = Arc::new(Faults::none());
+    let strategy = direct.strategy(StrategyKind::None, faults.clone());
+    let processor = Processor::start(&settings, strategy, progress.clone(), faults.clone())
+        .unwrap_or_else(|e| panic!("{e} (is `scripts/services up` running?)"));
+    assert!(
+        processor.wait_for_assignment(Duration::from_secs(30)).await,
+        "no partition assigned"
+    );
+    // The processor's offset fetch now waits on the open transaction; a second member changes
+    // the assignment under it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let leave = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let member = std::thread::spawn({
+        let (brokers, group_id, topic) = (
+            direct.brokers.clone(),
+            settings.group_id.clone(),
+            direct.topic.clone(),
+        );
+        let leave = leave.clone();
+        move || {
+            let member: BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("group.id", &group_id)
+                .set("enable.auto.commit", "false")
+                .create()
+                .unwrap();
+            member.subscribe(&[&topic]).unwrap();
+            while !leave.load(std::sync::atomic::Ordering::Relaxed) {
+                // It reads but never commits: the partition it holds waits for the processor.
+                let _ = member.poll(Duration::from_millis(100));
+            }
+            // Dropping it closes it: it leaves the group.
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::task::spawn_blocking(move || holder.commit_transaction(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    leave.store(true, std::sync::atomic::Ordering::Relaxed);
+    member.join().unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !progress.caught_up(&direct.produced.end_offsets) {
+        assert!(
+            !processor.failed().is_cancelled(),
+            "the transactional processor gave up"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the processor did not commit the input within 120 s: {} of {:?} committed",
+            progress.committed_total(),
+            direct.produced.end_offsets
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (report, error) = processor.stop_keeping_report().await;
+    assert!(error.is_none(), "{error:?}");
+    // librdkafka 2.12 starts one of the two partitions over here; a fixed one would not.
+    eprintln!(
+        "starts below the committed offset, rewound: {}",
+        report.metrics.counts.txn.starts_below_committed
+    );
+    let positions = tokio::task::block_in_place(|| input_positions(&direct));
+    let effects_topic = settings
+        .transactions
+        .as_ref()
+        .unwrap()
+        .effects_topic
+        .clone();
+    let committed = tokio::task::block_in_place(|| {
+        read_effects(
+            &direct.brokers,
+            &effects_topic,
+            Isolation::ReadCommitted,
+            timeout,
+        )
+    })
+    .unwrap();
+    let _ = direct.admin.delete_topic(&effects_topic).await;
+    direct.clean_up().await;
+
+    let below: Vec<(u64, (i32, i64))> = committed
+        .per_trade
+        .keys()
+        .map(|trade| (*trade, positions[trade]))
+        .filter(|(_, (partition, offset))| *offset < halfway[partition])
+        .collect();
+    assert!(
+        below.is_empty(),
+        "{} trades below the committed offsets {halfway:?} were applied again, e.g. {:?} (starts below committed: {})",
+        below.len(),
+        &below[..below.len().min(5)],
+        report.metrics.counts.txn.starts_below_committed
+    );
+    let above: u64 = positions
+        .values()
+        .filter(|(partition, offset)| *offset >= halfway[partition])
+        .count() as u64;
+    assert_eq!(committed.records, above, "one effect per message above");
+    assert!(
+        committed.per_trade.values().all(|n| *n == 1),
+        "no message applied twice"
+    );
+}

@@ -7,7 +7,7 @@
 use clap::{CommandFactory, FromArgMatches};
 use tokio_util::sync::CancellationToken;
 
-use super::resolve::explicit;
+use super::resolve::{ResolveError, explicit};
 use super::{Cli, Command, CommonArgs, CompareArgs, redacted_command_line};
 use crate::config::Connections;
 use crate::results::Status;
@@ -155,6 +155,17 @@ async fn provision(common: &CommonArgs, explicit: Explicit) -> Result<Stack, i32
 }
 
 /// Points a run at the provisioned services and records where they came from.
+/// What every command that runs against services does first: its flags resolved (exit 2 with
+/// the error if they do not), then the services provisioned (the exit code if they cannot be).
+async fn prepared<T>(
+    resolved: Result<T, ResolveError>,
+    common: &CommonArgs,
+    explicit: Explicit,
+) -> Result<(T, Stack), i32> {
+    let resolved = resolved.map_err(|error| fail(error, 2))?;
+    Ok((resolved, provision(common, explicit).await?))
+}
+
 fn point_at(config: &mut crate::config::RunConfig, stack: &Stack) {
     config.connections = Connections::clone(&stack.connections);
     config.stack = Some(stack.info.clone());
@@ -168,12 +179,8 @@ async fn run(
     cancel: CancellationToken,
 ) -> i32 {
     let common = args.common.clone();
-    let mut config = match args.resolve(command) {
-        Ok(config) => config,
-        Err(error) => return fail(error, 2),
-    };
-    let stack = match provision(&common, explicit).await {
-        Ok(stack) => stack,
+    let (mut config, stack) = match prepared(args.resolve(command), &common, explicit).await {
+        Ok(prepared) => prepared,
         Err(code) => return code,
     };
     point_at(&mut config, &stack);
@@ -225,12 +232,8 @@ async fn matrix(
     cancel: CancellationToken,
 ) -> i32 {
     let common = args.common.clone();
-    let mut plan = match args.resolve(command) {
-        Ok(plan) => plan,
-        Err(error) => return fail(error, 2),
-    };
-    let stack = match provision(&common, explicit).await {
-        Ok(stack) => stack,
+    let (mut plan, stack) = match prepared(args.resolve(command), &common, explicit).await {
+        Ok(prepared) => prepared,
         Err(code) => return code,
     };
     for config in &mut plan.runs {
@@ -275,12 +278,8 @@ async fn capacity(
     cancel: CancellationToken,
 ) -> i32 {
     let common = args.common.clone();
-    let mut search = match args.resolve(command) {
-        Ok(search) => search,
-        Err(error) => return fail(error, 2),
-    };
-    let stack = match provision(&common, explicit).await {
-        Ok(stack) => stack,
+    let (mut search, stack) = match prepared(args.resolve(command), &common, explicit).await {
+        Ok(prepared) => prepared,
         Err(code) => return code,
     };
     point_at(&mut search.base, &stack);
@@ -303,12 +302,8 @@ async fn adr(
     cancel: CancellationToken,
 ) -> i32 {
     let common = args.common.clone();
-    let mut plan = match args.resolve(command) {
-        Ok(plan) => plan,
-        Err(error) => return fail(error, 2),
-    };
-    let stack = match provision(&common, explicit).await {
-        Ok(stack) => stack,
+    let (mut plan, stack) = match prepared(args.resolve(command), &common, explicit).await {
+        Ok(prepared) => prepared,
         Err(code) => return code,
     };
     for config in plan.claims.runs.iter_mut().chain(plan.costs.iter_mut()) {

@@ -37,26 +37,30 @@ pub async fn cpu_seconds(
 /// `evicted_keys` of `INFO stats`, summed over the server or every primary: keys Redis
 /// removed under `maxmemory` since it started.
 pub async fn evicted_keys(url: &str, timeout: Duration) -> Result<u64, super::RedisError> {
-    let mut evicted = 0;
-    for node in primaries(url, timeout).await? {
-        let info = info(&node, ("stats", "INFO stats"), timeout).await?;
-        evicted += field(&info, "evicted_keys")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    Ok(evicted)
+    summed(url, ("stats", "INFO stats"), "evicted_keys", timeout).await
 }
 
 /// `used_memory` of `INFO memory`, summed over the server or every primary, in bytes.
 pub async fn used_memory(url: &str, timeout: Duration) -> Result<u64, super::RedisError> {
-    let mut used = 0;
+    summed(url, ("memory", "INFO memory"), "used_memory", timeout).await
+}
+
+/// One numeric field of an `INFO` section, summed over the server or every primary (a field a
+/// server does not report counts as 0).
+async fn summed(
+    url: &str,
+    section: (&str, &'static str),
+    name: &str,
+    timeout: Duration,
+) -> Result<u64, super::RedisError> {
+    let mut total = 0;
     for node in primaries(url, timeout).await? {
-        let info = info(&node, ("memory", "INFO memory"), timeout).await?;
-        used += field(&info, "used_memory")
+        let info = info(&node, section, timeout).await?;
+        total += field(&info, name)
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0);
     }
-    Ok(used)
+    Ok(total)
 }
 
 /// The keys under `prefix` on every primary, and `MEMORY USAGE` of up to `sample` of them

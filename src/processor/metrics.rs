@@ -68,13 +68,13 @@ pub struct TxnCounts {
     /// Transactional producers replaced after a fatal error (the fenced ones included).
     #[serde(default)]
     pub producers_replaced: u64,
-    /// Messages already read but dropped unprocessed, to be read again from the committed
-    /// offset: their partition was rewound after an abort, or had moved to another assignment.
+    /// Messages already read but dropped unprocessed: their partition was rewound after an
+    /// abort or had moved to another assignment (they are read again from the committed
+    /// offset), or they lay below the committed offset an assignment started under.
     #[serde(default)]
     pub rewound_messages: u64,
     /// Partitions whose assignment started below the group's committed offset (librdkafka
-    /// fell back to `auto.offset.reset`), each rewound to the committed offset before any of
-    /// it was processed.
+    /// fell back to `auto.offset.reset`); what of each lay below it was dropped unprocessed.
     #[serde(default)]
     pub starts_below_committed: u64,
 }

@@ -1035,6 +1035,7 @@ impl Worker {
                 // The processor has failed: process nothing more.
                 taken.clear();
             }
+            let starts = self.starts.lock().expect("starts lock");
             let mut rewinds = self.rewinds.lock().expect("rewinds lock");
             let before = taken.len();
             // A message of an assignment that has ended could only open a transaction that
@@ -1042,8 +1043,10 @@ impl Worker {
             // offset. (A zombie still sees its old assignment as current until its consumer
             // notices: that transaction goes to the broker, and the group fences it.)
             taken.retain(|d| {
-                d.epoch == self.progress.epoch(d.message.partition())
-                    && rewinds.keep(d.message.partition(), d.epoch, d.message.offset())
+                let (partition, offset) = (d.message.partition(), d.message.offset());
+                d.epoch == self.progress.epoch(partition)
+                    && !starts.below_floor(partition, d.epoch, offset)
+                    && rewinds.keep(partition, d.epoch, offset)
             });
             metrics.counts.txn.rewound_messages += (before - taken.len()) as u64;
         }

@@ -539,11 +539,13 @@ impl Rewinds {
     }
 }
 
-/// The assignment (epoch) in which each partition's start was last checked against the group's
-/// committed offset ([`super::Worker::check_starts`]).
+/// Where each partition's current assignment started, as [`super::Worker::check_starts`]
+/// found it against the group's committed offset.
 #[derive(Debug, Default)]
 pub(super) struct Starts {
-    checked: std::collections::BTreeMap<i32, u64>,
+    /// Per partition: the assignment (epoch) checked last and, if its first message lay below
+    /// the committed offset, that offset: the floor below which its messages are dropped.
+    checked: std::collections::BTreeMap<i32, (u64, Option<i64>)>,
 }
 
 impl Starts {
@@ -555,15 +557,24 @@ impl Starts {
     ) -> std::collections::BTreeMap<i32, (u64, i64)> {
         let mut first = std::collections::BTreeMap::new();
         for (partition, epoch, offset) in messages {
-            if self.checked.get(&partition) != Some(&epoch) {
+            if self.checked.get(&partition).map(|(e, _)| *e) != Some(epoch) {
                 first.entry(partition).or_insert((epoch, offset));
             }
         }
         first
     }
 
-    fn check(&mut self, partition: i32, epoch: u64) {
-        self.checked.insert(partition, epoch);
+    fn check(&mut self, partition: i32, epoch: u64, floor: Option<i64>) {
+        self.checked.insert(partition, (epoch, floor));
+    }
+
+    /// Whether a message of `partition` at `offset`, read in `epoch`, lies below its
+    /// assignment's floor: committed already, so applying it again would double it.
+    pub(super) fn below_floor(&self, partition: i32, epoch: u64, offset: i64) -> bool {
+        matches!(
+            self.checked.get(&partition),
+            Some(&(checked_in, Some(floor))) if checked_in == epoch && offset < floor
+        )
     }
 }
 
@@ -718,46 +729,33 @@ impl super::Worker {
             if self.progress.epoch(partition) != epoch {
                 continue;
             }
-            self.seek_back(&mut rewinds, partition, epoch, target)
-                .map_err(|error| {
-                    super::StrategyError::Transaction(format!(
-                        "{error} after an aborted transaction"
-                    ))
-                })?;
-        }
-        Ok(flow)
-    }
-
-    /// Sends `partition` (read in `epoch`) back to `target`: what this worker already holds of
-    /// it is dropped until `target` comes again (`rewinds`). The seek does not wait; if it
-    /// fails, the processor fails (the partition would wait for a message that never comes).
-    fn seek_back(
-        &self,
-        rewinds: &mut Rewinds,
-        partition: i32,
-        epoch: u64,
-        target: i64,
-    ) -> Result<(), String> {
-        rewinds.rewind(partition, epoch, target);
-        self.consumer
-            .seek(
+            rewinds.rewind(partition, epoch, target);
+            // Asynchronous (no wait): what was fetched before it is dropped by `rewinds`.
+            if let Err(error) = self.consumer.seek(
                 &self.topic,
                 partition,
                 Offset::Offset(target),
                 Duration::ZERO,
-            )
-            .map_err(|error| {
+            ) {
+                // Without the seek the partition would wait for a message that never comes.
                 self.failed.cancel();
-                format!("cannot rewind partition {partition} to offset {target}: {error}")
-            })
+                return Err(super::StrategyError::Transaction(format!(
+                    "cannot rewind partition {partition} to offset {target} after an aborted transaction: {error}"
+                )));
+            }
+        }
+        Ok(flow)
     }
 
     /// The first message of each new assignment of a partition, checked against the group's
-    /// committed offset: everything below it has its effects committed already, so a
-    /// partition that starts below it is rewound to it before any of it is processed.
+    /// committed offset: everything below it has its effects committed already, so what of a
+    /// partition that starts below it lies below is dropped unprocessed (the floor in
+    /// `starts`). No seek: the stream from the wrong start is in order and reaches the
+    /// committed offset anyway, while copies of it already read would end a seek's rewind
+    /// early and the messages after it would be applied twice.
     ///
-    /// librdkafka 2.12 can start a partition at `auto.offset.reset` (earliest) instead: when
-    /// the assignment changes while an offset fetch waits out an open transaction
+    /// librdkafka 2.12 can start a partition at `auto.offset.reset` (earliest): when the
+    /// assignment changes while an offset fetch waits out an open transaction
     /// (UNSTABLE_OFFSET_COMMIT), the stale answer puts the partition back with no offset
     /// (`rd_kafka_assignment_apply_offsets`), and every message of it up to the committed
     /// offset was applied a second time (a process-kill run doubled 240). The read here waits
@@ -778,30 +776,28 @@ impl super::Worker {
         if first.is_empty() {
             return true;
         }
-        let Ok(committed) = self.committed_offsets(first.keys().copied()) else {
-            return false;
+        let committed = match self.committed_offsets(first.keys().copied()) {
+            Ok(committed) => committed,
+            Err(error) => {
+                tracing::error!(%error, "cannot check where an assignment starts");
+                return false;
+            }
         };
         let mut starts = self.starts.lock().expect("starts lock");
-        let mut rewinds = self.rewinds.lock().expect("rewinds lock");
         for (partition, (epoch, offset)) in first {
-            starts.check(partition, epoch);
-            let Some(&target) = committed.get(&partition) else {
-                continue;
-            };
-            // Moved during the blocking read: the new assignment is checked when it delivers.
-            if offset >= target || self.progress.epoch(partition) != epoch {
-                continue;
-            }
-            metrics.counts.txn.starts_below_committed += 1;
-            tracing::warn!(
-                partition,
-                offset,
-                committed = target,
-                "a partition started below the group's committed offset (librdkafka fell back to auto.offset.reset); rewinding to the committed offset"
-            );
-            if let Err(error) = self.seek_back(&mut rewinds, partition, epoch, target) {
-                tracing::error!("{error}");
-                return false;
+            let floor = committed
+                .get(&partition)
+                .copied()
+                .filter(|&committed| offset < committed);
+            starts.check(partition, epoch, floor);
+            if let Some(committed) = floor {
+                metrics.counts.txn.starts_below_committed += 1;
+                tracing::warn!(
+                    partition,
+                    offset,
+                    committed,
+                    "a partition started below the group's committed offset (librdkafka fell back to auto.offset.reset); what lies below it is dropped unprocessed"
+                );
             }
         }
         true
@@ -834,7 +830,7 @@ impl super::Worker {
             Err(error) => {
                 self.failed.cancel();
                 Err(super::StrategyError::Transaction(format!(
-                    "cannot read the group's committed offsets to rewind after an aborted transaction: {error}"
+                    "cannot read the group's committed offsets of the input (to rewind after an aborted transaction, or to check where an assignment starts): {error}"
                 )))
             }
         }
@@ -881,8 +877,8 @@ mod tests {
             vec![(0, (1, 40)), (1, (1, 7))],
             "the first message of each partition"
         );
-        starts.check(0, 1);
-        starts.check(1, 1);
+        starts.check(0, 1, None);
+        starts.check(1, 1, None);
         assert!(starts.unchecked([(0, 1, 42)].into_iter()).is_empty());
         assert_eq!(
             starts
@@ -890,6 +886,29 @@ mod tests {
                 .get(&0),
             Some(&(3, 0)),
             "a new assignment is checked again"
+        );
+    }
+
+    #[test]
+    fn a_start_below_the_committed_offset_drops_what_lies_below_until_the_next_assignment() {
+        let mut starts = Starts::default();
+        // Partition 0's assignment 3 started at 0; the group had committed 240.
+        starts.check(0, 3, Some(240));
+        starts.check(1, 3, None);
+        assert!(starts.below_floor(0, 3, 0));
+        assert!(starts.below_floor(0, 3, 239), "committed already");
+        assert!(
+            !starts.below_floor(0, 3, 240),
+            "the first one not committed"
+        );
+        assert!(
+            !starts.below_floor(1, 3, 5),
+            "partition 1 started where it should"
+        );
+        starts.check(0, 4, None);
+        assert!(
+            !starts.below_floor(0, 4, 7),
+            "a new assignment has its own start"
         );
     }
 

@@ -12,9 +12,6 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::task::JoinHandle;
@@ -55,9 +52,7 @@ pub struct Fleet {
     pauses: u64,
     /// Killed children whose last second of measurements is missing from the report.
     lost_snapshots: u64,
-    offsets: Arc<BaseConsumer>,
-    topic: String,
-    partitions: usize,
+    offsets: crate::processor::CommittedOffsets,
     stop_timeout: Duration,
     /// Sent to every process, and to replacements when they start.
     warm_up_until_us: Option<u64>,
@@ -66,18 +61,7 @@ pub struct Fleet {
 impl Fleet {
     /// Starts `count` processor processes of `exe` in the spec's group.
     pub async fn start(exe: PathBuf, spec: &MemberSpec, count: usize) -> Result<Fleet, String> {
-        let offsets: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &spec.processor.brokers)
-            .set("group.id", &spec.processor.group_id)
-            .set("enable.auto.commit", "false")
-            // An observer wants the offsets committed now. At read_committed (librdkafka's
-            // default) the fetch asks for stable offsets (KIP-447) and waits while any
-            // partition has a transaction open — under kafka-transactions nearly always, so
-            // every read timed out until the stream went quiet and the series showed nothing
-            // committed.
-            .set("isolation.level", "read_uncommitted")
-            .create()
-            .map_err(|e| format!("cannot create the offset reader: {e}"))?;
+        let offsets = crate::processor::CommittedOffsets::new(&spec.processor)?;
         let mut fleet = Fleet {
             exe,
             spec: spec.clone(),
@@ -87,9 +71,7 @@ impl Fleet {
             kills: 0,
             pauses: 0,
             lost_snapshots: 0,
-            offsets: Arc::new(offsets),
-            topic: spec.processor.topic.clone(),
-            partitions: spec.processor.partitions,
+            offsets,
             stop_timeout: spec.processor.close_timeout + Duration::from_secs(10),
             warm_up_until_us: None,
         };
@@ -172,8 +154,9 @@ impl Fleet {
             .iter()
             .map(|m| m.heard.lock().expect("member state lock").assigned)
             .collect();
-        shares.iter().sum::<usize>() >= self.partitions
-            && (shares.len() > self.partitions || shares.iter().all(|n| *n > 0))
+        let partitions = self.spec.processor.partitions;
+        shares.iter().sum::<usize>() >= partitions
+            && (shares.len() > partitions || shares.iter().all(|n| *n > 0))
     }
 
     /// Waits until the group has settled (see [`Fleet::settled`]), or `timeout` passes.
@@ -267,23 +250,7 @@ impl Fleet {
 
     /// Reads the group's committed offsets from the coordinator into `progress`.
     pub async fn observe_committed(&self, progress: &Progress) -> Result<(), String> {
-        let mut wanted = TopicPartitionList::with_capacity(self.partitions);
-        for partition in 0..self.partitions {
-            wanted.add_partition(&self.topic, partition as i32);
-        }
-        let consumer = self.offsets.clone();
-        let committed = tokio::task::spawn_blocking(move || {
-            consumer.committed_offsets(wanted, Duration::from_secs(5))
-        })
-        .await
-        .expect("offset reader panicked")
-        .map_err(|e| format!("cannot read the group's committed offsets: {e}"))?;
-        for element in committed.elements() {
-            if let Offset::Offset(next) = element.offset() {
-                progress.mark_committed(element.partition(), next);
-            }
-        }
-        Ok(())
+        self.offsets.observe(progress).await
     }
 
     /// Stops every live process cleanly (end of stdin), waits for their final reports, and

@@ -287,6 +287,60 @@ impl Progress {
     }
 }
 
+/// The group's committed offsets as its coordinator holds them now, read into a [`Progress`]:
+/// how a run learns what processor processes committed, and what a transactional processor's
+/// progress cannot see for itself — offsets committed by a transaction whose outcome it never
+/// heard (a broker died in the commit) for a partition that moved meanwhile, whose next
+/// assignment then starts at its end and delivers nothing to tell.
+pub struct CommittedOffsets {
+    consumer: Arc<rdkafka::consumer::BaseConsumer>,
+    topic: String,
+    partitions: usize,
+}
+
+impl CommittedOffsets {
+    pub fn new(settings: &ProcessorSettings) -> Result<CommittedOffsets, String> {
+        let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &settings.brokers)
+            .set("group.id", &settings.group_id)
+            .set("enable.auto.commit", "false")
+            // An observer wants the offsets committed now. At read_committed (librdkafka's
+            // default) the fetch asks for stable offsets (KIP-447) and waits while any
+            // partition has a transaction open — under kafka-transactions nearly always, so
+            // every read timed out until the stream went quiet.
+            .set("isolation.level", "read_uncommitted")
+            .create()
+            .map_err(|e| format!("cannot create the offset reader: {e}"))?;
+        Ok(CommittedOffsets {
+            consumer: Arc::new(consumer),
+            topic: settings.topic.clone(),
+            partitions: settings.partitions,
+        })
+    }
+
+    /// Reads the committed offsets (a round trip, off the runtime) into `progress`.
+    pub async fn observe(&self, progress: &Progress) -> Result<(), String> {
+        let mut wanted = TopicPartitionList::with_capacity(self.partitions);
+        for partition in 0..self.partitions {
+            let partition = i32::try_from(partition).expect("partition count fits i32");
+            wanted.add_partition(&self.topic, partition);
+        }
+        let consumer = self.consumer.clone();
+        let committed = tokio::task::spawn_blocking(move || {
+            consumer.committed_offsets(wanted, Duration::from_secs(5))
+        })
+        .await
+        .expect("offset reader panicked")
+        .map_err(|e| format!("cannot read the group's committed offsets: {e}"))?;
+        for element in committed.elements() {
+            if let Offset::Offset(next) = element.offset() {
+                progress.mark_committed(element.partition(), next);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One partition's entry in [`Progress`].
 #[derive(Debug, Default)]
 struct Held {

@@ -791,6 +791,9 @@ impl super::Worker {
                 .filter(|&committed| offset < committed);
             starts.check(partition, epoch, floor);
             if let Some(committed) = floor {
+                // Committed already, whoever committed it: the run drains on this, and nothing
+                // of the partition may lie above it.
+                self.progress.mark_committed(partition, committed);
                 metrics.counts.txn.starts_below_committed += 1;
                 tracing::warn!(
                     partition,

@@ -81,6 +81,15 @@ pub(super) async fn supervise(
     let run_started = Instant::now();
     let produced_token = CancellationToken::new();
     let timed = timed_faults(config, started, &produced_token);
+    // A transactional processor's own commits are not all it needs to know (see
+    // `CommittedOffsets`); the fleet keeps its own reader.
+    let committed_offsets = match &consumers {
+        Consumers::InProcess(_) if started.spec.processor.transactions.is_some() => Some(
+            crate::processor::CommittedOffsets::new(&started.spec.processor)
+                .map_err(RunError::Processes)?,
+        ),
+        _ => None,
+    };
     let mut loop_state = Supervisor {
         config,
         started,
@@ -103,6 +112,7 @@ pub(super) async fn supervise(
         ),
         resumes: Vec::new(),
         offsets_read: Instant::now(),
+        committed_offsets,
         p99_read: Instant::now(),
         p99_us,
         second_p99_us,
@@ -281,6 +291,8 @@ struct Supervisor<'a> {
     pauses: KillSchedule,
     resumes: Vec<(Instant, u64, usize)>,
     offsets_read: Instant,
+    /// kafka-transactions in process: the group coordinator's committed offsets.
+    committed_offsets: Option<crate::processor::CommittedOffsets>,
     p99_read: Instant,
     /// End-to-end p99 so far, for the progress line.
     p99_us: Arc<AtomicU64>,
@@ -385,6 +397,14 @@ impl Supervisor<'_> {
                     .store(second.value_at_quantile(0.99), Ordering::Relaxed);
             }
             self.e2e_before = Some(e2e);
+        }
+        if let Some(reader) = &self.committed_offsets
+            && self.offsets_read.elapsed() >= Duration::from_millis(200)
+        {
+            self.offsets_read = Instant::now();
+            if let Err(error) = reader.observe(&self.started.progress).await {
+                tracing::warn!(%error);
+            }
         }
         if processor.failed().is_cancelled() {
             // A store stayed unreachable through every retry: the harness survives it. Stop

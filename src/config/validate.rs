@@ -493,6 +493,20 @@ impl RunConfig {
                     );
                 }
             }
+            if fault.kind == FaultKind::ProducerStall {
+                if !self.strategy.capabilities().kafka_transactions {
+                    return fail(
+                        &["fault", "strategy"],
+                        "producer-stall stalls the transactional producers of --strategy kafka-transactions; this strategy has none",
+                    );
+                }
+                if self.processes > 0 {
+                    return fail(
+                        &["fault", "processes"],
+                        "producer-stall reaches the producers of an in-process processor only: drop --processes",
+                    );
+                }
+            }
             if fault.kind == FaultKind::ProcessKill && self.processes == 0 {
                 return fail(
                     &["fault", "processes"],

@@ -144,6 +144,11 @@ pub enum FaultKind {
     NetResetPeer,
     /// Through Toxiproxy: replies limited to `rate_kbps` KB/s.
     NetBandwidth,
+    /// kafka-transactions: every transactional producer that reaches `send_offsets` while it
+    /// lasts stops answering there for `duration_ms`, as librdkafka's call was seen to hang
+    /// after a broker kill. Longer than the answer timeout (3× the transaction timeout), the
+    /// worker fences it with a new producer and reads its unit again.
+    ProducerStall,
 }
 
 impl FaultKind {
@@ -162,11 +167,12 @@ impl FaultKind {
             FaultKind::NetTimeout => "net-timeout",
             FaultKind::NetResetPeer => "net-reset-peer",
             FaultKind::NetBandwidth => "net-bandwidth",
+            FaultKind::ProducerStall => "producer-stall",
         }
     }
 
     /// The kinds a fault schedule (`[[scenario.fault]]`, `--fault`) may hold.
-    pub const SCHEDULED: [FaultKind; 11] = [
+    pub const SCHEDULED: [FaultKind; 12] = [
         FaultKind::NetLatency,
         FaultKind::NetTimeout,
         FaultKind::NetResetPeer,
@@ -178,6 +184,7 @@ impl FaultKind {
         FaultKind::RedisRestart,
         FaultKind::RedisFailover,
         FaultKind::KafkaBrokerKill,
+        FaultKind::ProducerStall,
     ];
 
     /// Kills and restarts a service process: needs a stack that started it.
@@ -262,6 +269,8 @@ impl ScheduledFault {
             FaultKind::DbOutage | FaultKind::RedisRestart | FaultKind::KafkaBrokerKill => 2_000,
             // Past the default session timeout (10 s), so the partitions move.
             FaultKind::ZombieConsumer => 15_000,
+            // Past the answer timeout of the default 10 s transaction timeout.
+            FaultKind::ProducerStall => 40_000,
             FaultKind::NetLatency
             | FaultKind::NetTimeout
             | FaultKind::NetResetPeer
@@ -459,6 +468,8 @@ pub struct Faults {
     incarnation: AtomicU32,
     /// What happened to each trade, for the anomalies' timelines.
     trace: trace::Trace,
+    /// A `producer-stall` lasts until this time ([`now_us`]; 0: none).
+    stalled_until_us: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -641,6 +652,19 @@ impl Faults {
         {
             event.end_us = Some(now_us());
         }
+    }
+
+    /// Starts a `producer-stall` lasting `lasting` from now.
+    pub fn stall_producers(&self, lasting: Duration) {
+        let until = now_us().saturating_add(lasting.as_micros() as u64);
+        self.stalled_until_us.store(until, Ordering::Relaxed);
+    }
+
+    /// What is left of a `producer-stall`, if one is on.
+    pub fn producer_stall(&self) -> Option<Duration> {
+        let until = self.stalled_until_us.load(Ordering::Relaxed);
+        let now = now_us();
+        (until > now).then(|| Duration::from_micros(until - now))
     }
 
     fn due(&self, point: CrashPoint, trade_id: u64) -> bool {

@@ -1,4 +1,5 @@
-//! Timed faults from outside the flow that need no stack: a Redis wipe and a Postgres outage.
+//! Timed faults from outside the flow that need no stack: a Redis wipe, a Postgres outage and
+//! a stall of the transactional producers.
 //! Each is run by [`super::schedule::repeat`] at its time; the run aborts them when it stops.
 
 use std::sync::Arc;
@@ -44,5 +45,13 @@ pub async fn db_outage(relay: &Arc<Relay>, lasting: Duration, faults: &Faults) {
     relay.cut();
     tokio::time::sleep(lasting).await;
     relay.restore();
+    faults.end(logged);
+}
+
+/// Stalls every transactional producer that reaches `send_offsets` in the next `lasting`.
+pub async fn producer_stall(lasting: Duration, faults: &Faults) {
+    let logged = faults.begin(FaultKind::ProducerStall, None);
+    faults.stall_producers(lasting);
+    tokio::time::sleep(lasting).await;
     faults.end(logged);
 }

@@ -68,6 +68,10 @@ pub struct TxnCounts {
     /// Transactional producers replaced after a fatal error (the fenced ones included).
     #[serde(default)]
     pub producers_replaced: u64,
+    /// Of those, producers that did not answer a unit within the answer timeout
+    /// ([`super::transactional::TxnSettings::answer_timeout`]): fenced and abandoned.
+    #[serde(default)]
+    pub producers_unanswered: u64,
     /// Messages already read but dropped unprocessed: their partition was rewound after an
     /// abort or had moved to another assignment (they are read again from the committed
     /// offset), or they lay below the committed offset an assignment started under.
@@ -85,6 +89,7 @@ impl TxnCounts {
         self.group_fenced += other.group_fenced;
         self.producers_fenced += other.producers_fenced;
         self.producers_replaced += other.producers_replaced;
+        self.producers_unanswered += other.producers_unanswered;
         self.rewound_messages += other.rewound_messages;
         self.starts_below_committed += other.starts_below_committed;
     }

@@ -935,8 +935,6 @@ enum Flow {
     Continue,
     /// An injected crash: the processor stops, committing nothing more.
     Crashed,
-    /// kafka-transactions: the worker's producer was lost; it needs a new one.
-    NewLane,
 }
 
 /// Which offsets of a worker's partitions may be committed while units finish out of order:
@@ -1323,13 +1321,16 @@ impl Worker {
                 _ = self.crashed.cancelled() => break,
                 _ = self.failed.cancelled() => break,
                 Some(finished) = futures::StreamExt::next(&mut running), if !running.is_empty() => {
+                    if let Some(transactional::Abort::ProducerLost { unanswered, .. }) = &finished.aborted {
+                        // The new producer first: its init_transactions fences the old one and
+                        // ends its open transaction, so the committed offsets the rewind reads
+                        // next are final (the old one can no longer commit behind them), and
+                        // the read need not wait that transaction out.
+                        self.replace_lane(*unanswered)?;
+                    }
                     match self.finish(finished, &mut metrics, &mut commit_errors, &mut watermarks, &mut busy)? {
                         Flow::Continue => continue,
                         Flow::Crashed => break,
-                        Flow::NewLane => {
-                            self.replace_lane()?;
-                            continue;
-                        }
                     }
                 }
                 // Stopping: what is in flight finishes, nothing new starts.

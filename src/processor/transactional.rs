@@ -45,6 +45,17 @@ pub struct TxnSettings {
     pub interval: Duration,
 }
 
+impl TxnSettings {
+    /// How long a worker waits for its lane to answer a unit before it takes the producer for
+    /// stuck: a healthy transaction ends within the transaction timeout (the broker aborts it
+    /// then) plus a commit's retries, so three of them. After a broker kill, librdkafka 2.12's
+    /// `send_offsets_to_transaction` was seen never to return, its own timeout unheard; the
+    /// worker then fences it with a new producer of the same id.
+    pub fn answer_timeout(&self) -> Duration {
+        self.transaction_timeout.max(Duration::from_secs(1)) * 3
+    }
+}
+
 /// One effect record of a transaction: the trade's outbox event.
 #[derive(Clone, Debug)]
 pub struct Effect {
@@ -97,6 +108,8 @@ pub struct Lane {
     thread: Option<std::thread::JoinHandle<()>>,
     /// Where the thread goes when the lane is dropped, for the processor to join.
     threads: Threads,
+    /// See [`TxnSettings::answer_timeout`].
+    answer_timeout: Duration,
 }
 
 /// The threads of a processor's dropped lanes.
@@ -115,6 +128,20 @@ pub async fn join(threads: &Threads) {
         }
     })
     .await;
+}
+
+impl Lane {
+    /// Lets go of a lane whose thread stopped answering: it is not joined at the stop (it may
+    /// never return). Once a new producer with its id has fenced it, whatever it still does
+    /// fails, and it ends on its own.
+    pub(super) fn abandon(mut self) {
+        self.jobs = None;
+        if self.thread.take().is_some() {
+            tracing::warn!(
+                "abandoning a transactional producer's thread that stopped answering (it is not joined at the stop)"
+            );
+        }
+    }
 }
 
 impl Drop for Lane {
@@ -271,6 +298,7 @@ impl Lane {
                 jobs: Some(jobs),
                 thread: Some(thread),
                 threads,
+                answer_timeout: settings.answer_timeout(),
             }),
             Ok(Err(error)) => Err(format!(
                 "the transactional producer {id} could not initialise its transactions: {error} (does the broker support transactions? a single broker needs transaction.state.log.replication.factor=1)"
@@ -401,6 +429,7 @@ impl Running {
         {
             return Err(Step::Moved);
         }
+        self.stall();
         retried(|| {
             self.producer
                 .send_offsets_to_transaction(&offsets, &group, Timeout::Never)
@@ -421,6 +450,17 @@ impl Running {
         };
         self.crash_point(CrashPoint::InCommit, job)?;
         Ok(committed)
+    }
+
+    /// An injected `producer-stall`: the thread stops answering until it ends (or the process
+    /// dies), as librdkafka's `send_offsets_to_transaction` was seen to after a broker kill.
+    fn stall(&self) {
+        while let Some(left) = self.faults.producer_stall() {
+            if self.crashed.is_cancelled() {
+                return;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
     }
 
     /// Serves delivery reports until nothing is in flight. rdkafka's own flush (which
@@ -501,9 +541,14 @@ pub(super) enum Abort {
     /// Aborted: its messages are read again from the committed offsets.
     Transaction { message: String, group_fenced: bool },
     /// The producer can do nothing more (fenced for good, or a fatal error such as an abort
-    /// the coordinator refused after it had timed the transaction out): the worker starts a
-    /// new one, then reads again.
-    ProducerLost { message: String, fenced: bool },
+    /// the coordinator refused after it had timed the transaction out), or it stopped
+    /// answering (`unanswered`): the worker starts a new one, whose `init_transactions` fences
+    /// the old one and ends its open transaction, then reads again.
+    ProducerLost {
+        message: String,
+        fenced: bool,
+        unanswered: bool,
+    },
 }
 
 /// Partitions a worker rewound after a transaction that did not commit — or whose outcome it
@@ -605,6 +650,7 @@ pub(super) fn transact(
         .collect();
     let applied = effects.len();
     let (reply, answer) = tokio::sync::oneshot::channel();
+    let answer_timeout = lane.answer_timeout;
     let submitted = lane.submit(Job {
         effects,
         offsets: offsets.into_iter().collect(),
@@ -616,20 +662,31 @@ pub(super) fn transact(
         let mut stages = crate::strategy::StageTimes::default();
         let mut aborted = None;
         let mut transaction_commit = None;
-        let processed = match (submitted, answer.await) {
-            (true, Ok(Ok(committed))) => {
+        let answer = tokio::time::timeout(answer_timeout, answer).await;
+        let processed = match (submitted, answer) {
+            (true, Err(_)) => {
+                aborted = Some(Abort::ProducerLost {
+                    message: format!(
+                        "the transactional producer did not answer within {answer_timeout:?} (a librdkafka call that never returns)"
+                    ),
+                    fenced: false,
+                    unanswered: true,
+                });
+                Ok(vec![])
+            }
+            (true, Ok(Ok(Ok(committed)))) => {
                 // The Kafka half's business is the transaction, begin to commit.
                 stages.business = Some(committed.total);
                 transaction_commit = Some(committed.commit);
                 Ok(vec![crate::strategy::Outcome::Applied; applied])
             }
-            (true, Ok(Err(TxnError::Crash(crash)))) => Err(super::StrategyError::Crash(crash)),
+            (true, Ok(Ok(Err(TxnError::Crash(crash))))) => Err(super::StrategyError::Crash(crash)),
             (
                 true,
-                Ok(Err(TxnError::Aborted {
+                Ok(Ok(Err(TxnError::Aborted {
                     message,
                     group_fenced,
-                })),
+                }))),
             ) => {
                 aborted = Some(Abort::Transaction {
                     message,
@@ -637,8 +694,12 @@ pub(super) fn transact(
                 });
                 Ok(vec![])
             }
-            (true, Ok(Err(TxnError::Fatal { message, fenced }))) => {
-                aborted = Some(Abort::ProducerLost { message, fenced });
+            (true, Ok(Ok(Err(TxnError::Fatal { message, fenced })))) => {
+                aborted = Some(Abort::ProducerLost {
+                    message,
+                    fenced,
+                    unanswered: false,
+                });
                 Ok(vec![])
             }
             _ => Err(super::StrategyError::Transaction(
@@ -682,13 +743,21 @@ impl super::Worker {
                 tracing::info!(%message, group_fenced, "transaction aborted; rewinding");
                 super::Flow::Continue
             }
-            Abort::ProducerLost { message, fenced } => {
+            Abort::ProducerLost {
+                message,
+                fenced,
+                unanswered,
+            } => {
+                // The worker has started its new producer already (`replace_lane`).
                 metrics.counts.txn.producers_replaced += 1;
                 if *fenced {
                     metrics.counts.txn.producers_fenced += 1;
                 }
-                tracing::info!(%message, fenced, "transactional producer lost; starting a new one");
-                super::Flow::NewLane
+                if *unanswered {
+                    metrics.counts.txn.producers_unanswered += 1;
+                }
+                tracing::info!(%message, fenced, unanswered, "transactional producer lost; a new one took its place");
+                super::Flow::Continue
             }
         };
         for key in unit.keys() {
@@ -839,11 +908,16 @@ impl super::Worker {
         }
     }
 
-    /// The worker's producer was lost (fenced, or a fatal error): a new one with the same id
-    /// (`init_transactions` bumps the epoch past the fence), up to
-    /// [`MAX_REPLACEMENTS_IN_A_ROW`] times without a commit between.
-    pub(super) fn replace_lane(&mut self) -> Result<(), super::StrategyError> {
-        self.lane = None;
+    /// The worker's producer was lost (fenced, a fatal error, or it stopped answering): a new
+    /// one with the same id (`init_transactions` bumps the epoch past the fence and ends the
+    /// old one's open transaction), up to [`MAX_REPLACEMENTS_IN_A_ROW`] times without a commit
+    /// between. A lane that stopped answering is abandoned, not joined.
+    pub(super) fn replace_lane(&mut self, unanswered: bool) -> Result<(), super::StrategyError> {
+        if let Some(lane) = self.lane.take()
+            && unanswered
+        {
+            lane.abandon();
+        }
         if self.replaced_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 > MAX_REPLACEMENTS_IN_A_ROW {
             self.failed.cancel();
             return Err(super::StrategyError::Transaction(format!(

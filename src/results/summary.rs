@@ -132,13 +132,14 @@ impl RunResult {
                 ms(t.stage_one_end_to_end_us.p99)
             );
             lines += &format!(
-                "  commit_transaction p50 {}  p99 {}; aborted {} (group fenced {}), producers fenced {} (replaced {}), rewound {}, starts below committed {}\n",
+                "  commit_transaction p50 {}  p99 {}; aborted {} (group fenced {}), producers fenced {} (replaced {}, unanswered {}), rewound {}, starts below committed {}\n",
                 ms(t.transaction_commit_us.p50),
                 ms(t.transaction_commit_us.p99),
                 t.aborts.transactions_aborted,
                 t.aborts.group_fenced,
                 t.aborts.producers_fenced,
                 t.aborts.producers_replaced,
+                t.aborts.producers_unanswered,
                 t.aborts.rewound_messages,
                 t.aborts.starts_below_committed
             );

@@ -233,6 +233,13 @@ fn timed_faults(
                     async move { timers::db_outage(&relay, lasting, &faults).await }
                 }));
             }
+            FaultKind::ProducerStall => {
+                let lasting = fault.duration();
+                tasks.push(repeat(&fault, produced, move || {
+                    let faults = faults.clone();
+                    async move { timers::producer_stall(lasting, &faults).await }
+                }));
+            }
             kind if kind.through_proxy() => {
                 // No proxy for a link the strategy does not use (Redis under db-only).
                 let Some((toxiproxy, proxies)) = &started.toxiproxy else {

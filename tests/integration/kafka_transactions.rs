@@ -528,6 +528,54 @@ async fn a_zombie_process_is_fenced_by_the_group_and_nothing_doubles() {
     );
 }
 
+/// A transactional producer that stops answering in the middle of a transaction (as
+/// librdkafka 2.12's `send_offsets_to_transaction` was seen to after a broker kill, its own
+/// timeout unheard): past the answer timeout (3× the 10 s transaction timeout) the worker
+/// starts a new producer with its id, which fences the stuck one and aborts its transaction,
+/// and reads the unit again. Without that bound the run never commits that partition again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_that_stops_answering_is_fenced_and_its_unit_read_again() {
+    let trades = 1500;
+    let result = run(
+        &[
+            "--partitions",
+            "2",
+            "--workers",
+            "2",
+            "--trades",
+            "1500",
+            "--rate",
+            "300",
+            "--duplicate-rate",
+            "0.1",
+            "--fault",
+            "producer-stall@1000+34000",
+        ],
+        "producer-stall",
+    )
+    .await;
+    assert_eq!(result.faults.log.len(), 1, "{:?}", result.faults.log);
+    assert_exact(&result, trades);
+    let pair = result
+        .kafka_transactions
+        .as_ref()
+        .expect("kafka_transactions");
+    // Both workers were in a transaction when the stall began (300 msg/s on 2 partitions):
+    // each waited out the answer timeout, then replaced its producer.
+    assert_eq!(pair.aborts.producers_unanswered, 2, "{pair:?}");
+    assert!(
+        pair.aborts.producers_replaced >= pair.aborts.producers_unanswered,
+        "{pair:?}"
+    );
+    let kafka = result
+        .correctness
+        .kafka
+        .as_ref()
+        .expect("correctness.kafka");
+    // The stuck transactions held effects: aborted by the new producers' fences.
+    assert!(kafka.aborted_records >= 2, "{kafka:?}");
+}
+
 /// A processor process SIGKILLed mid-run: its open transaction stays open until its
 /// replacement takes its place (and its transactional ids) and `init_transactions` aborts it;
 /// the group moves its partitions. Exact, and the dead transaction's effect never reaches

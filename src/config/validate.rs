@@ -506,6 +506,12 @@ impl RunConfig {
                         "producer-stall reaches the producers of an in-process processor only: drop --processes",
                     );
                 }
+                if fault.target.is_some() {
+                    return fail(
+                        &["fault"],
+                        "producer-stall takes no :TARGET (it stalls every lane that reaches send_offsets while it lasts)",
+                    );
+                }
             }
             if fault.kind == FaultKind::ProcessKill && self.processes == 0 {
                 return fail(

@@ -145,8 +145,8 @@ pub enum FaultKind {
     /// Through Toxiproxy: replies limited to `rate_kbps` KB/s.
     NetBandwidth,
     /// kafka-transactions: every transactional producer that reaches `send_offsets` while it
-    /// lasts stops answering there for `duration_ms`, as librdkafka's call was seen to hang
-    /// after a broker kill. Longer than the answer timeout (3× the transaction timeout), the
+    /// lasts (`duration_ms`) stops answering there for good, as librdkafka's call was seen to
+    /// hang after a broker kill. Past the answer timeout (3× the transaction timeout) its
     /// worker fences it with a new producer and reads its unit again.
     ProducerStall,
 }
@@ -269,8 +269,7 @@ impl ScheduledFault {
             FaultKind::DbOutage | FaultKind::RedisRestart | FaultKind::KafkaBrokerKill => 2_000,
             // Past the default session timeout (10 s), so the partitions move.
             FaultKind::ZombieConsumer => 15_000,
-            // Past the answer timeout of the default 10 s transaction timeout.
-            FaultKind::ProducerStall => 40_000,
+            FaultKind::ProducerStall => 2_000,
             FaultKind::NetLatency
             | FaultKind::NetTimeout
             | FaultKind::NetResetPeer
@@ -654,17 +653,15 @@ impl Faults {
         }
     }
 
-    /// Starts a `producer-stall` lasting `lasting` from now.
+    /// Starts a `producer-stall`: lanes reaching `send_offsets` in the next `lasting` hang.
     pub fn stall_producers(&self, lasting: Duration) {
         let until = now_us().saturating_add(lasting.as_micros() as u64);
         self.stalled_until_us.store(until, Ordering::Relaxed);
     }
 
-    /// What is left of a `producer-stall`, if one is on.
-    pub fn producer_stall(&self) -> Option<Duration> {
-        let until = self.stalled_until_us.load(Ordering::Relaxed);
-        let now = now_us();
-        (until > now).then(|| Duration::from_micros(until - now))
+    /// Whether a `producer-stall` is on now.
+    pub fn producer_stalled(&self) -> bool {
+        self.stalled_until_us.load(Ordering::Relaxed) > now_us()
     }
 
     fn due(&self, point: CrashPoint, trade_id: u64) -> bool {

@@ -48,7 +48,8 @@ pub async fn db_outage(relay: &Arc<Relay>, lasting: Duration, faults: &Faults) {
     faults.end(logged);
 }
 
-/// Stalls every transactional producer that reaches `send_offsets` in the next `lasting`.
+/// Every transactional producer that reaches `send_offsets` in the next `lasting` hangs there
+/// until its worker lets go of it.
 pub async fn producer_stall(lasting: Duration, faults: &Faults) {
     let logged = faults.begin(FaultKind::ProducerStall, None);
     faults.stall_producers(lasting);

@@ -110,6 +110,9 @@ pub struct Lane {
     threads: Threads,
     /// See [`TxnSettings::answer_timeout`].
     answer_timeout: Duration,
+    /// Cancelled when the worker lets go of the lane ([`Lane::abandon`]): its thread stops at
+    /// its next step.
+    abandoned: CancellationToken,
 }
 
 /// The threads of a processor's dropped lanes.
@@ -135,6 +138,7 @@ impl Lane {
     /// never return). Once a new producer with its id has fenced it, whatever it still does
     /// fails, and it ends on its own.
     pub(super) fn abandon(mut self) {
+        self.abandoned.cancel();
         self.jobs = None;
         if self.thread.take().is_some() {
             tracing::warn!(
@@ -258,10 +262,15 @@ impl Lane {
             .create()
             .map_err(|e| format!("cannot create the transactional producer {id}: {e}"))?;
         let (jobs, incoming) = std::sync::mpsc::channel::<Job>();
+        let abandoned = CancellationToken::new();
+        // A lane that stops answering is abandoned and may never end: holding the consumer
+        // strongly, it would keep it in its group after the processor closed it.
+        let consumer = Arc::downgrade(&consumer);
         let (ready, started) = std::sync::mpsc::channel();
         let effects_topic = settings.effects_topic.clone();
         let input_topic = processor.topic.clone();
         let init_timeout = settings.transaction_timeout.max(Duration::from_secs(10)) * 2;
+        let thread_abandoned = abandoned.clone();
         let thread = std::thread::Builder::new()
             .name(format!("idembench-txn-{worker}"))
             .spawn(move || {
@@ -274,6 +283,7 @@ impl Lane {
                 let lane = Running {
                     producer,
                     consumer,
+                    abandoned: thread_abandoned,
                     input_topic,
                     effects_topic,
                     faults,
@@ -299,6 +309,7 @@ impl Lane {
                 thread: Some(thread),
                 threads,
                 answer_timeout: settings.answer_timeout(),
+                abandoned,
             }),
             Ok(Err(error)) => Err(format!(
                 "the transactional producer {id} could not initialise its transactions: {error} (does the broker support transactions? a single broker needs transaction.state.log.replication.factor=1)"
@@ -320,7 +331,8 @@ impl Lane {
 /// The lane's thread, once its producer is initialised.
 struct Running {
     producer: BaseProducer,
-    consumer: Arc<GroupConsumer>,
+    consumer: std::sync::Weak<GroupConsumer>,
+    abandoned: CancellationToken,
     input_topic: String,
     effects_topic: String,
     faults: Arc<Faults>,
@@ -347,6 +359,10 @@ impl Running {
                     .into(),
                 false,
             ),
+            Err(Step::Abandoned) => Err(TxnError::Fatal {
+                message: "the worker let go of this lane".into(),
+                fenced: false,
+            }),
             Err(Step::Failed(Failure::Fatal(error) | Failure::Retry(error))) => {
                 let fenced = error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fenced);
                 Err(TxnError::Fatal {
@@ -380,6 +396,10 @@ impl Running {
     /// The crash points after a step: the process stops there, leaving the transaction
     /// as it stands (open, or committed without the process knowing).
     fn crash_point(&self, point: CrashPoint, job: &Job) -> Result<(), Step> {
+        // Abandoned, the lane is no longer the process's: it fires no crash of it.
+        if self.abandoned.is_cancelled() {
+            return Err(Step::Abandoned);
+        }
         if self.crashed.is_cancelled() {
             return Err(Step::Crash(Crash {
                 point,
@@ -421,7 +441,11 @@ impl Running {
         // unchanged epoch carries the generation the unit was read in, and a zombie's
         // TxnOffsetCommit is refused by the coordinator (KIP-447). Read after the check, it
         // could carry a newer generation that no longer owns the partition.
-        let group = self.consumer.group_metadata().ok_or(Step::NoGroup)?;
+        let group = self
+            .consumer
+            .upgrade()
+            .and_then(|consumer| consumer.group_metadata())
+            .ok_or(Step::NoGroup)?;
         if job
             .epochs
             .iter()
@@ -452,14 +476,16 @@ impl Running {
         Ok(committed)
     }
 
-    /// An injected `producer-stall`: the thread stops answering until it ends (or the process
-    /// dies), as librdkafka's `send_offsets_to_transaction` was seen to after a broker kill.
+    /// An injected `producer-stall`: a lane that gets here while it lasts stops answering for
+    /// good, as librdkafka's `send_offsets_to_transaction` was seen to after a broker kill —
+    /// until the worker lets go of it, or the process dies.
     fn stall(&self) {
-        while let Some(left) = self.faults.producer_stall() {
-            if self.crashed.is_cancelled() {
-                return;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(50)));
+        if !self.faults.producer_stalled() {
+            return;
+        }
+        tracing::info!("injected producer stall: this lane stops answering");
+        while !self.abandoned.is_cancelled() && !self.crashed.is_cancelled() {
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -468,7 +494,10 @@ impl Running {
     /// so every transaction paid 100 ms for an ack that took one; steps of 1 ms end within a
     /// millisecond of it, and commit_transaction's flush then returns at once.
     fn drain(&self) {
-        while self.producer.in_flight_count() > 0 && !self.crashed.is_cancelled() {
+        while self.producer.in_flight_count() > 0
+            && !self.crashed.is_cancelled()
+            && !self.abandoned.is_cancelled()
+        {
             self.producer.poll(Duration::from_millis(1));
         }
     }
@@ -496,6 +525,8 @@ enum Step {
     NoGroup,
     /// A partition of the unit was revoked since it was read.
     Moved,
+    /// The worker let go of the lane (it stopped answering).
+    Abandoned,
 }
 
 /// Runs a blocking call, telling a multi-threaded runtime first (`block_in_place`) so its other

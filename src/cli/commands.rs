@@ -326,32 +326,54 @@ async fn adr(
 }
 
 fn compare(args: &CompareArgs) -> i32 {
-    use crate::results::compare;
+    use crate::results::{compare, history};
+    let or_default = |t: Option<f64>| t.unwrap_or(args.threshold);
     let thresholds = compare::Thresholds {
         throughput: args.threshold,
-        latency: args.latency_threshold.unwrap_or(args.threshold),
+        latency: or_default(args.latency_threshold),
+        cpu: or_default(args.cpu_threshold),
+        capacity: or_default(args.capacity_threshold),
     };
-    if ![thresholds.throughput, thresholds.latency]
-        .iter()
-        .all(|t| *t >= 0.0 && t.is_finite())
+    if ![
+        thresholds.throughput,
+        thresholds.latency,
+        thresholds.cpu,
+        thresholds.capacity,
+    ]
+    .iter()
+    .all(|t| *t >= 0.0 && t.is_finite())
     {
         return fail(
-            "--threshold and --latency-threshold must be non-negative fractions (0.1 = 10 %)",
+            "--threshold, --latency-threshold, --cpu-threshold and --capacity-threshold must be non-negative fractions (0.1 = 10 %)",
+            2,
+        );
+    }
+    if args.trend == 0 {
+        return fail(
+            "--trend must be at least 1 (nights shown, this one included)",
             2,
         );
     }
     let loaded = compare::load(&args.baseline)
         .and_then(|baseline| Ok((baseline, compare::load(&args.current)?)));
-    match loaded {
-        Err(error) => fail(error, 2),
-        Ok((baseline, current)) => {
-            let gate = compare::Gate {
-                performance_scenarios: (!args.performance_scenarios.is_empty())
-                    .then(|| args.performance_scenarios.clone()),
-            };
-            let comparison = compare::compare(&baseline, &current, thresholds, &gate);
-            print!("{}", comparison.render(args.format));
-            if comparison.regressions > 0 { 1 } else { 0 }
+    let (baseline, current) = match loaded {
+        Err(error) => return fail(error, 2),
+        Ok(loaded) => loaded,
+    };
+    let gate = compare::Gate {
+        performance_scenarios: (!args.performance_scenarios.is_empty())
+            .then(|| args.performance_scenarios.clone()),
+    };
+    let mut comparison = compare::compare(&baseline, &current, thresholds, &gate);
+    if let Some(dir) = &args.history {
+        let now = std::time::SystemTime::now();
+        let night = history::Night::of(&comparison, &args.current, now);
+        let kept = history::record(dir, &night, now).and_then(|_| history::nights(dir, args.trend));
+        match kept {
+            Ok(nights) => comparison.history = Some(history::History::of(nights)),
+            Err(error) => return fail(error, 2),
         }
     }
+    print!("{}", comparison.render(args.format));
+    if comparison.regressions > 0 { 1 } else { 0 }
 }

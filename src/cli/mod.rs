@@ -213,10 +213,26 @@ pub struct CompareArgs {
     /// tails on a shared machine vary more than throughput. Default: --threshold.
     #[arg(long)]
     pub latency_threshold: Option<f64>,
-    /// Compare throughput and latency only for runs of these scenarios, comma-separated
-    /// (short correctness scenarios measure start-up noise); correctness is compared for all.
+    /// Relative change in idembench's CPU per message (`resources.cpu_us_per_message`) below
+    /// which a difference is noise. Default: --threshold.
+    #[arg(long)]
+    pub cpu_threshold: Option<f64>,
+    /// Relative change in a capacity search's highest sustained rate (a `capacity.json` on
+    /// both sides) below which a difference is noise. Default: --threshold.
+    #[arg(long)]
+    pub capacity_threshold: Option<f64>,
+    /// Compare throughput, latency, CPU per message and capacity only for runs of these
+    /// scenarios, comma-separated (`capacity` names the capacity searches; short correctness
+    /// scenarios measure start-up noise); correctness is compared for all.
     #[arg(long, value_delimiter = ',')]
     pub performance_scenarios: Vec<String>,
+    /// Keep this comparison's figures (the current side's medians) as one file in this
+    /// directory, and show each figure's trend over the last --trend nights.
+    #[arg(long)]
+    pub history: Option<PathBuf>,
+    /// How many nights of --history the trend shows, this one included.
+    #[arg(long, default_value_t = 7, requires = "history")]
+    pub trend: usize,
     #[arg(long, value_parser = values::<Format>(), default_value = "text")]
     pub format: Format,
 }

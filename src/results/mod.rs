@@ -12,6 +12,7 @@ pub mod adr;
 pub mod anomalies;
 pub mod compare;
 pub mod environment;
+pub mod history;
 pub mod matrix;
 pub mod merge;
 pub mod recovery;
@@ -461,15 +462,27 @@ pub struct ReadError {
 
 /// Every `result.json` at or beneath `path`, sorted.
 pub fn result_files(path: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
-    fn collect(path: &Path, files: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+    files_named(path, "result.json")
+}
+
+/// `path` itself if it is a file, else every file called `name` beneath it, sorted.
+pub fn files_named(path: &Path, name: &str) -> std::io::Result<Vec<std::path::PathBuf>> {
+    fn collect(
+        path: &Path,
+        name: &str,
+        files: &mut Vec<std::path::PathBuf>,
+    ) -> std::io::Result<()> {
         if path.is_file() {
-            files.push(path.to_path_buf());
+            // A result.json given by its path may have any name.
+            if name == "result.json" || path.file_name().is_some_and(|file| file == name) {
+                files.push(path.to_path_buf());
+            }
         } else if path.is_dir() {
             for entry in std::fs::read_dir(path)? {
                 let entry = entry?.path();
                 if entry.is_dir() {
-                    collect(&entry, files)?;
-                } else if entry.file_name().is_some_and(|name| name == "result.json") {
+                    collect(&entry, name, files)?;
+                } else if entry.file_name().is_some_and(|file| file == name) {
                     files.push(entry);
                 }
             }
@@ -482,7 +495,7 @@ pub fn result_files(path: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
         Ok(())
     }
     let mut files = Vec::new();
-    collect(path, &mut files)?;
+    collect(path, name, &mut files)?;
     files.sort();
     Ok(files)
 }

@@ -261,24 +261,34 @@ pub async fn primaries(url: &str, timeout: Duration) -> Result<Vec<String>, supe
                     .and_then(|rest| rest.rsplit_once('@'))
                     .map(|(credentials, _)| format!("{credentials}@"))
                     .unwrap_or_default();
-                return Ok(nodes
-                    .lines()
-                    .filter_map(|line| {
-                        let fields: Vec<&str> = line.split_whitespace().collect();
-                        let flags = fields.get(2)?;
-                        let primary = flags.split(',').any(|f| f == "master")
-                            && !flags
-                                .split(',')
-                                .any(|f| f == "fail" || f == "fail?" || f == "noaddr");
-                        let host = fields.get(1)?.split('@').next()?;
-                        primary.then(|| format!("{REDIS}{credentials}{host}"))
-                    })
-                    .collect());
+                return Ok(serving_primaries(&nodes, &credentials));
             }
             Err(error) => last_error = Some(error),
         }
     }
     Err(last_error.expect("a cluster URL names at least one seed"))
+}
+
+/// The primaries of a `CLUSTER NODES` answer that serve slots, as `redis://` URLs with
+/// `credentials`. A node that calls itself master but owns no slot (a replica whose new role
+/// the seed has not heard of yet, an empty master) holds no keys, so it is left out; so are
+/// nodes marked failing.
+fn serving_primaries(nodes: &str, credentials: &str) -> Vec<String> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags: Vec<&str> = fields.get(2)?.split(',').collect();
+            let primary = flags.contains(&"master")
+                && !flags
+                    .iter()
+                    .any(|f| matches!(*f, "fail" | "fail?" | "noaddr"));
+            // Fields 8 on are the slot ranges (and slots being migrated).
+            let serves = fields.len() > 8;
+            let host = fields.get(1)?.split('@').next()?;
+            (primary && serves).then(|| format!("{REDIS}{credentials}{host}"))
+        })
+        .collect()
 }
 
 /// Counts (or, with `delete`, unlinks one by one: a cluster refuses a multi-key UNLINK across
@@ -341,4 +351,31 @@ async fn admin_connection(
         .await
         .map_err(|_| connect_error(format!("no answer within {timeout:?}")))?
         .map_err(|e| connect_error(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_primaries_that_serve_slots_are_counted() {
+        // A seed's view while one node's switch to replica has not reached it yet: 20923 still
+        // says master but owns no slot.
+        let nodes = "\
+a1 127.0.0.1:20371@30371 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:20923@30923 master - 0 1 2 connected
+c3 127.0.0.1:22345@32345 master - 0 1 3 connected 5461-10922
+d4 127.0.0.1:21465@31465 master - 0 1 4 connected 10923-16383
+e5 127.0.0.1:21466@31466 slave a1 0 1 1 connected
+f6 127.0.0.1:21467@31467 master,fail - 0 1 5 disconnected 100
+";
+        assert_eq!(
+            serving_primaries(nodes, "user:pw@"),
+            [
+                "redis://user:pw@127.0.0.1:20371",
+                "redis://user:pw@127.0.0.1:22345",
+                "redis://user:pw@127.0.0.1:21465"
+            ]
+        );
+    }
 }

@@ -8,11 +8,12 @@ use std::collections::HashMap;
 use crate::stream::Plan;
 use crate::trade::Trade;
 
+/// One byte per logical trade: the plan draws the trades again from its seed when the audit
+/// needs them, so a 20-million-trade ledger is 20 MB.
 #[derive(Clone, Debug)]
 pub struct Ledger {
-    /// Indexed by `trade_id - 1`, as in the plan.
-    pub trades: Vec<Trade>,
-    /// Copies of each trade acknowledged by the broker (0, 1 or 2).
+    plan: Plan,
+    /// Copies of each trade acknowledged by the broker (0, 1 or 2), indexed by `trade_id - 1`.
     pub copies_acked: Vec<u8>,
     /// Copies that the broker refused or that timed out.
     pub copies_failed: u64,
@@ -23,11 +24,16 @@ pub struct Ledger {
 impl Ledger {
     pub fn new(plan: &Plan) -> Ledger {
         Ledger {
-            trades: plan.trades.clone(),
-            copies_acked: vec![0; plan.trades.len()],
+            plan: plan.clone(),
+            copies_acked: vec![0; usize::try_from(plan.trades()).expect("trades fit in memory")],
             copies_failed: 0,
             malformed_acked: 0,
         }
+    }
+
+    /// The plan whose trades this ledger counts.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 
     pub fn record_ack(&mut self, trade_id: u64) {
@@ -50,21 +56,48 @@ impl Ledger {
         self.copies_acked.iter().filter(|c| **c > 1).count() as u64
     }
 
-    /// The acknowledged trade with this id, if any.
-    pub fn produced(&self, trade_id: u64) -> Option<&Trade> {
-        let i = usize::try_from(trade_id.checked_sub(1)?).ok()?;
-        (*self.copies_acked.get(i)? > 0).then(|| &self.trades[i])
+    /// Acknowledged copies of the trade with this id (0 for an id the plan does not hold).
+    pub fn copies(&self, trade_id: u64) -> u8 {
+        trade_id
+            .checked_sub(1)
+            .and_then(|i| self.copies_acked.get(usize::try_from(i).ok()?))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether at least one copy of the trade with this id reached the broker.
+    pub fn is_produced(&self, trade_id: u64) -> bool {
+        self.copies(trade_id) > 0
+    }
+
+    /// Every planned trade in id order, with its acknowledged copies (drawn again from the
+    /// plan's seed: one pass costs about as much as generating the stream).
+    pub fn trades(&self) -> impl Iterator<Item = (Trade, u8)> + '_ {
+        self.plan
+            .iter()
+            .zip(&self.copies_acked)
+            .map(|(planned, copies)| (planned.trade, *copies))
+    }
+
+    /// The trades at least one copy of which reached the broker, in id order.
+    pub fn produced(&self) -> impl Iterator<Item = Trade> + '_ {
+        self.trades()
+            .filter(|(_, copies)| *copies > 0)
+            .map(|(trade, _)| trade)
+    }
+
+    /// Bytes the ledger allocated: one per planned trade.
+    pub fn heap_bytes(&self) -> usize {
+        self.copies_acked.capacity()
     }
 
     /// Each (account, instrument) position as it must be if every produced trade applied once.
     pub fn expected_positions(&self) -> HashMap<(u32, u32), i64> {
         let mut positions = HashMap::new();
-        for (trade, copies) in self.trades.iter().zip(&self.copies_acked) {
-            if *copies > 0 {
-                *positions
-                    .entry((trade.account, trade.instrument))
-                    .or_insert(0) += trade.signed_quantity();
-            }
+        for trade in self.produced() {
+            *positions
+                .entry((trade.account, trade.instrument))
+                .or_insert(0) += trade.signed_quantity();
         }
         positions
     }
@@ -94,10 +127,16 @@ mod tests {
         assert_eq!(ledger.produced_unique(), 2);
         assert_eq!(ledger.copies_sent(), 3);
         assert_eq!(ledger.trades_with_extra_copies(), 1);
-        assert!(ledger.produced(2).is_none());
-        assert!(ledger.produced(0).is_none());
-        assert_eq!(ledger.produced(3).unwrap().trade_id, 3);
-        let expected: i64 = [&plan.trades[0], &plan.trades[2]]
+        assert!(!ledger.is_produced(2));
+        assert!(!ledger.is_produced(0));
+        assert!(!ledger.is_produced(4));
+        assert!(ledger.is_produced(3));
+        assert_eq!((ledger.copies(1), ledger.copies(2)), (2, 0));
+        let ids: Vec<u64> = ledger.produced().map(|t| t.trade_id).collect();
+        assert_eq!(ids, [1, 3]);
+        let planned: Vec<_> = plan.iter().map(|p| p.trade).collect();
+        assert_eq!(ledger.trades().map(|(t, _)| t).collect::<Vec<_>>(), planned);
+        let expected: i64 = [&planned[0], &planned[2]]
             .iter()
             .map(|t| t.signed_quantity())
             .sum();

@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`trade`]: the trade message and its compact wire format (shared with the processor).
-//! - [`stream`]: the seeded plan — which trades exist, which get immediate or late extra copies.
+//! - [`stream`]: the seeded plan — which trades exist, which get immediate or late extra copies;
+//!   drawn again from the seed whenever needed, never stored.
 //! - [`ledger`]: what the broker acknowledged, per logical trade; the audit's input.
 //! - [`producer`]: sends a plan on its open-loop schedule and collects acknowledgements.
 
@@ -14,5 +15,5 @@ pub mod trade;
 
 pub use ledger::Ledger;
 pub use producer::{CopyRouting, ProduceReport, SendSettings, produce};
-pub use stream::{ExtraCopy, Plan, StreamSpec};
+pub use stream::{ExtraCopy, Plan, PlanIter, Planned, StreamSpec};
 pub use trade::{Side, Trade};

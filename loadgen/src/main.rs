@@ -126,7 +126,7 @@ async fn run(args: Args) -> Result<(), String> {
                 out,
                 "trade_id,account,instrument,signed_quantity,copies_acked"
             )?;
-            for (trade, copies) in ledger.trades.iter().zip(&ledger.copies_acked) {
+            for (trade, copies) in ledger.trades() {
                 writeln!(
                     out,
                     "{},{},{},{},{copies}",

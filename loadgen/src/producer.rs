@@ -140,8 +140,9 @@ pub async fn produce<C: ClientContext + 'static>(
     let late_delay = Duration::from_millis(spec.late_duplicate_delay_ms);
     let slot_interval = (settings.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / settings.rate));
     let mut schedule_lag_us = new_histogram();
-    // Late copies: (due, trade index), earliest first.
-    let mut late: BinaryHeap<Reverse<(Duration, usize)>> = BinaryHeap::new();
+    // Late copies waiting for their due time, earliest first: at most the trades of one late
+    // delay, whatever the stream's length.
+    let mut late: BinaryHeap<Reverse<LateCopy>> = BinaryHeap::new();
     let mut buffer = Vec::with_capacity(spec.payload_bytes.max(crate::trade::ENCODED_LEN));
     let mut cancelled = false;
 
@@ -158,46 +159,58 @@ pub async fn produce<C: ClientContext + 'static>(
         start_us,
     };
 
-    let mut pills = plan.malformed_after.iter().peekable();
-    let regular = plan.trades.iter().enumerate().flat_map(|(index, _)| {
-        let immediate = plan.extra[index] == ExtraCopy::Immediate;
-        let pill = pills.next_if(|after| **after == index).is_some();
-        std::iter::once((index, Some(0u8)))
-            .chain(immediate.then_some((index, Some(1u8))))
-            .chain(pill.then_some((index, None)))
+    // Regular slots in plan order: each original, its immediate copy, its poison pill.
+    let regular = plan.iter().flat_map(|planned| {
+        let immediate = planned.extra == ExtraCopy::Immediate;
+        let pill = planned.malformed_after;
+        let late = planned.extra == ExtraCopy::Late;
+        let trade = planned.trade;
+        std::iter::once((trade.clone(), Some(0u8), late))
+            .chain(immediate.then(|| (trade.clone(), Some(1u8), false)))
+            .chain(pill.then_some((trade, None, false)))
     });
-    for (slot, (index, copy)) in regular.enumerate() {
+    for (slot, (trade, copy, late_copy)) in regular.enumerate() {
         if cancel.is_cancelled() {
             cancelled = true;
             break;
         }
         let due = slot_interval.map(|interval| interval.mul_f64(slot as f64));
         // Late copies due before this slot go first, in due order.
-        while let Some(Reverse((late_due, late_index))) = late.peek().copied() {
-            if due.is_some_and(|due| late_due > due)
-                || (due.is_none() && late_due > start.elapsed())
+        while let Some(Reverse(LateCopy { due: late_due, .. })) = late.peek() {
+            if due.is_some_and(|due| *late_due > due)
+                || (due.is_none() && *late_due > start.elapsed())
             {
                 break;
             }
-            late.pop();
-            sender.send_at(&plan.trades[late_index], 1, late_due).await;
+            let Reverse(LateCopy {
+                due: late_due,
+                trade,
+            }) = late.pop().expect("peeked");
+            sender.send_at(&trade, 1, late_due).await;
         }
         let due = due.unwrap_or_else(|| start.elapsed());
         let Some(copy) = copy else {
-            sender.send_malformed_at(&plan.trades[index], due).await;
+            sender.send_malformed_at(&trade, due).await;
             continue;
         };
-        let sent_at = sender.send_at(&plan.trades[index], copy, due).await;
-        if copy == 0 && plan.extra[index] == ExtraCopy::Late {
-            late.push(Reverse((sent_at + late_delay, index)));
+        let sent_at = sender.send_at(&trade, copy, due).await;
+        if copy == 0 && late_copy {
+            late.push(Reverse(LateCopy {
+                due: sent_at + late_delay,
+                trade,
+            }));
         }
     }
-    while let Some(Reverse((late_due, late_index))) = late.pop() {
+    while let Some(Reverse(LateCopy {
+        due: late_due,
+        trade,
+    })) = late.pop()
+    {
         if cancel.is_cancelled() {
             cancelled = true;
             break;
         }
-        sender.send_at(&plan.trades[late_index], 1, late_due).await;
+        sender.send_at(&trade, 1, late_due).await;
     }
     drop(pending_tx);
     let flush_producer = producer.clone();
@@ -301,6 +314,32 @@ impl<C: ClientContext + 'static> Sender<'_, C> {
                 }
             }
         }
+    }
+}
+
+/// A late copy waiting in the heap, ordered by due time (the trade id breaks ties).
+struct LateCopy {
+    due: Duration,
+    trade: crate::trade::Trade,
+}
+
+impl PartialEq for LateCopy {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for LateCopy {}
+
+impl PartialOrd for LateCopy {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for LateCopy {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.due, self.trade.trade_id).cmp(&(other.due, other.trade.trade_id))
     }
 }
 

@@ -91,57 +91,28 @@ impl StreamSpec {
         Ok(())
     }
 
-    /// Generates the plan: every logical trade, and for each its extra copy if it has one.
+    /// The plan: how many trades, copies and poison pills the stream holds. The trades
+    /// themselves are not stored: [`Plan::iter`] draws them again from the seed, so a plan costs
+    /// the same few bytes at 20 million trades as at 20.
     pub fn plan(&self) -> Result<Plan, SpecError> {
         self.validate()?;
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        let zipf = (self.key_skew > 0.0)
-            .then(|| Zipf::new(f64::from(self.accounts), self.key_skew).expect("validated"));
-        let mut trades = Vec::with_capacity(usize::try_from(self.trades).unwrap_or(0));
-        let mut extra = Vec::with_capacity(trades.capacity());
-        let mut malformed_after = Vec::new();
-        for index in 0..self.trades {
-            let account = match &zipf {
-                // Zipf yields 1..=n as f64.
-                Some(zipf) => (zipf.sample(&mut rng) as u32).clamp(1, self.accounts) - 1,
-                None => rng.random_range(0..self.accounts),
-            };
-            let trade = Trade {
-                trade_id: index + 1,
-                account,
-                instrument: rng.random_range(0..self.instruments),
-                side: if rng.random_bool(0.5) {
-                    Side::Buy
-                } else {
-                    Side::Sell
-                },
-                copy: 0,
-                quantity: rng.random_range(1..=1_000),
-                price: rng.random_range(1_000_000..=2_000_000),
-                intended_send_us: 0,
-                sent_us: 0,
-            };
-            let copy = if rng.random_bool(self.duplicate_rate) {
-                if rng.random_bool(self.late_duplicate_share) {
-                    ExtraCopy::Late
-                } else {
-                    ExtraCopy::Immediate
-                }
-            } else {
-                ExtraCopy::None
-            };
-            trades.push(trade);
-            extra.push(copy);
-            // Drawn only when asked for, so a spec without poison pills keeps its stream.
-            if self.malformed_rate > 0.0 && rng.random_bool(self.malformed_rate) {
-                malformed_after.push(index as usize);
+        let mut plan = Plan {
+            spec: self.clone(),
+            immediate: 0,
+            late: 0,
+            malformed: 0,
+        };
+        let (mut immediate, mut late, mut malformed) = (0, 0, 0);
+        for planned in plan.iter() {
+            match planned.extra {
+                ExtraCopy::None => {}
+                ExtraCopy::Immediate => immediate += 1,
+                ExtraCopy::Late => late += 1,
             }
+            malformed += u64::from(planned.malformed_after);
         }
-        Ok(Plan {
-            trades,
-            extra,
-            malformed_after,
-        })
+        (plan.immediate, plan.late, plan.malformed) = (immediate, late, malformed);
+        Ok(plan)
     }
 }
 
@@ -155,20 +126,130 @@ pub enum ExtraCopy {
     Late,
 }
 
+/// A validated spec and the totals of its stream. The trades are drawn again from the seed by
+/// [`Plan::iter`] each time they are needed (the producer, the ledger's audit), in the same
+/// order with the same values: no per-trade state is kept.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    /// Indexed by `trade_id - 1`.
-    pub trades: Vec<Trade>,
-    pub extra: Vec<ExtraCopy>,
-    /// Indexes of the trades after which a malformed message is sent, ascending.
-    pub malformed_after: Vec<usize>,
+    spec: StreamSpec,
+    immediate: u64,
+    late: u64,
+    malformed: u64,
+}
+
+/// One logical trade of the plan, as [`Plan::iter`] yields it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Planned {
+    /// Copy 0, with no send times yet.
+    pub trade: Trade,
+    pub extra: ExtraCopy,
+    /// Whether a malformed message follows this trade.
+    pub malformed_after: bool,
 }
 
 impl Plan {
-    /// Messages the plan sends: originals plus extra copies.
+    pub fn spec(&self) -> &StreamSpec {
+        &self.spec
+    }
+
+    /// Logical trades, ids 1 to this.
+    pub fn trades(&self) -> u64 {
+        self.spec.trades
+    }
+
+    /// Trades with an extra copy sent right after the original.
+    pub fn immediate_copies(&self) -> u64 {
+        self.immediate
+    }
+
+    /// Trades with an extra copy sent late.
+    pub fn late_copies(&self) -> u64 {
+        self.late
+    }
+
+    /// Malformed messages the plan sends.
+    pub fn malformed(&self) -> u64 {
+        self.malformed
+    }
+
+    /// Messages the plan sends: originals plus extra copies (poison pills not counted).
     pub fn planned_messages(&self) -> u64 {
-        self.trades.len() as u64
-            + self.extra.iter().filter(|c| **c != ExtraCopy::None).count() as u64
+        self.spec.trades + self.immediate + self.late
+    }
+
+    /// Every logical trade in id order, drawn from the seed.
+    pub fn iter(&self) -> PlanIter<'_> {
+        PlanIter {
+            spec: &self.spec,
+            rng: ChaCha8Rng::seed_from_u64(self.spec.seed),
+            zipf: (self.spec.key_skew > 0.0).then(|| {
+                Zipf::new(f64::from(self.spec.accounts), self.spec.key_skew).expect("validated")
+            }),
+            next_index: 0,
+        }
+    }
+}
+
+/// The draws of [`Plan::iter`]. Their order is the stream's definition: changing it changes
+/// every seed's stream.
+pub struct PlanIter<'a> {
+    spec: &'a StreamSpec,
+    rng: ChaCha8Rng,
+    zipf: Option<Zipf<f64>>,
+    next_index: u64,
+}
+
+impl Iterator for PlanIter<'_> {
+    type Item = Planned;
+
+    fn next(&mut self) -> Option<Planned> {
+        let (spec, rng) = (self.spec, &mut self.rng);
+        if self.next_index >= spec.trades {
+            return None;
+        }
+        let index = self.next_index;
+        self.next_index += 1;
+        let account = match &self.zipf {
+            // Zipf yields 1..=n as f64.
+            Some(zipf) => (zipf.sample(rng) as u32).clamp(1, spec.accounts) - 1,
+            None => rng.random_range(0..spec.accounts),
+        };
+        let trade = Trade {
+            trade_id: index + 1,
+            account,
+            instrument: rng.random_range(0..spec.instruments),
+            side: if rng.random_bool(0.5) {
+                Side::Buy
+            } else {
+                Side::Sell
+            },
+            copy: 0,
+            quantity: rng.random_range(1..=1_000),
+            price: rng.random_range(1_000_000..=2_000_000),
+            intended_send_us: 0,
+            sent_us: 0,
+        };
+        let extra = if rng.random_bool(spec.duplicate_rate) {
+            if rng.random_bool(spec.late_duplicate_share) {
+                ExtraCopy::Late
+            } else {
+                ExtraCopy::Immediate
+            }
+        } else {
+            ExtraCopy::None
+        };
+        // Drawn only when asked for, so a spec without poison pills keeps its stream.
+        let malformed_after = spec.malformed_rate > 0.0 && rng.random_bool(spec.malformed_rate);
+        Some(Planned {
+            trade,
+            extra,
+            malformed_after,
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = usize::try_from(self.spec.trades - self.next_index).unwrap_or(usize::MAX);
+        (left, Some(left))
     }
 }
 
@@ -176,18 +257,90 @@ impl Plan {
 mod tests {
     use super::*;
 
+    fn drawn(spec: &StreamSpec) -> Vec<Planned> {
+        spec.plan().unwrap().iter().collect()
+    }
+
     #[test]
     fn same_seed_same_stream_other_seed_other_stream() {
         let spec = StreamSpec {
             trades: 500,
             ..StreamSpec::default()
         };
-        let a = spec.plan().unwrap();
-        let b = spec.plan().unwrap();
-        assert_eq!(a.trades, b.trades);
-        assert_eq!(a.extra, b.extra);
-        let c = StreamSpec { seed: 2, ..spec }.plan().unwrap();
-        assert_ne!(a.trades, c.trades);
+        let a = drawn(&spec);
+        assert_eq!(a, drawn(&spec));
+        // A plan drawn twice yields the same trades both times.
+        let plan = spec.plan().unwrap();
+        assert!(plan.iter().eq(plan.iter()));
+        assert_eq!(a.len(), 500);
+        assert!(
+            a.iter()
+                .enumerate()
+                .all(|(i, p)| p.trade.trade_id == i as u64 + 1)
+        );
+        let c = drawn(&StreamSpec { seed: 2, ..spec });
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn the_stream_of_a_seed_does_not_change_between_versions() {
+        // Baselines and ADR reruns compare runs of one seed made by different builds: the draws
+        // are the stream's definition. These figures are what the plan drew when it still
+        // stored every trade (before it drew them again on demand), for the default spec and
+        // for one with skew, late copies and poison pills.
+        let skewed = StreamSpec {
+            seed: 7,
+            key_skew: 1.1,
+            late_duplicate_share: 0.5,
+            malformed_rate: 0.05,
+            ..StreamSpec::default()
+        };
+        let golden = [
+            (
+                StreamSpec::default(),
+                [
+                    (549, 8, Side::Buy, 212, 1_386_841),
+                    (283, 18, Side::Buy, 462, 1_152_652),
+                ],
+                (1_012, 0, 0),
+                -3_257_989_521_i64,
+            ),
+            (
+                skewed,
+                [
+                    (0, 5, Side::Buy, 727, 1_601_259),
+                    (190, 9, Side::Buy, 201, 1_384_275),
+                ],
+                (472, 471, 502),
+                3_117_684_063,
+            ),
+        ];
+        for (spec, first, totals, checksum) in golden {
+            let plan = spec.plan().unwrap();
+            let drawn: Vec<_> = plan
+                .iter()
+                .take(2)
+                .map(|p| {
+                    let t = p.trade;
+                    (t.account, t.instrument, t.side, t.quantity, t.price)
+                })
+                .collect();
+            assert_eq!(drawn, first, "seed {}", spec.seed);
+            assert_eq!(
+                (
+                    plan.immediate_copies(),
+                    plan.late_copies(),
+                    plan.malformed()
+                ),
+                totals
+            );
+            let sum = plan.iter().fold(0_i64, |sum, p| {
+                let t = p.trade;
+                let key = i64::from(t.account) * 31 + i64::from(t.instrument);
+                sum.wrapping_add(t.trade_id as i64 * key ^ t.price ^ t.signed_quantity())
+            });
+            assert_eq!(sum, checksum, "seed {}", spec.seed);
+        }
     }
 
     #[test]
@@ -199,15 +352,17 @@ mod tests {
             ..StreamSpec::default()
         };
         let plan = spec.plan().unwrap();
-        let dups = plan.extra.iter().filter(|c| **c != ExtraCopy::None).count();
-        let late = plan.extra.iter().filter(|c| **c == ExtraCopy::Late).count();
+        let dups = plan.iter().filter(|p| p.extra != ExtraCopy::None).count() as u64;
+        let late = plan.iter().filter(|p| p.extra == ExtraCopy::Late).count() as u64;
+        assert_eq!(plan.immediate_copies() + plan.late_copies(), dups);
+        assert_eq!(plan.late_copies(), late);
         // 20 000 draws at p = 0.25: standard deviation ≈ 61, so ±400 is > 6σ.
         assert!((4_600..=5_400).contains(&dups), "{dups}");
         assert!(
             (dups / 2 - 300..=dups / 2 + 300).contains(&late),
             "{late} of {dups}"
         );
-        assert_eq!(plan.planned_messages(), 20_000 + dups as u64);
+        assert_eq!(plan.planned_messages(), 20_000 + dups);
     }
 
     #[test]
@@ -218,31 +373,28 @@ mod tests {
         }
         .plan()
         .unwrap();
-        assert!(plan.extra.iter().all(|c| *c == ExtraCopy::None));
+        assert!(plan.iter().all(|p| p.extra == ExtraCopy::None));
+        assert_eq!(plan.planned_messages(), plan.trades());
     }
 
     #[test]
     fn skew_concentrates_accounts() {
-        let skewed = StreamSpec {
+        let skewed = drawn(&StreamSpec {
             key_skew: 1.2,
             trades: 10_000,
             ..StreamSpec::default()
-        }
-        .plan()
-        .unwrap();
-        let hottest = skewed.trades.iter().filter(|t| t.account == 0).count();
-        let uniform = StreamSpec {
+        });
+        let hottest = skewed.iter().filter(|p| p.trade.account == 0).count();
+        let uniform = drawn(&StreamSpec {
             trades: 10_000,
             ..StreamSpec::default()
-        }
-        .plan()
-        .unwrap();
-        let uniform_hottest = uniform.trades.iter().filter(|t| t.account == 0).count();
+        });
+        let uniform_hottest = uniform.iter().filter(|p| p.trade.account == 0).count();
         assert!(
             hottest > 10 * uniform_hottest.max(1),
             "{hottest} vs {uniform_hottest}"
         );
-        assert!(skewed.trades.iter().all(|t| t.account < 1_000));
+        assert!(skewed.iter().all(|p| p.trade.account < 1_000));
     }
 
     #[test]
@@ -254,14 +406,13 @@ mod tests {
         }
         .plan()
         .unwrap();
-        assert!(clean.malformed_after.is_empty());
-        assert!(
-            (800..=1_200).contains(&poisoned.malformed_after.len()),
-            "{}",
-            poisoned.malformed_after.len()
-        );
+        assert_eq!(clean.malformed(), 0);
+        assert!(clean.iter().all(|p| !p.malformed_after));
+        let pills = poisoned.iter().filter(|p| p.malformed_after).count() as u64;
+        assert_eq!(poisoned.malformed(), pills);
+        assert!((800..=1_200).contains(&pills), "{pills}");
         // The draws interleave, so trades differ after the first pill; the count and ids do not.
-        assert_eq!(clean.trades.len(), poisoned.trades.len());
+        assert_eq!(clean.iter().count(), poisoned.iter().count());
     }
 
     #[test]

@@ -61,18 +61,18 @@ pub fn anomalous(
     limit: usize,
 ) -> (Vec<u64>, Vec<(u64, u64)>) {
     let (mut lost, mut doubled) = (Vec::new(), Vec::new());
-    for trade in ledger
-        .trades
-        .iter()
-        .filter(|t| ledger.produced(t.trade_id).is_some())
-    {
-        let rows = |map: &std::collections::HashMap<u64, u64>| {
-            map.get(&trade.trade_id).copied().unwrap_or(0)
-        };
-        match (rows(&observed.trade_rows), rows(&observed.outbox_rows)) {
-            (0, 0) if lost.len() < limit => lost.push(trade.trade_id),
+    for (index, copies) in ledger.copies_acked.iter().enumerate() {
+        if *copies == 0 {
+            continue;
+        }
+        let trade_id = index as u64 + 1;
+        match (
+            observed.trade_rows.get(trade_id),
+            observed.outbox_rows.get(trade_id),
+        ) {
+            (0, 0) if lost.len() < limit => lost.push(trade_id),
             (r, o) if (r > 1 || o > 1) && doubled.len() < limit => {
-                doubled.push((trade.trade_id, r.max(o)))
+                doubled.push((trade_id, r.max(o)))
             }
             _ => {}
         }
@@ -93,22 +93,15 @@ pub fn reconcile(ledger: &Ledger, observed: &Observed, processor: ProcessorCount
         duplicates_suppressed: processor.duplicates_suppressed,
         ..Correctness::default()
     };
-    for trade in ledger
-        .trades
-        .iter()
-        .filter(|t| ledger.produced(t.trade_id).is_some())
-    {
-        let rows = observed
-            .trade_rows
-            .get(&trade.trade_id)
-            .copied()
-            .unwrap_or(0);
-        let outbox = observed
-            .outbox_rows
-            .get(&trade.trade_id)
-            .copied()
-            .unwrap_or(0);
-        match (rows, outbox) {
+    for (index, copies) in ledger.copies_acked.iter().enumerate() {
+        if *copies == 0 {
+            continue;
+        }
+        let trade_id = index as u64 + 1;
+        match (
+            observed.trade_rows.get(trade_id),
+            observed.outbox_rows.get(trade_id),
+        ) {
             (1, 1) => c.exactly_once += 1,
             (0, 0) => c.lost += 1,
             (r, o) if r > 1 || o > 1 => {
@@ -118,12 +111,11 @@ pub fn reconcile(ledger: &Ledger, observed: &Observed, processor: ProcessorCount
             _ => c.torn += 1,
         }
     }
-    let produced = |id: &u64| ledger.produced(*id).is_some();
     c.unexpected_rows = observed
         .trade_rows
         .iter()
-        .chain(&observed.outbox_rows)
-        .filter(|(id, _)| !produced(id))
+        .chain(observed.outbox_rows.iter())
+        .filter(|(id, _)| !ledger.is_produced(*id))
         .map(|(_, n)| n)
         .sum();
 
@@ -178,10 +170,11 @@ mod tests {
     /// Observed state as if each listed trade applied `n` times, consistently.
     fn applied(ledger: &Ledger, times: &[(u64, u64)]) -> Observed {
         let mut observed = Observed::default();
+        let trades: Vec<_> = ledger.trades().map(|(trade, _)| trade).collect();
         for (id, n) in times {
-            let trade = &ledger.trades[(*id - 1) as usize];
-            observed.trade_rows.insert(*id, *n);
-            observed.outbox_rows.insert(*id, *n);
+            let trade = &trades[(*id - 1) as usize];
+            observed.trade_rows.add(*id, *n);
+            observed.outbox_rows.add(*id, *n);
             for map in [
                 &mut observed.positions,
                 &mut observed.positions_from_trade_rows,
@@ -235,13 +228,13 @@ mod tests {
     fn torn_and_unexpected_rows_break_the_identity() {
         let ledger = ledger(2, &[(1, 1)]);
         let mut observed = applied(&ledger, &[(1, 1)]);
-        observed.outbox_rows.insert(1, 0);
+        observed.outbox_rows = crate::db::TradeCounts::default();
         let c = reconcile(&ledger, &observed, ProcessorCounts::default());
         assert_eq!(c.torn, 1);
         assert!(!c.identity_holds);
 
         let mut observed = applied(&ledger, &[(1, 1)]);
-        observed.trade_rows.insert(2, 1);
+        observed.trade_rows.add(2, 1);
         let c = reconcile(&ledger, &observed, ProcessorCounts::default());
         assert_eq!(c.unexpected_rows, 1);
         assert!(!c.identity_holds);

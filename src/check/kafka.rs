@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::db::TradeCounts;
+
 use idembench_loadgen::{Ledger, Trade};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -39,7 +41,7 @@ impl Isolation {
 pub struct EffectsRead {
     pub records: u64,
     /// Effects per trade id.
-    pub per_trade: BTreeMap<u64, u64>,
+    pub per_trade: TradeCounts,
     /// Records that are not trades.
     pub undecodable: u64,
     /// Per partition, the offset after the last record read (partitions with none left out).
@@ -63,12 +65,15 @@ impl rdkafka::ClientContext for Reader {
 impl rdkafka::consumer::ConsumerContext for Reader {}
 
 /// Reads every partition of `topic` from its beginning to its end as `isolation` sees it.
-/// Blocking (a plain consumer, polled): call it off the runtime.
+/// `per_trade: Some(trades)` counts the effects of each trade id for a plan of that many
+/// trades; `None` reads only the totals and the ends (`per_trade` stays empty). Blocking (a
+/// plain consumer, polled): call it off the runtime.
 pub fn read_effects(
     brokers: &str,
     topic: &str,
     isolation: Isolation,
     timeout: Duration,
+    per_trade: Option<u64>,
 ) -> Result<EffectsRead, String> {
     let consumer: BaseConsumer<Reader> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -105,7 +110,10 @@ pub fn read_effects(
     consumer
         .assign(&assignment)
         .map_err(|e| format!("cannot assign {topic}: {e}"))?;
-    let mut read = EffectsRead::default();
+    let mut read = EffectsRead {
+        per_trade: TradeCounts::with_trades(per_trade.unwrap_or(0)),
+        ..EffectsRead::default()
+    };
     let mut at_end: std::collections::BTreeSet<i32> = Default::default();
     let deadline = Instant::now() + timeout;
     while at_end.len() < partitions.len() {
@@ -122,7 +130,8 @@ pub fn read_effects(
             Some(Ok(message)) => {
                 read.records += 1;
                 match Trade::decode(message.payload().unwrap_or_default()) {
-                    Ok(trade) => *read.per_trade.entry(trade.trade_id).or_default() += 1,
+                    Ok(trade) if per_trade.is_some() => read.per_trade.add(trade.trade_id, 1),
+                    Ok(_) => {}
                     Err(_) => read.undecodable += 1,
                 }
                 let end = read.ends.entry(message.partition()).or_default();
@@ -145,11 +154,14 @@ pub async fn read_effects_apart(
     topic: &str,
     isolation: Isolation,
     timeout: Duration,
+    per_trade: Option<u64>,
 ) -> Result<EffectsRead, String> {
     let (brokers, topic) = (brokers.to_string(), topic.to_string());
-    tokio::task::spawn_blocking(move || read_effects(&brokers, &topic, isolation, timeout))
-        .await
-        .map_err(|e| format!("the effects reader panicked: {e}"))?
+    tokio::task::spawn_blocking(move || {
+        read_effects(&brokers, &topic, isolation, timeout, per_trade)
+    })
+    .await
+    .map_err(|e| format!("the effects reader panicked: {e}"))?
 }
 
 /// One isolation level's effects against the ledger (`correctness.kafka.committed` and
@@ -187,12 +199,9 @@ pub struct KafkaCorrectness {
 }
 
 /// Pure: trades whose `rows` (in Postgres) outnumber their committed effects.
-pub fn beyond_committed(
-    rows: &std::collections::HashMap<u64, u64>,
-    committed: &EffectsRead,
-) -> u64 {
+pub fn beyond_committed(rows: &TradeCounts, committed: &EffectsRead) -> u64 {
     rows.iter()
-        .filter(|(trade_id, rows)| **rows > committed.per_trade.get(trade_id).copied().unwrap_or(0))
+        .filter(|(trade_id, rows)| *rows > committed.per_trade.get(*trade_id))
         .count() as u64
 }
 
@@ -208,7 +217,7 @@ pub fn count(ledger: &Ledger, read: &EffectsRead) -> EffectCounts {
             continue;
         }
         let trade_id = index as u64 + 1;
-        let effects = read.per_trade.get(&trade_id).copied().unwrap_or(0);
+        let effects = read.per_trade.get(trade_id);
         let copies = u64::from(*copies);
         match effects.cmp(&copies) {
             std::cmp::Ordering::Equal => counts.exactly_once += 1,
@@ -222,7 +231,7 @@ pub fn count(ledger: &Ledger, read: &EffectsRead) -> EffectCounts {
     counts.unexpected += read
         .per_trade
         .iter()
-        .filter(|(id, _)| ledger.produced(**id).is_none())
+        .filter(|(id, _)| !ledger.is_produced(*id))
         .map(|(_, n)| n)
         .sum::<u64>();
     counts
@@ -267,8 +276,7 @@ mod tests {
     #[test]
     fn a_trade_with_more_rows_than_committed_effects_is_an_aborted_read() {
         let committed = read(&[(1, 1), (2, 2)], 0);
-        let rows: std::collections::HashMap<u64, u64> =
-            [(1, 1), (2, 1), (3, 1)].into_iter().collect();
+        let rows: TradeCounts = [(1, 1), (2, 1), (3, 1)].into_iter().collect();
         // Trade 3 has a row and no committed effect; 2 has fewer rows than effects (the
         // unique constraint caught its second copy), which is no aborted read.
         assert_eq!(beyond_committed(&rows, &committed), 1);

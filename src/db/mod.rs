@@ -9,7 +9,7 @@ pub mod memory;
 pub mod observed;
 
 pub use memory::MemoryEffects;
-pub use observed::{Observed, observe};
+pub use observed::{Observed, TradeCounts, observe};
 
 use std::time::Duration;
 

@@ -132,6 +132,11 @@ pub struct Resources {
     /// ran them apart, and each service in `services`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub cpu_us_per_message: std::collections::BTreeMap<String, f64>,
+    /// Bytes of state held per planned trade, by holder: `ledger` (acknowledged copies),
+    /// `audit` (the per-trade row counts it read), and `business_store` (the in-memory record of
+    /// `--no-business-write`). From the structures' allocated sizes, at the end of the run.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub state_bytes_per_trade: std::collections::BTreeMap<String, f64>,
 }
 
 /// One sample of the run's progress, cumulative since production started.

@@ -75,7 +75,7 @@ impl RunResult {
                 0 => "agrees with the audit".to_string(),
                 n => format!("{n} MISMATCH(ES) with the audit"),
             },
-            cpu = self.cpu_line(),
+            cpu = self.cpu_line() + &self.memory_line(),
             kafka = self.kafka_lines(),
             faults = if !self.faults.log.is_empty() {
                 let points: Vec<String> = self
@@ -173,6 +173,24 @@ impl RunResult {
                 )
             })
             .collect()
+    }
+
+    /// `  memory       peak RSS 167 MiB; state per trade: audit 2 B, business store 1 B, ledger 1 B`.
+    fn memory_line(&self) -> String {
+        let r = &self.resources;
+        if r.state_bytes_per_trade.is_empty() {
+            return String::new();
+        }
+        let parts: Vec<String> = r
+            .state_bytes_per_trade
+            .iter()
+            .map(|(holder, bytes)| format!("{} {bytes} B", holder.replace('_', " ")))
+            .collect();
+        format!(
+            "  memory       peak RSS {:.0} MiB; state per trade: {}\n",
+            r.this_process.peak_rss_mib,
+            parts.join(", ")
+        )
     }
 
     /// `  cpu / msg    idembench 612 µs  redis 48 µs …`, and the services not measured.

@@ -62,7 +62,7 @@ pub(super) async fn assemble(
     }
     let observed = match &started.memory {
         Some(memory) => memory.observed(),
-        None => crate::db::observe(&reached.db).await?,
+        None => crate::db::observe(&reached.db, config.stream.trades).await?,
     };
     let evicted_keys = match reached.evicted_at_start {
         Some(start) => crate::redis::admin::evicted_keys(
@@ -163,6 +163,12 @@ pub(super) async fn assemble(
             services: Default::default(),
             services_unmeasured: Default::default(),
             cpu_us_per_message: Default::default(),
+            state_bytes_per_trade: state_bytes_per_trade(
+                config.stream.trades,
+                &supervised.produced.ledger,
+                &observed,
+                started.memory.as_deref(),
+            ),
         },
         merged_from: Vec::new(),
         kafka_transactions: effects_topic
@@ -179,6 +185,26 @@ pub(super) async fn assemble(
         evicted_keys,
         histograms,
     })
+}
+
+/// `resources.state_bytes_per_trade`: what the per-trade structures allocated, per planned
+/// trade.
+fn state_bytes_per_trade(
+    trades: u64,
+    ledger: &idembench_loadgen::Ledger,
+    observed: &crate::db::Observed,
+    memory: Option<&crate::db::MemoryEffects>,
+) -> std::collections::BTreeMap<String, f64> {
+    let per_trade = |bytes: usize| (bytes as f64 / trades.max(1) as f64 * 100.0).round() / 100.0;
+    let audit = observed.trade_rows.heap_bytes() + observed.outbox_rows.heap_bytes();
+    [
+        ("ledger", Some(ledger.heap_bytes())),
+        ("audit", Some(audit)),
+        ("business_store", memory.map(|m| m.heap_bytes())),
+    ]
+    .into_iter()
+    .filter_map(|(holder, bytes)| Some((holder.to_string(), per_trade(bytes?))))
+    .collect()
 }
 
 /// The run's Toxiproxy proxies, removed once the processors stopped.
@@ -231,11 +257,7 @@ fn anomalies(
             trade_id,
             ended: ended.into(),
             effects,
-            copies_sent: ledger
-                .copies_acked
-                .get((trade_id - 1) as usize)
-                .copied()
-                .unwrap_or(0),
+            copies_sent: ledger.copies(trade_id),
             timeline: anomalies::timeline(trade_id, &events, &log, started_us),
         })
         .collect();
@@ -263,9 +285,10 @@ async fn audit_effects(
     let timeout = config
         .connect_timeout()
         .max(std::time::Duration::from_secs(30));
+    let trades = Some(config.stream.trades);
     let (committed, uncommitted) = tokio::join!(
-        read_effects_apart(brokers, topic, Isolation::ReadCommitted, timeout),
-        read_effects_apart(brokers, topic, Isolation::ReadUncommitted, timeout)
+        read_effects_apart(brokers, topic, Isolation::ReadCommitted, timeout, trades),
+        read_effects_apart(brokers, topic, Isolation::ReadUncommitted, timeout, trades)
     );
     let failed = |e: String| format!("cannot audit the effects topic: {e}");
     let (committed, uncommitted) = (committed.map_err(failed)?, uncommitted.map_err(failed)?);

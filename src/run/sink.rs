@@ -83,6 +83,7 @@ impl Sink {
             &self.effects_topic,
             Isolation::ReadCommitted,
             timeout,
+            None,
         )
         .await
         .map(|read| read.ends)

@@ -85,7 +85,7 @@ pub(super) async fn start(
     };
     let memory = config
         .no_business_write
-        .then(|| Arc::new(MemoryEffects::default()));
+        .then(|| Arc::new(MemoryEffects::new(config.stream.trades)));
     let strategy = strategy::build(
         config.strategy,
         spec.strategy_settings(faults.clone()),

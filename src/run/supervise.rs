@@ -40,6 +40,24 @@ pub(super) struct Supervised {
     pub slow_copies: (u64, u64),
 }
 
+/// Slow trades with a late / an immediate extra copy (one pass over the plan, for the ids
+/// `--slow-trades` names).
+fn slow_copies(plan: &idembench_loadgen::Plan, slow_trades: &[u64]) -> (u64, u64) {
+    if slow_trades.is_empty() {
+        return (0, 0);
+    }
+    let slow: std::collections::HashSet<u64> = slow_trades.iter().copied().collect();
+    let last = slow.iter().copied().max().unwrap_or(0);
+    plan.iter()
+        .take_while(|p| p.trade.trade_id <= last)
+        .filter(|p| slow.contains(&p.trade.trade_id))
+        .fold((0, 0), |(late, immediate), p| match p.extra {
+            ExtraCopy::Late => (late + 1, immediate),
+            ExtraCopy::Immediate => (late, immediate + 1),
+            ExtraCopy::None => (late, immediate),
+        })
+}
+
 pub(super) async fn supervise(
     config: &RunConfig,
     started: &Started,
@@ -51,17 +69,8 @@ pub(super) async fn supervise(
         .plan()
         .map_err(|e| RunError::Config(e.to_string()))?;
     let planned = plan.planned_messages();
-    let late_duplicated = plan.extra.iter().filter(|c| **c == ExtraCopy::Late).count() as u64;
-    let slow_copies = config
-        .crash_plan
-        .slow_trades
-        .iter()
-        .filter_map(|id| plan.extra.get(usize::try_from(*id).ok()?.checked_sub(1)?))
-        .fold((0, 0), |(late, immediate), copy| match copy {
-            ExtraCopy::Late => (late + 1, immediate),
-            ExtraCopy::Immediate => (late, immediate + 1),
-            ExtraCopy::None => (late, immediate),
-        });
+    let late_duplicated = plan.late_copies();
+    let slow_copies = slow_copies(&plan, &config.crash_plan.slow_trades);
     let acked = Arc::new(AtomicU64::new(0));
     let series = Arc::new(std::sync::Mutex::new(Vec::new()));
     let p99_us = Arc::new(AtomicU64::new(0));

@@ -204,11 +204,7 @@ async fn late_duplicates_after_done_ttl(strategy: &str, doubled: bool) {
         ..Default::default()
     };
     let plan = spec.plan().unwrap();
-    let duplicates = plan
-        .extra
-        .iter()
-        .filter(|c| **c != idembench_loadgen::ExtraCopy::None)
-        .count() as u64;
+    let duplicates = plan.immediate_copies() + plan.late_copies();
     let expected = if doubled { duplicates } else { 0 };
     assert_eq!(
         (c.lost, c.double_applied),

@@ -114,13 +114,15 @@ async fn audit(direct: &Direct, settings: &ProcessorSettings) -> KafkaCorrectnes
         .effects_topic
         .clone();
     let brokers = direct.brokers.clone();
+    let trades = Some(direct.produced.ledger.plan().trades());
     let (committed, uncommitted) = tokio::task::spawn_blocking({
         let topic = topic.clone();
         move || {
             let timeout = Duration::from_secs(30);
+            let read = |isolation| read_effects(&brokers, &topic, isolation, timeout, trades);
             (
-                read_effects(&brokers, &topic, Isolation::ReadCommitted, timeout).unwrap(),
-                read_effects(&brokers, &topic, Isolation::ReadUncommitted, timeout).unwrap(),
+                read(Isolation::ReadCommitted).unwrap(),
+                read(Isolation::ReadUncommitted).unwrap(),
             )
         }
     })
@@ -799,6 +801,7 @@ async fn reassigned_under_an_open_transaction(held_share: i64) {
             &effects_topic,
             Isolation::ReadCommitted,
             timeout,
+            Some(direct.produced.ledger.plan().trades()),
         )
     })
     .unwrap();
@@ -807,8 +810,8 @@ async fn reassigned_under_an_open_transaction(held_share: i64) {
 
     let below: Vec<(u64, (i32, i64))> = committed
         .per_trade
-        .keys()
-        .map(|trade| (*trade, positions[trade]))
+        .iter()
+        .map(|(trade, _)| (trade, positions[&trade]))
         .filter(|(_, (partition, offset))| *offset < halfway[partition])
         .collect();
     assert!(
@@ -824,7 +827,7 @@ async fn reassigned_under_an_open_transaction(held_share: i64) {
         .count() as u64;
     assert_eq!(committed.records, above, "one effect per message above");
     assert!(
-        committed.per_trade.values().all(|n| *n == 1),
+        committed.per_trade.iter().all(|(_, n)| n == 1),
         "no message applied twice"
     );
 }

@@ -78,11 +78,8 @@ pub fn planned_duplicates(trades: u64, duplicate_rate: f64, seed: u64) -> u64 {
         seed,
         ..Default::default()
     };
-    let extra = spec.plan().unwrap().extra;
-    extra
-        .iter()
-        .filter(|c| **c != idembench_loadgen::ExtraCopy::None)
-        .count() as u64
+    let plan = spec.plan().unwrap();
+    plan.immediate_copies() + plan.late_copies()
 }
 
 /// A topic with `trades` trades produced into it once each, and a migrated schema: for tests

@@ -337,7 +337,7 @@ mod tests {
             let sum = plan.iter().fold(0_i64, |sum, p| {
                 let t = p.trade;
                 let key = i64::from(t.account) * 31 + i64::from(t.instrument);
-                sum.wrapping_add(t.trade_id as i64 * key ^ t.price ^ t.signed_quantity())
+                sum.wrapping_add((t.trade_id as i64 * key) ^ t.price ^ t.signed_quantity())
             });
             assert_eq!(sum, checksum, "seed {}", spec.seed);
         }

@@ -344,6 +344,7 @@ fn apply(settings: &Settings, args: &mut CommonArgs) {
         commit_interval_ms,
         batch_size,
         in_flight,
+        processor_threads,
         transaction_interval_ms,
         crash_at,
         crash_rate,
@@ -451,6 +452,7 @@ impl CommonArgs {
             on_in_progress: self.on_in_progress,
             batch_size: self.batch_size,
             in_flight: self.in_flight,
+            processor_threads: self.processor_threads,
             transaction_interval_ms: self.transaction_interval_ms,
             crash_plan: FaultPlan {
                 points: self.crash_at.clone(),
@@ -788,5 +790,35 @@ mod tests {
             let resolved = run_args(&all).resolve(String::new());
             assert!(resolved.is_ok(), "{args:?}: {:?}", resolved.err());
         }
+    }
+
+    #[test]
+    fn processor_threads_are_refused_where_they_cannot_place_the_processor() {
+        for (args, named) in [
+            (
+                &["--strategy", "db-offsets"][..],
+                "does not apply to db-offsets",
+            ),
+            (
+                &["--strategy", "kafka-transactions"][..],
+                "does not apply to kafka-transactions",
+            ),
+            (
+                &["--processes", "2", "--kill-at-ms", "3000"][..],
+                "cannot be combined with --processes",
+            ),
+        ] {
+            let mut all = vec!["--processor-threads", "2"];
+            all.extend_from_slice(args);
+            let error = run_args(&all)
+                .resolve(String::new())
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(named), "{args:?}: {error}");
+        }
+        let resolved = run_args(&["--processor-threads", "2", "--strategy", "dual-db-first"])
+            .resolve(String::new())
+            .expect("dual-db-first runs on processor threads");
+        assert_eq!(resolved.processor_threads, 2);
     }
 }

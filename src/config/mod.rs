@@ -139,6 +139,10 @@ pub struct RunConfig {
     /// it existed ran 1).
     #[serde(default = "one")]
     pub in_flight: usize,
+    /// `--processor-threads`: the in-process processor's own current-thread runtimes (0, and
+    /// in results written before it existed: the process's shared runtime).
+    #[serde(default)]
+    pub processor_threads: usize,
     /// kafka-transactions: how long a transaction stays open gathering messages
     /// (`--transaction-interval-ms`; 0, and in results written before it existed: never waits).
     #[serde(default)]

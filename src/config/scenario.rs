@@ -121,6 +121,7 @@ settings! {
     commit_interval_ms: u64,
     batch_size: usize,
     in_flight: usize,
+    processor_threads: usize,
     transaction_interval_ms: u64,
     crash_at: Vec<CrashPoint>,
     crash_rate: f64,

@@ -128,6 +128,23 @@ impl RunConfig {
                 ),
             );
         }
+        if self.processor_threads > 0 {
+            if can.stores_offsets || can.kafka_transactions {
+                return fail(
+                    &["processor_threads", "strategies"],
+                    format!(
+                        "--processor-threads does not apply to {}: its rebalance resumes at offsets it keeps, a blocking lookup a current-thread runtime cannot make (drop --processor-threads)",
+                        self.strategy.name()
+                    ),
+                );
+            }
+            if self.processes > 0 {
+                return fail(
+                    &["processor_threads", "processes"],
+                    "--processor-threads places the in-process processor's tasks: it cannot be combined with --processes",
+                );
+            }
+        }
         if self.transaction_interval_ms > 0 {
             if !can.kafka_transactions {
                 return fail(

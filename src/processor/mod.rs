@@ -13,6 +13,7 @@
 pub mod fleet;
 pub mod member;
 pub mod metrics;
+pub mod threads;
 pub mod transactional;
 
 use std::sync::Arc;
@@ -39,6 +40,7 @@ pub use metrics::{Counts, TxnCounts, WorkerMetrics};
 use crate::faults::trace::What;
 use crate::faults::{Crash, CrashPoint, Faults};
 use crate::strategy::{Incoming, StageTimes, Strategy, StrategyError};
+pub use threads::{Placement, Runtimes, Share};
 
 /// When offsets are committed. Every mode commits an offset only after its message (and every
 /// earlier one of its partition) has been processed, so all of them are at-least-once.
@@ -586,6 +588,21 @@ impl Processor {
         progress: Arc<Progress>,
         faults: Arc<Faults>,
     ) -> Result<Processor, ProcessorError> {
+        Processor::start_on(settings, &Placement::here(strategy), progress, faults)
+    }
+
+    /// [`Processor::start`] with its tasks placed on the runtimes of `placement`
+    /// (`--processor-threads`).
+    pub fn start_on(
+        settings: &ProcessorSettings,
+        placement: &Placement,
+        progress: Arc<Progress>,
+        faults: Arc<Faults>,
+    ) -> Result<Processor, ProcessorError> {
+        let first = placement.first();
+        let strategy = first.strategy.clone();
+        // The consumer, the dispatcher and the committer belong to the first runtime.
+        let _entered = first.runtime.enter();
         progress.begin_incarnation();
         faults.arm();
         let mut config = ClientConfig::new();
@@ -611,7 +628,7 @@ impl Processor {
             .create_with_context(GroupContext {
                 progress: progress.clone(),
                 strategy: strategy.clone(),
-                runtime: tokio::runtime::Handle::current(),
+                runtime: first.runtime.clone(),
             })
             .map_err(ProcessorError::Consumer)?;
         consumer
@@ -670,7 +687,7 @@ impl Processor {
                 batch_size: settings.batch_size.max(1),
                 in_flight: settings.in_flight.max(1),
                 consumer: consumer.clone(),
-                strategy: strategy.clone(),
+                strategy: placement.of_worker(index).strategy.clone(),
                 progress: progress.clone(),
                 topic: settings.topic.clone(),
                 commit_mode: settings.commit_mode,
@@ -680,7 +697,7 @@ impl Processor {
                 faults: faults.clone(),
                 flushed: flushed.clone(),
             };
-            workers.push(tokio::spawn(worker.run(rx)));
+            workers.push(placement.of_worker(index).runtime.spawn(worker.run(rx)));
         }
         // The dispatcher stops on any of the three; `failed` and `crashed` also stop it.
         let halt = CancellationToken::new();
@@ -1394,9 +1411,7 @@ impl Worker {
                     Offset::Offset(next_offset),
                 )?;
                 // A synchronous commit blocks its thread until the broker answers.
-                tokio::task::block_in_place(|| {
-                    self.consumer.commit(&offsets, KafkaCommitMode::Sync)
-                })?;
+                transactional::blocking(|| self.consumer.commit(&offsets, KafkaCommitMode::Sync))?;
                 self.progress.mark_committed(partition, next_offset);
                 Ok(())
             }
@@ -1474,7 +1489,7 @@ impl Committer {
         if crashed.is_cancelled() {
             return errors;
         }
-        errors + tokio::task::block_in_place(|| self.commit_moved(KafkaCommitMode::Sync))
+        errors + transactional::blocking(|| self.commit_moved(KafkaCommitMode::Sync))
     }
 
     fn commit_moved(&self, mode: KafkaCommitMode) -> u64 {

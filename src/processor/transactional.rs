@@ -531,7 +531,7 @@ enum Step {
 
 /// Runs a blocking call, telling a multi-threaded runtime first (`block_in_place`) so its other
 /// tasks move to another worker; elsewhere (no runtime, or a current-thread one) it just runs.
-fn blocking<T>(call: impl FnOnce() -> T) -> T {
+pub(super) fn blocking<T>(call: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(call)

@@ -457,8 +457,18 @@ fn processor_stats(
 ) -> ProcessorStats {
     let mut redis_counts = report.redis;
     // The in-process processor's client (its own, through Toxiproxy, under a network fault).
-    if let Some(redis) = started.redis.as_ref().or(reached.redis.as_ref()) {
-        redis_counts.add(redis.counters().values());
+    match &started.threads {
+        // `--processor-threads`: each thread's own client.
+        Some(threads) => {
+            for redis in &threads.redis {
+                redis_counts.add(redis.counters().values());
+            }
+        }
+        None => {
+            if let Some(redis) = started.redis.as_ref().or(reached.redis.as_ref()) {
+                redis_counts.add(redis.counters().values());
+            }
+        }
     }
     let counts = report.metrics.counts;
     let ledger = &supervised.produced.ledger;

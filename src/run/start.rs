@@ -17,7 +17,7 @@ use crate::faults::toxiproxy::Toxiproxy;
 use crate::kafka::{self, LoadProducer};
 use crate::processor::fleet::Fleet;
 use crate::processor::member::MemberSpec;
-use crate::processor::{Processor, ProcessorSettings, Progress};
+use crate::processor::{Placement, Processor, ProcessorSettings, Progress, Runtimes, Share};
 use crate::strategy::{self, Strategy};
 
 /// What a started run holds while it is supervised.
@@ -35,6 +35,9 @@ pub(super) struct Started {
     pub kafka: crate::kafka::Admin,
     /// The Redis client of an in-process processor (through Toxiproxy under a network fault).
     pub redis: Option<Arc<dyn crate::redis::RedisOps>>,
+    /// `--processor-threads`: the processor's own runtimes, and each one's strategy and Redis
+    /// client (its counters are the run's).
+    pub threads: Option<Threads>,
     /// Toxiproxy and the run's proxies on it (link — `redis` or `postgres` — and name), when
     /// the plan has network faults.
     pub toxiproxy: Option<Proxied>,
@@ -44,6 +47,75 @@ pub(super) struct Started {
 
 /// Toxiproxy and the run's proxies on it: (link, proxy name) each.
 pub(super) type Proxied = (Arc<Toxiproxy>, Vec<(String, String)>);
+
+/// `--processor-threads N`: N current-thread runtimes, and on each a strategy over Redis and
+/// Postgres connections made from that runtime (so their sockets are its own).
+pub(super) struct Threads {
+    pub placement: Placement,
+    pub redis: Vec<Arc<dyn crate::redis::RedisOps>>,
+    /// Held, never read: last, so the runtimes outlive what runs on them.
+    #[expect(dead_code, reason = "held for its Drop, which ends the threads")]
+    pub runtimes: Runtimes,
+}
+
+/// Starts the runtimes of `--processor-threads` and connects each one's stores from it.
+async fn place(
+    config: &RunConfig,
+    spec: &MemberSpec,
+    faults: &Arc<Faults>,
+    memory: &Option<Arc<MemoryEffects>>,
+    count: usize,
+) -> Result<Threads, RunError> {
+    let runtimes = Runtimes::start(count).map_err(RunError::Processes)?;
+    let mut shares = Vec::with_capacity(count);
+    let mut clients = Vec::new();
+    for runtime in runtimes.handles() {
+        let (db_settings, schema) = (spec.db_settings(), spec.schema.clone());
+        let redis_settings = spec.redis_settings();
+        let (client, uses_redis) = (
+            config.redis_client,
+            config.strategy.capabilities().uses_redis,
+        );
+        let connected = runtime
+            .spawn(async move {
+                let db = Db::connect(&db_settings, &schema).await.map_err(db_error)?;
+                let redis = match uses_redis {
+                    true => Some(
+                        crate::redis::connect(client, &redis_settings)
+                            .await
+                            .map_err(super::redis_error)?,
+                    ),
+                    false => None,
+                };
+                Ok::<_, RunError>((db, redis))
+            })
+            .await
+            .map_err(|e| {
+                RunError::Processes(format!("a processor thread's connect task failed: {e}"))
+            })?;
+        let (db, redis) = connected?;
+        let strategy = {
+            let _entered = runtime.enter();
+            strategy::build(
+                config.strategy,
+                spec.strategy_settings(faults.clone()),
+                db,
+                redis.clone(),
+                memory.clone(),
+            )
+        };
+        clients.extend(redis);
+        shares.push(Share {
+            runtime: runtime.clone(),
+            strategy,
+        });
+    }
+    Ok(Threads {
+        placement: Placement { shares },
+        redis: clients,
+        runtimes,
+    })
+}
 
 pub(super) async fn start(
     config: &RunConfig,
@@ -86,18 +158,27 @@ pub(super) async fn start(
     let memory = config
         .no_business_write
         .then(|| Arc::new(MemoryEffects::new(config.stream.trades)));
-    let strategy = strategy::build(
-        config.strategy,
-        spec.strategy_settings(faults.clone()),
-        processor_db.clone(),
-        processor_redis.clone(),
-        memory.clone(),
-    );
+    let threads = match config.processor_threads {
+        0 => None,
+        count => Some(place(config, &spec, &faults, &memory, count).await?),
+    };
+    let strategy = match &threads {
+        Some(threads) => threads.placement.first().strategy.clone(),
+        None => strategy::build(
+            config.strategy,
+            spec.strategy_settings(faults.clone()),
+            processor_db.clone(),
+            processor_redis.clone(),
+            memory.clone(),
+        ),
+    };
     let producer = kafka::producer(&config.connections.kafka_brokers, config.linger_ms, timeout)
         .map_err(kafka_error)?;
     let warm_up = kafka::warm_up(&producer, &names.topic, timeout);
     let progress = Arc::new(Progress::new(config.partitions));
-    let mut consumers = start_consumers(config, &spec, &strategy, &progress, &faults).await?;
+    let placement = threads.as_ref().map(|threads| &threads.placement);
+    let mut consumers =
+        start_consumers(config, &spec, &strategy, placement, &progress, &faults).await?;
     warm_up.await.map_err(kafka_error)?;
     let assigned = match &mut consumers {
         Consumers::InProcess(processor) => {
@@ -142,6 +223,7 @@ pub(super) async fn start(
         producer,
         kafka: reached.admin.clone(),
         redis: processor_redis,
+        threads,
         toxiproxy,
         sink,
     };
@@ -253,13 +335,17 @@ pub(super) async fn start_consumers(
     config: &RunConfig,
     spec: &MemberSpec,
     strategy: &Arc<dyn Strategy>,
+    placement: Option<&Placement>,
     progress: &Arc<Progress>,
     faults: &Arc<Faults>,
 ) -> Result<Consumers, RunError> {
     if config.processes == 0 {
-        return Ok(Consumers::InProcess(Processor::start(
+        let placement = placement
+            .cloned()
+            .unwrap_or_else(|| Placement::here(strategy.clone()));
+        return Ok(Consumers::InProcess(Processor::start_on(
             &spec.processor,
-            strategy.clone(),
+            &placement,
             progress.clone(),
             faults.clone(),
         )?));

@@ -438,9 +438,13 @@ impl Supervisor<'_> {
                 _ = self.cancel.cancelled() => {}
             }
             let started = self.started;
-            let processor = Processor::start(
+            let placement = match &started.threads {
+                Some(threads) => threads.placement.clone(),
+                None => crate::processor::Placement::here(started.strategy.clone()),
+            };
+            let processor = Processor::start_on(
                 &started.spec.processor,
-                started.strategy.clone(),
+                &placement,
                 started.progress.clone(),
                 started.faults.clone(),
             )?;

@@ -88,6 +88,20 @@ async fn redis_only_pipelined_loses_every_trade_crashed_after_claim() {
     );
 }
 
+/// Crashes restart a processor placed on threads of its own (`--processor-threads`) on the
+/// same threads and connections, and the rule's counts are the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_only_on_processor_threads_loses_every_trade_crashed_after_claim() {
+    let result = crash_run("redis-only", "after-claim", &["--processor-threads", "1"]).await;
+    assert_eq!(result.config.processor_threads, 1);
+    let c = &result.correctness;
+    assert_eq!(
+        (c.lost, c.double_applied, c.exactly_once),
+        (CRASHED.len() as u64, 0, 300 - CRASHED.len() as u64),
+        "{c:?}"
+    );
+}
+
 /// A crash between the DB commit and SET DONE, redelivered while PROCESSING still holds: the
 /// redelivery is skipped, and the effect that committed is the only one. Nothing lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -119,6 +119,8 @@ known_answers! {
     db_only_eight_in_flight: "db-only" on "redis-rs" with "--in-flight" "8";
     db_only_batched_four_in_flight: "db-only" on "redis-rs" with "--in-flight" "4" "--batch-size" "16";
     dual_db_first_eight_in_flight: "dual-db-first" on "redis-rs" with "--in-flight" "8";
+    redis_only_on_two_processor_threads: "redis-only" on "redis-rs" with "--processor-threads" "2";
+    dual_db_first_on_processor_threads_on_fred: "dual-db-first" on "fred" with "--processor-threads" "3" "--in-flight" "4";
 }
 
 /// Batching changes the cost model, never the answer: the same seed gives the same counts.
@@ -219,6 +221,15 @@ async fn in_flight_is_refused_for_db_offsets() {
     refused(
         &["--strategy", "db-offsets", "--in-flight", "4"],
         "--in-flight above 1 does not apply to db-offsets",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processor_threads_are_refused_where_a_rebalance_blocks() {
+    refused(
+        &["--strategy", "db-offsets", "--processor-threads", "2"],
+        "--processor-threads does not apply to db-offsets",
     )
     .await;
 }

@@ -426,8 +426,8 @@ pub struct CommonArgs {
     /// Run the in-process processor's tasks on this many threads of their own, each a tokio
     /// current-thread runtime with its own Redis and Postgres connections (--redis-connections
     /// and --postgres-connections each); worker i runs on thread i % N. 0 (the default): they
-    /// share the process's multi-thread runtime. Not for db-offsets, kafka-transactions or
-    /// --processes.
+    /// share the process's multi-thread runtime. At most --workers; not for db-offsets,
+    /// kafka-transactions, --commit-mode sync or --processes.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub processor_threads: usize,
     /// kafka-transactions: a worker keeps its transaction open this long (ms) from its first

@@ -807,6 +807,11 @@ mod tests {
                 &["--processes", "2", "--kill-at-ms", "3000"][..],
                 "cannot be combined with --processes",
             ),
+            (&["--commit-mode", "sync"][..], "--commit-mode sync blocks"),
+            (
+                &["--workers", "1"][..],
+                "--processor-threads 2 exceeds the 1 worker(s)",
+            ),
         ] {
             let mut all = vec!["--processor-threads", "2"];
             all.extend_from_slice(args);

@@ -138,6 +138,22 @@ impl RunConfig {
                     ),
                 );
             }
+            if self.commit_mode == crate::processor::CommitMode::Sync {
+                return fail(
+                    &["processor_threads", "commit_mode"],
+                    "--commit-mode sync blocks its thread for each commit's round trip, and on --processor-threads that stops every task on the thread (the dispatcher's too): use --commit-mode async or interval, or drop --processor-threads",
+                );
+            }
+            if self.processor_threads > self.workers.max(1) {
+                return fail(
+                    &["processor_threads", "workers"],
+                    format!(
+                        "--processor-threads {} exceeds the {} worker(s): each thread runs whole workers, so the extra ones would sit idle holding connections (use at most --workers)",
+                        self.processor_threads,
+                        self.workers.max(1)
+                    ),
+                );
+            }
             if self.processes > 0 {
                 return fail(
                     &["processor_threads", "processes"],

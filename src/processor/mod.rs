@@ -601,6 +601,14 @@ impl Processor {
     ) -> Result<Processor, ProcessorError> {
         let first = placement.first();
         let strategy = first.strategy.clone();
+        let current_thread = placement.shares.iter().any(|share| {
+            share.runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+        });
+        if current_thread && (strategy.keeps_offsets() || settings.transactions.is_some()) {
+            return Err(ProcessorError::Transactions(
+                "a processor on a current-thread runtime cannot resume at offsets its strategy keeps, nor run Kafka transactions: its rebalance would block the thread its lookup needs".into(),
+            ));
+        }
         // The consumer, the dispatcher and the committer belong to the first runtime.
         let _entered = first.runtime.enter();
         progress.begin_incarnation();

@@ -313,6 +313,12 @@ fn processor_line(c: &crate::config::RunConfig) -> String {
     if c.redis_pipeline {
         knobs.push_str(", GET and SET NX PX pipelined");
     }
+    if c.processor_threads > 0 {
+        knobs.push_str(&format!(
+            ", on {} current-thread runtime(s) of its own (--processor-threads)",
+            c.processor_threads
+        ));
+    }
     if c.redis_wait_replicas > 0 {
         knobs.push_str(&format!(
             ", WAIT {} {} after every Redis write",

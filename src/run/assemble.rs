@@ -141,7 +141,7 @@ pub(super) async fn assemble(
         config: config.clone(),
         // Filled in by the caller, which holds the connections.
         services: placeholder_services(),
-        clients: clients(reached),
+        clients: clients(reached, &started),
         throughput: throughput(config, &supervised, counts.messages),
         latency_us: latencies(written_by, &supervised, &histograms),
         oracle: oracle(config, &started, &supervised, &correctness, evicted_keys),
@@ -342,9 +342,18 @@ fn placeholder_services() -> Services {
     }
 }
 
-fn clients(reached: &Reached) -> Clients {
+fn clients(reached: &Reached, started: &Started) -> Clients {
+    let redis = match &started.threads {
+        // `--processor-threads`: the processor's connections are each thread's client's.
+        Some(threads) if !threads.redis.is_empty() => {
+            let mut info = threads.redis[0].info();
+            info.connections = threads.redis.iter().map(|r| r.info().connections).sum();
+            Some(info)
+        }
+        _ => reached.redis.as_ref().map(|r| r.info()),
+    };
     Clients {
-        redis: reached.redis.as_ref().map(|r| r.info()),
+        redis,
         redis_rs: crate::versions::REDIS_RS.into(),
         fred: crate::versions::FRED.into(),
         rdkafka: crate::versions::RDKAFKA.into(),

@@ -141,13 +141,15 @@ pub(super) async fn start(
             .as_ref()
             .is_some_and(|(_, proxies)| proxies.iter().any(|(l, _)| l == link))
     };
-    let processor_db = match relay.is_some() || proxied("postgres") {
+    // On `--processor-threads` each thread connects its own; these stay the shared ones.
+    let own = config.processor_threads > 0;
+    let processor_db = match !own && (relay.is_some() || proxied("postgres")) {
         true => Db::connect(&spec.db_settings(), &names.schema)
             .await
             .map_err(db_error)?,
         false => reached.db.clone(),
     };
-    let processor_redis = match proxied("redis") {
+    let processor_redis = match !own && proxied("redis") {
         true => Some(
             crate::redis::connect(config.redis_client, &spec.redis_settings())
                 .await

@@ -326,10 +326,13 @@ struct Supervisor<'a> {
 impl Supervisor<'_> {
     async fn run(&mut self) -> Result<(), RunError> {
         loop {
-            self.collect_production().await?;
-            let result = match self.consumers.as_ref().expect("running") {
-                Consumers::InProcess(_) => self.step_in_process().await,
-                Consumers::Processes(_) => self.step_fleet().await,
+            // A production that failed stops the consumers as a failed step does.
+            let result = match self.collect_production().await {
+                Err(error) => Err(error),
+                Ok(()) => match self.consumers.as_ref().expect("running") {
+                    Consumers::InProcess(_) => self.step_in_process().await,
+                    Consumers::Processes(_) => self.step_fleet().await,
+                },
             };
             if let Err(error) = result {
                 self.produce_cancel.cancel();

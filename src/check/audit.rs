@@ -61,15 +61,8 @@ pub fn anomalous(
     limit: usize,
 ) -> (Vec<u64>, Vec<(u64, u64)>) {
     let (mut lost, mut doubled) = (Vec::new(), Vec::new());
-    for (index, copies) in ledger.copies_acked.iter().enumerate() {
-        if *copies == 0 {
-            continue;
-        }
-        let trade_id = index as u64 + 1;
-        match (
-            observed.trade_rows.get(trade_id),
-            observed.outbox_rows.get(trade_id),
-        ) {
+    for (trade_id, rows) in rows_of_produced(ledger, observed) {
+        match rows {
             (0, 0) if lost.len() < limit => lost.push(trade_id),
             (r, o) if (r > 1 || o > 1) && doubled.len() < limit => {
                 doubled.push((trade_id, r.max(o)))
@@ -83,6 +76,26 @@ pub fn anomalous(
     (lost, doubled)
 }
 
+/// Each produced trade (one copy acknowledged or more) with its trade and outbox row counts.
+fn rows_of_produced<'a>(
+    ledger: &'a Ledger,
+    observed: &'a Observed,
+) -> impl Iterator<Item = (u64, (u64, u64))> + 'a {
+    ledger
+        .copies_acked
+        .iter()
+        .enumerate()
+        .filter(|(_, copies)| **copies != 0)
+        .map(|(index, _)| {
+            let trade_id = index as u64 + 1;
+            let rows = (
+                observed.trade_rows.get(trade_id),
+                observed.outbox_rows.get(trade_id),
+            );
+            (trade_id, rows)
+        })
+}
+
 /// Pure: classifies every produced trade. Unit-tested without a database.
 pub fn reconcile(ledger: &Ledger, observed: &Observed, processor: ProcessorCounts) -> Correctness {
     let mut c = Correctness {
@@ -93,15 +106,8 @@ pub fn reconcile(ledger: &Ledger, observed: &Observed, processor: ProcessorCount
         duplicates_suppressed: processor.duplicates_suppressed,
         ..Correctness::default()
     };
-    for (index, copies) in ledger.copies_acked.iter().enumerate() {
-        if *copies == 0 {
-            continue;
-        }
-        let trade_id = index as u64 + 1;
-        match (
-            observed.trade_rows.get(trade_id),
-            observed.outbox_rows.get(trade_id),
-        ) {
+    for (_, rows) in rows_of_produced(ledger, observed) {
+        match rows {
             (1, 1) => c.exactly_once += 1,
             (0, 0) => c.lost += 1,
             (r, o) if r > 1 || o > 1 => {

@@ -767,14 +767,18 @@ mod tests {
                 "--batch-size is 1",
             ),
         ] {
-            let mut all = vec!["--strategy", "kafka-transactions"];
-            all.extend_from_slice(args);
-            let error = run_args(&all)
-                .resolve(String::new())
-                .unwrap_err()
-                .to_string();
-            assert!(error.contains(named), "{args:?}: {error}");
+            assert_refused(&["--strategy", "kafka-transactions"], args, named);
         }
+    }
+
+    /// `run PREFIX ARGS` is refused with an error that contains `named`.
+    fn assert_refused(prefix: &[&str], args: &[&str], named: &str) {
+        let all: Vec<&str> = prefix.iter().chain(args).copied().collect();
+        let error = run_args(&all)
+            .resolve(String::new())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(named), "{args:?}: {error}");
     }
 
     #[test]
@@ -813,13 +817,7 @@ mod tests {
                 "--processor-threads 2 exceeds the 1 worker(s)",
             ),
         ] {
-            let mut all = vec!["--processor-threads", "2"];
-            all.extend_from_slice(args);
-            let error = run_args(&all)
-                .resolve(String::new())
-                .unwrap_err()
-                .to_string();
-            assert!(error.contains(named), "{args:?}: {error}");
+            assert_refused(&["--processor-threads", "2"], args, named);
         }
         let resolved = run_args(&["--processor-threads", "2", "--strategy", "dual-db-first"])
             .resolve(String::new())

@@ -75,7 +75,7 @@ impl RunResult {
                 0 => "agrees with the audit".to_string(),
                 n => format!("{n} MISMATCH(ES) with the audit"),
             },
-            cpu = self.cpu_line() + &self.memory_line(),
+            cpu = self.cpu_line() + self.memory_line().as_str(),
             kafka = self.kafka_lines(),
             faults = if !self.faults.log.is_empty() {
                 let points: Vec<String> = self

@@ -115,6 +115,8 @@ pub enum ProcessorError {
     Strategy(#[from] StrategyError),
     #[error("{0}")]
     Transactions(String),
+    #[error("{0}")]
+    Placement(String),
 }
 
 /// Where the processor is, readable at any time without stopping it.
@@ -458,10 +460,7 @@ impl GroupContext {
         }
         for (topic, ids) in by_topic {
             let lookup = self.strategy.resume_offsets(&topic, &ids);
-            let stored = match tokio::runtime::Handle::try_current() {
-                Ok(_) => tokio::task::block_in_place(|| self.runtime.block_on(lookup)),
-                Err(_) => self.runtime.block_on(lookup),
-            };
+            let stored = blocking(|| self.runtime.block_on(lookup));
             match stored {
                 Ok(stored) => {
                     for (partition, next) in stored {
@@ -599,16 +598,11 @@ impl Processor {
         progress: Arc<Progress>,
         faults: Arc<Faults>,
     ) -> Result<Processor, ProcessorError> {
+        placement
+            .check(settings.transactions.is_some())
+            .map_err(ProcessorError::Placement)?;
         let first = placement.first();
         let strategy = first.strategy.clone();
-        let current_thread = placement.shares.iter().any(|share| {
-            share.runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
-        });
-        if current_thread && (strategy.keeps_offsets() || settings.transactions.is_some()) {
-            return Err(ProcessorError::Transactions(
-                "a processor on a current-thread runtime cannot resume at offsets its strategy keeps, nor run Kafka transactions: its rebalance would block the thread its lookup needs".into(),
-            ));
-        }
         // The consumer, the dispatcher and the committer belong to the first runtime.
         let _entered = first.runtime.enter();
         progress.begin_incarnation();
@@ -1419,11 +1413,22 @@ impl Worker {
                     Offset::Offset(next_offset),
                 )?;
                 // A synchronous commit blocks its thread until the broker answers.
-                transactional::blocking(|| self.consumer.commit(&offsets, KafkaCommitMode::Sync))?;
+                blocking(|| self.consumer.commit(&offsets, KafkaCommitMode::Sync))?;
                 self.progress.mark_committed(partition, next_offset);
                 Ok(())
             }
         }
+    }
+}
+
+/// Runs a blocking call, telling a multi-threaded runtime first (`block_in_place`) so its other
+/// tasks move to another worker; elsewhere (no runtime, or a current-thread one) it just runs.
+fn blocking<T>(call: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(call)
+        }
+        _ => call(),
     }
 }
 
@@ -1497,7 +1502,7 @@ impl Committer {
         if crashed.is_cancelled() {
             return errors;
         }
-        errors + transactional::blocking(|| self.commit_moved(KafkaCommitMode::Sync))
+        errors + blocking(|| self.commit_moved(KafkaCommitMode::Sync))
     }
 
     fn commit_moved(&self, mode: KafkaCommitMode) -> u64 {

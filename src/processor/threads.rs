@@ -53,6 +53,18 @@ impl Placement {
     pub fn first(&self) -> &Share {
         &self.shares[0]
     }
+
+    /// Refuses a current-thread placement for a processor whose rebalance would block: one
+    /// that resumes at offsets its strategy keeps, or runs Kafka `transactions`.
+    pub fn check(&self, transactions: bool) -> Result<(), String> {
+        let current_thread = self.shares.iter().any(|share| {
+            share.runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+        });
+        match current_thread && (self.first().strategy.keeps_offsets() || transactions) {
+            true => Err("a processor on a current-thread runtime cannot resume at offsets its strategy keeps, nor run Kafka transactions: its rebalance would block the thread its lookup needs".into()),
+            false => Ok(()),
+        }
+    }
 }
 
 /// N threads, each driving a current-thread runtime until this is dropped.

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::faults::{Crash, CrashPoint, Faults};
 
-use super::GroupConsumer;
+use super::{GroupConsumer, blocking};
 
 /// What a transactional processor needs beyond the consumer's settings.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -527,17 +527,6 @@ enum Step {
     Moved,
     /// The worker let go of the lane (it stopped answering).
     Abandoned,
-}
-
-/// Runs a blocking call, telling a multi-threaded runtime first (`block_in_place`) so its other
-/// tasks move to another worker; elsewhere (no runtime, or a current-thread one) it just runs.
-pub(super) fn blocking<T>(call: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(call)
-        }
-        _ => call(),
-    }
 }
 
 /// Producers a worker replaces without a commit between before it gives up: a broker that

@@ -342,16 +342,25 @@ fn placeholder_services() -> Services {
     }
 }
 
+/// The in-process processor's Redis clients: each `--processor-threads` thread's, else its own
+/// (through Toxiproxy, under a network fault), else the run's.
+fn processor_redis<'a>(
+    started: &'a Started,
+    reached: &'a Reached,
+) -> Vec<&'a std::sync::Arc<dyn crate::redis::RedisOps>> {
+    match &started.threads {
+        Some(threads) => threads.redis.iter().collect(),
+        None => started.redis.iter().chain(&reached.redis).take(1).collect(),
+    }
+}
+
 fn clients(reached: &Reached, started: &Started) -> Clients {
-    let redis = match &started.threads {
-        // `--processor-threads`: the processor's connections are each thread's client's.
-        Some(threads) if !threads.redis.is_empty() => {
-            let mut info = threads.redis[0].info();
-            info.connections = threads.redis.iter().map(|r| r.info().connections).sum();
-            Some(info)
-        }
-        _ => reached.redis.as_ref().map(|r| r.info()),
-    };
+    let processor = processor_redis(started, reached);
+    // The client's name and version, and every connection the processor held.
+    let redis = processor.first().map(|first| crate::redis::ClientInfo {
+        connections: processor.iter().map(|r| r.info().connections).sum(),
+        ..first.info()
+    });
     Clients {
         redis,
         redis_rs: crate::versions::REDIS_RS.into(),
@@ -466,18 +475,8 @@ fn processor_stats(
 ) -> ProcessorStats {
     let mut redis_counts = report.redis;
     // The in-process processor's client (its own, through Toxiproxy, under a network fault).
-    match &started.threads {
-        // `--processor-threads`: each thread's own client.
-        Some(threads) => {
-            for redis in &threads.redis {
-                redis_counts.add(redis.counters().values());
-            }
-        }
-        None => {
-            if let Some(redis) = started.redis.as_ref().or(reached.redis.as_ref()) {
-                redis_counts.add(redis.counters().values());
-            }
-        }
+    for redis in processor_redis(started, reached) {
+        redis_counts.add(redis.counters().values());
     }
     let counts = report.metrics.counts;
     let ledger = &supervised.produced.ledger;

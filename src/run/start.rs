@@ -18,12 +18,14 @@ use crate::kafka::{self, LoadProducer};
 use crate::processor::fleet::Fleet;
 use crate::processor::member::MemberSpec;
 use crate::processor::{Placement, Processor, ProcessorSettings, Progress, Runtimes, Share};
-use crate::strategy::{self, Strategy};
+use crate::strategy;
 
 /// What a started run holds while it is supervised.
 pub(super) struct Started {
     pub spec: MemberSpec,
-    pub strategy: Arc<dyn Strategy>,
+    /// Where the in-process processor runs, and over which strategy: the shared runtime, or
+    /// each of `threads`' runtimes (a restart after a crash is placed the same way).
+    pub placement: Placement,
     pub faults: Arc<Faults>,
     pub progress: Arc<Progress>,
     /// The `--no-business-write` record the audit reads in place of Postgres.
@@ -35,8 +37,8 @@ pub(super) struct Started {
     pub kafka: crate::kafka::Admin,
     /// The Redis client of an in-process processor (through Toxiproxy under a network fault).
     pub redis: Option<Arc<dyn crate::redis::RedisOps>>,
-    /// `--processor-threads`: the processor's own runtimes, and each one's strategy and Redis
-    /// client (its counters are the run's).
+    /// `--processor-threads`: the processor's own runtimes and each one's Redis client (their
+    /// counters are the run's).
     pub threads: Option<Threads>,
     /// Toxiproxy and the run's proxies on it (link — `redis` or `postgres` — and name), when
     /// the plan has network faults.
@@ -51,7 +53,6 @@ pub(super) type Proxied = (Arc<Toxiproxy>, Vec<(String, String)>);
 /// `--processor-threads N`: N current-thread runtimes, and on each a strategy over Redis and
 /// Postgres connections made from that runtime (so their sockets are its own).
 pub(super) struct Threads {
-    pub placement: Placement,
     pub redis: Vec<Arc<dyn crate::redis::RedisOps>>,
     /// Held, never read: last, so the runtimes outlive what runs on them.
     #[expect(dead_code, reason = "held for its Drop, which ends the threads")]
@@ -65,7 +66,7 @@ async fn place(
     faults: &Arc<Faults>,
     memory: &Option<Arc<MemoryEffects>>,
     count: usize,
-) -> Result<Threads, RunError> {
+) -> Result<(Threads, Placement), RunError> {
     let runtimes = Runtimes::start(count).map_err(RunError::Processes)?;
     let mut shares = Vec::with_capacity(count);
     let mut clients = Vec::new();
@@ -110,11 +111,11 @@ async fn place(
             strategy,
         });
     }
-    Ok(Threads {
-        placement: Placement { shares },
+    let threads = Threads {
         redis: clients,
         runtimes,
-    })
+    };
+    Ok((threads, Placement { shares }))
 }
 
 pub(super) async fn start(
@@ -160,27 +161,27 @@ pub(super) async fn start(
     let memory = config
         .no_business_write
         .then(|| Arc::new(MemoryEffects::new(config.stream.trades)));
-    let threads = match config.processor_threads {
-        0 => None,
-        count => Some(place(config, &spec, &faults, &memory, count).await?),
-    };
-    let strategy = match &threads {
-        Some(threads) => threads.placement.first().strategy.clone(),
-        None => strategy::build(
-            config.strategy,
-            spec.strategy_settings(faults.clone()),
-            processor_db.clone(),
-            processor_redis.clone(),
-            memory.clone(),
-        ),
+    let (threads, placement) = match config.processor_threads {
+        0 => {
+            let strategy = strategy::build(
+                config.strategy,
+                spec.strategy_settings(faults.clone()),
+                processor_db.clone(),
+                processor_redis.clone(),
+                memory.clone(),
+            );
+            (None, Placement::here(strategy))
+        }
+        count => {
+            let (threads, placement) = place(config, &spec, &faults, &memory, count).await?;
+            (Some(threads), placement)
+        }
     };
     let producer = kafka::producer(&config.connections.kafka_brokers, config.linger_ms, timeout)
         .map_err(kafka_error)?;
     let warm_up = kafka::warm_up(&producer, &names.topic, timeout);
     let progress = Arc::new(Progress::new(config.partitions));
-    let placement = threads.as_ref().map(|threads| &threads.placement);
-    let mut consumers =
-        start_consumers(config, &spec, &strategy, placement, &progress, &faults).await?;
+    let mut consumers = start_consumers(config, &spec, &placement, &progress, &faults).await?;
     warm_up.await.map_err(kafka_error)?;
     let assigned = match &mut consumers {
         Consumers::InProcess(processor) => {
@@ -217,7 +218,7 @@ pub(super) async fn start(
     }
     let started = Started {
         spec,
-        strategy,
+        placement,
         faults,
         progress,
         memory,
@@ -336,18 +337,14 @@ async fn relay_for(config: &RunConfig, spec: &mut MemberSpec) -> Result<Relay, R
 pub(super) async fn start_consumers(
     config: &RunConfig,
     spec: &MemberSpec,
-    strategy: &Arc<dyn Strategy>,
-    placement: Option<&Placement>,
+    placement: &Placement,
     progress: &Arc<Progress>,
     faults: &Arc<Faults>,
 ) -> Result<Consumers, RunError> {
     if config.processes == 0 {
-        let placement = placement
-            .cloned()
-            .unwrap_or_else(|| Placement::here(strategy.clone()));
         return Ok(Consumers::InProcess(Processor::start_on(
             &spec.processor,
-            &placement,
+            placement,
             progress.clone(),
             faults.clone(),
         )?));

@@ -441,13 +441,9 @@ impl Supervisor<'_> {
                 _ = self.cancel.cancelled() => {}
             }
             let started = self.started;
-            let placement = match &started.threads {
-                Some(threads) => threads.placement.clone(),
-                None => crate::processor::Placement::here(started.strategy.clone()),
-            };
             let processor = Processor::start_on(
                 &started.spec.processor,
-                &placement,
+                &started.placement,
                 started.progress.clone(),
                 started.faults.clone(),
             )?;

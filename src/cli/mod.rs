@@ -478,7 +478,9 @@ pub struct CommonArgs {
     /// start it again, empty), redis-failover (SIGKILL the primary of a Sentinel or Cluster
     /// topology until its replica is promoted), kafka-broker-kill (SIGKILL a broker, by default
     /// partition 0's leader, and start it again). The last three need services the run's stack
-    /// started (--stack embedded, or auto with nothing running).
+    /// started (--stack embedded, or auto with nothing running). zombie-consumer pauses a
+    /// processor process (--processes); its :TARGET, a --crash-at point, is the step where
+    /// the pause lands (`zombie-consumer@2000+9000:after-produce`).
     #[arg(long = "fault", value_name = "FAULT", value_parser = crate::faults::ScheduledFault::parse_flag)]
     pub faults: Vec<crate::faults::ScheduledFault>,
     /// Trade ids whose business transaction is slowed by --slow-ms (every copy), comma-separated:

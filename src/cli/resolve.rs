@@ -786,6 +786,12 @@ mod tests {
         for args in [
             &["--processes", "2", "--kill-at-ms", "3000"][..],
             &["--processes", "2", "--fault", "zombie-consumer@2000+15000"][..],
+            &[
+                "--processes",
+                "2",
+                "--fault",
+                "zombie-consumer@2000+15000:after-produce",
+            ][..],
             &["--slow-trades", "5", "--slow-ms", "100"][..],
             &["--fault", "db-outage@1000+2000"][..],
         ] {
@@ -793,6 +799,25 @@ mod tests {
             all.extend_from_slice(args);
             let resolved = run_args(&all).resolve(String::new());
             assert!(resolved.is_ok(), "{args:?}: {:?}", resolved.err());
+        }
+    }
+
+    #[test]
+    fn a_zombie_pause_lands_only_at_a_point_the_strategy_reaches() {
+        for (point, refused) in [
+            ("after-produce", Some("never reaches")),
+            ("after-lunch", Some("after-claim")),
+            ("after-claim", None),
+        ] {
+            let fault = format!("zombie-consumer@2000+15000:{point}");
+            let args = ["--processes", "2", "--fault", fault.as_str()];
+            match refused {
+                Some(named) => assert_refused(&[], &args, named),
+                None => {
+                    let resolved = run_args(&args).resolve(String::new());
+                    assert!(resolved.is_ok(), "{point}: {:?}", resolved.err());
+                }
+            }
         }
     }
 

@@ -515,6 +515,29 @@ impl RunConfig {
                         "zombie-consumer pauses one processor process while another takes its partitions: add --processes 2 (or more)",
                     );
                 }
+                let point = match fault.stop_point() {
+                    Ok(point) => point,
+                    Err(error) => return fail(&["fault"], error),
+                };
+                if let Some(point) = point
+                    && point.transactional()
+                    && !self.strategy.capabilities().kafka_transactions
+                {
+                    return fail(
+                        &["fault", "strategy"],
+                        format!(
+                            "zombie-consumer:{}: a point of a Kafka transaction, which {} never reaches; choose one of {}",
+                            point.name(),
+                            self.strategy.name(),
+                            crate::faults::CrashPoint::ALL
+                                .iter()
+                                .filter(|p| !p.transactional())
+                                .map(|p| p.name())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                }
                 if fault.duration().as_millis() as u64 <= self.session_timeout_ms {
                     return fail(
                         &["fault", "session_timeout_ms"],

@@ -19,7 +19,7 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -321,6 +321,25 @@ impl ScheduledFault {
         })
     }
 
+    /// `zombie-consumer:POINT`: the step where the paused process stops itself (the next
+    /// time one of its workers reaches it, once the fault is due); `None` without a target:
+    /// wherever the SIGSTOP finds the process.
+    pub fn stop_point(&self) -> Result<Option<CrashPoint>, String> {
+        let Some(target) = self
+            .target
+            .as_deref()
+            .filter(|_| self.kind == FaultKind::ZombieConsumer)
+        else {
+            return Ok(None);
+        };
+        target.parse::<CrashPoint>().map(Some).map_err(|_| {
+            format!(
+                "zombie-consumer:{target}: the target names where the pause lands, one of {}",
+                CrashPoint::ALL.map(|p| p.name()).join(", ")
+            )
+        })
+    }
+
     /// Which link a network fault cuts: `redis` (the default) or `postgres`.
     pub fn link(&self) -> &str {
         self.target.as_deref().unwrap_or("redis")
@@ -469,6 +488,22 @@ pub struct Faults {
     trace: trace::Trace,
     /// A `producer-stall` lasts until this time ([`now_us`]; 0: none).
     stalled_until_us: AtomicU64,
+    /// Set while a [`Stop`] waits for its point: the hot path reads only this flag.
+    stop_armed: AtomicBool,
+    stop: Mutex<Option<Stop>>,
+}
+
+/// Something to run once, when the flow next reaches `point` (a zombie-consumer pause that
+/// lands at a named step: the process stops itself there). See [`Faults::stop_at`].
+pub struct Stop {
+    pub point: CrashPoint,
+    pub then: Box<dyn FnOnce() + Send>,
+}
+
+impl std::fmt::Debug for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stop").field("point", &self.point).finish()
+    }
 }
 
 #[derive(Debug)]
@@ -532,6 +567,9 @@ impl Faults {
 
     /// `Err(Crash)` when a crash is due at `point` for `trade_id`; logs it.
     pub fn at(&self, point: CrashPoint, trade_id: u64) -> Result<(), Crash> {
+        if self.stop_armed.load(Ordering::Acquire) {
+            self.stop_here(point);
+        }
         if !self.plan.points.contains(&point) || !self.due(point, trade_id) {
             return Ok(());
         }
@@ -556,6 +594,36 @@ impl Faults {
             end_us: None,
         });
         Err(Crash { point, trade_id })
+    }
+
+    /// Runs `stop.then` once, on the thread that next reaches `stop.point` (which waits for
+    /// it to return), in place of any earlier stop not reached yet.
+    pub fn stop_at(&self, stop: Stop) {
+        *self.stop.lock().expect("stop lock") = Some(stop);
+        self.stop_armed.store(true, Ordering::Release);
+    }
+
+    /// Whether a stop waits for `point`.
+    pub fn stop_armed_at(&self, point: CrashPoint) -> bool {
+        self.stop_armed.load(Ordering::Acquire)
+            && self
+                .stop
+                .lock()
+                .expect("stop lock")
+                .as_ref()
+                .is_some_and(|stop| stop.point == point)
+    }
+
+    fn stop_here(&self, point: CrashPoint) {
+        let then = {
+            let mut stop = self.stop.lock().expect("stop lock");
+            if stop.as_ref().is_none_or(|stop| stop.point != point) {
+                return;
+            }
+            self.stop_armed.store(false, Ordering::Release);
+            stop.take().expect("checked").then
+        };
+        then();
     }
 
     /// Sleeps inside the business transaction when the plan makes this trade slow. Logs the
@@ -702,6 +770,8 @@ fn mix(seed: u64, trade_id: u64, point: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn plan(rate: f64) -> FaultPlan {
@@ -754,6 +824,28 @@ mod tests {
         );
         assert_eq!(faults.log().len(), 1);
         assert_eq!(faults.log()[0].point, Some(CrashPoint::AfterClaim));
+    }
+
+    #[test]
+    fn a_stop_runs_once_at_its_point_and_only_there_and_crashes_still_fire() {
+        let faults = Faults::new(plan(1.0));
+        let ran = Arc::new(AtomicU32::new(0));
+        let counted = ran.clone();
+        faults.stop_at(Stop {
+            point: CrashPoint::AfterDbCommit,
+            then: Box::new(move || {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }),
+        });
+        assert!(
+            faults.at(CrashPoint::AfterClaim, 5).is_err(),
+            "a crash point"
+        );
+        assert_eq!(ran.load(Ordering::Relaxed), 0, "not the stop's point");
+        assert!(faults.at(CrashPoint::AfterDbCommit, 5).is_ok());
+        assert!(faults.at(CrashPoint::AfterDbCommit, 6).is_ok());
+        assert_eq!(ran.load(Ordering::Relaxed), 1, "once, at its point");
+        assert_eq!(faults.crashes(), 1, "a stop is no crash");
     }
 
     #[test]

@@ -5,30 +5,41 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{FaultKind, ScheduledFault};
+use super::{CrashPoint, FaultKind, ScheduledFault};
 
 /// When the next SIGKILL of a processor process is due: each `kill_at_ms` once, every
 /// `kill_every_ms` while production runs, and each scheduled `process-kill` at its time and
 /// then every `every_ms` while production runs.
 pub struct KillSchedule {
-    /// (next time, period, how long it lasts): an entry without a period is dropped once it
-    /// fired.
-    entries: Vec<(Instant, Option<Duration>, Duration)>,
+    /// (next time, period, what is due): an entry without a period is dropped once it fired.
+    entries: Vec<(Instant, Option<Duration>, Due)>,
+}
+
+/// What a due entry asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Due {
+    /// How long it lasts (a pause).
+    pub lasting: Duration,
+    /// Where a pause lands (`zombie-consumer@AT+MS:POINT`): the step the process stops itself
+    /// at; `None`, wherever the SIGSTOP finds it.
+    pub at: Option<CrashPoint>,
 }
 
 impl KillSchedule {
     pub fn new(plan: &super::FaultPlan, started: Instant) -> KillSchedule {
         let ms = Duration::from_millis;
+        let kill = Due {
+            lasting: Duration::ZERO,
+            at: None,
+        };
         let mut schedule = KillSchedule::of(plan, started, FaultKind::ProcessKill);
         schedule.entries.extend(
             plan.kill_at_ms
                 .iter()
-                .map(|at| (started + ms(*at), None, Duration::ZERO)),
+                .map(|at| (started + ms(*at), None, kill)),
         );
         if let Some(every) = plan.kill_every_ms.map(ms) {
-            schedule
-                .entries
-                .push((started + every, Some(every), Duration::ZERO));
+            schedule.entries.push((started + every, Some(every), kill));
         }
         schedule
     }
@@ -41,29 +52,36 @@ impl KillSchedule {
                 .schedule
                 .iter()
                 .filter(|f| f.kind == kind)
-                .map(|f| (started + ms(f.at_ms), f.every_ms.map(ms), f.duration()))
+                .map(|f| {
+                    let due = Due {
+                        lasting: f.duration(),
+                        // Validated with the configuration: a bad point never gets here.
+                        at: f.stop_point().ok().flatten(),
+                    };
+                    (started + ms(f.at_ms), f.every_ms.map(ms), due)
+                })
                 .collect(),
         }
     }
 
-    /// The fault's duration (once) when one is due now. A periodic entry fires only while
-    /// `producing`, and is dropped once production ended.
-    pub fn due(&mut self, producing: bool) -> Option<Duration> {
+    /// What is due now, once. A periodic entry fires only while `producing`, and is dropped
+    /// once production ended.
+    pub fn due(&mut self, producing: bool) -> Option<Due> {
         let now = Instant::now();
         loop {
             let i = self.entries.iter().position(|(next, _, _)| *next <= now)?;
-            let (_, every, lasting) = self.entries[i];
+            let (_, every, due) = self.entries[i];
             match every {
                 Some(every) if producing => {
                     self.entries[i].0 += every;
-                    return Some(lasting);
+                    return Some(due);
                 }
                 Some(_) => {
                     self.entries.remove(i);
                 }
                 None => {
                     self.entries.remove(i);
-                    return Some(lasting);
+                    return Some(due);
                 }
             }
         }
@@ -118,5 +136,35 @@ mod tests {
             "production ended: the periodic entry is dropped, the one-off still fires"
         );
         assert!(kills.due(true).is_none(), "nothing left");
+    }
+
+    #[test]
+    fn a_zombie_pause_carries_where_it_lands() {
+        let plan = super::super::FaultPlan {
+            schedule: vec![
+                ScheduledFault::parse_flag("zombie-consumer@0+9000:after-produce").unwrap(),
+                ScheduledFault::parse_flag("zombie-consumer@0+8000").unwrap(),
+            ],
+            ..Default::default()
+        };
+        let mut pauses = KillSchedule::of(
+            &plan,
+            Instant::now() - Duration::from_millis(5),
+            FaultKind::ZombieConsumer,
+        );
+        let mut due = [pauses.due(true).unwrap(), pauses.due(true).unwrap()];
+        due.sort_by_key(|d| d.lasting);
+        assert_eq!(due[0].at, None, "no target: wherever the SIGSTOP lands");
+        assert_eq!(due[1].at, Some(CrashPoint::AfterProduce));
+        assert_eq!(due[1].lasting, Duration::from_millis(9000));
+        let bad = ScheduledFault::parse_flag("zombie-consumer@0:after-lunch").unwrap();
+        let error = bad.stop_point().unwrap_err();
+        assert!(error.contains("after-produce"), "{error}");
+        let kill = ScheduledFault::parse_flag("kafka-broker-kill@0:127.0.0.1:9093").unwrap();
+        assert_eq!(
+            kill.stop_point(),
+            Ok(None),
+            "a broker's address is no point"
+        );
     }
 }

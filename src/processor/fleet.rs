@@ -16,6 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::task::JoinHandle;
 
+use crate::faults::CrashPoint;
 use crate::processor::member::{MemberEvent, MemberSpec};
 use crate::processor::{ProcessorReport, Progress, WireReport};
 
@@ -26,6 +27,8 @@ struct Heard {
     latest: Option<WireReport>,
     finished: Option<WireReport>,
     failed: Option<String>,
+    /// It stopped itself at this point (a pause armed with [`Fleet::pause_at`]).
+    paused: Option<CrashPoint>,
 }
 
 struct Member {
@@ -126,6 +129,7 @@ impl Fleet {
                         Ok(MemberEvent::Snapshot { report }) => heard.latest = Some(report),
                         Ok(MemberEvent::Final { report }) => heard.finished = Some(report),
                         Ok(MemberEvent::Failed { error }) => heard.failed = Some(error),
+                        Ok(MemberEvent::Pausing { point }) => heard.paused = Some(point),
                         Err(error) => {
                             tracing::warn!(member = id, %error, "unreadable line from a processor process")
                         }
@@ -229,6 +233,39 @@ impl Fleet {
             .get(self.pauses as usize % self.members.len().max(1))?;
         self.pauses += 1;
         signal(member, libc::SIGSTOP).then_some(member.id)
+    }
+
+    /// Arms one process (round robin, as [`Fleet::pause_one`]) to stop itself the next time
+    /// one of its workers reaches `point`; [`Fleet::take_paused`] tells when it did. Returns
+    /// its number.
+    pub async fn pause_at(&mut self, point: CrashPoint) -> Option<u64> {
+        let count = self.members.len().max(1);
+        let member = self.members.get_mut(self.pauses as usize % count)?;
+        self.pauses += 1;
+        let line = format!(
+            "{}\n",
+            serde_json::to_string(&crate::processor::member::Command::PauseAt { point })
+                .expect("commands serialize")
+        );
+        let stdin = member.stdin.as_mut()?;
+        match stdin.write_all(line.as_bytes()).await {
+            Ok(()) => Some(member.id),
+            Err(error) => {
+                tracing::warn!(%error, member = member.id, "cannot arm the pause");
+                None
+            }
+        }
+    }
+
+    /// Whether process `id` stopped itself at its armed point since the last call.
+    pub fn take_paused(&mut self, id: u64) -> Option<CrashPoint> {
+        let member = self.members.iter().find(|member| member.id == id)?;
+        member
+            .heard
+            .lock()
+            .expect("member state lock")
+            .paused
+            .take()
     }
 
     /// SIGCONTs process `id`, if it is still a member.

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
 
 use crate::db::{Db, DbSettings};
-use crate::faults::{FaultPlan, Faults};
+use crate::faults::{CrashPoint, FaultPlan, Faults, Stop};
 use crate::processor::{Processor, ProcessorReport, ProcessorSettings, Progress, WireReport};
 use crate::redact::redact_url;
 use crate::redis::{self as redis_seam, RedisClientKind, RedisSettings};
@@ -129,6 +129,9 @@ pub enum MemberEvent {
     Final { report: WireReport },
     /// The processor gave up or could not start.
     Failed { error: String },
+    /// A worker reached `point` with a pause armed there ([`Command::PauseAt`]): the process
+    /// stops itself (SIGSTOP) right after this line, until the run sends SIGCONT.
+    Pausing { point: CrashPoint },
 }
 
 /// What the run tells a processor process after its spec, one JSON object per line.
@@ -137,6 +140,28 @@ pub enum MemberEvent {
 pub enum Command {
     /// Messages intended before this time (µs since the epoch) are warm-up.
     WarmUpUntil { until_us: u64 },
+    /// A zombie-consumer pause that lands at a step: the next worker to reach `point` stops
+    /// the whole process there (it emits [`MemberEvent::Pausing`] first).
+    PauseAt { point: CrashPoint },
+}
+
+/// Arms `faults` to stop this process at `point`, once.
+fn pause_at(faults: &Faults, point: CrashPoint) {
+    faults.stop_at(Stop {
+        point,
+        then: Box::new(move || {
+            emit(&MemberEvent::Pausing { point });
+            tracing::info!(
+                point = point.name(),
+                "injected pause: this process stops itself"
+            );
+            // SAFETY: raise only sends a signal to this process; SIGSTOP stops every thread
+            // (librdkafka's heartbeats too) until the run sends SIGCONT, as a real freeze would.
+            unsafe {
+                libc::raise(libc::SIGSTOP);
+            }
+        }),
+    });
 }
 
 fn emit(event: &MemberEvent) {
@@ -216,7 +241,7 @@ async fn run_member(
         None,
     );
     let progress = Arc::new(Progress::new(spec.processor.partitions));
-    let processor = Processor::start(&spec.processor, strategy, progress.clone(), faults)
+    let processor = Processor::start(&spec.processor, strategy, progress.clone(), faults.clone())
         .map_err(|e| e.to_string())?;
     let started = Instant::now();
     let mut snapshots = tokio::time::interval(Duration::from_secs(1));
@@ -227,6 +252,7 @@ async fn run_member(
             line = stdin.next_line() => match line {
                 Ok(Some(line)) => match serde_json::from_str::<Command>(&line) {
                     Ok(Command::WarmUpUntil { until_us }) => progress.set_warm_up_until(until_us),
+                    Ok(Command::PauseAt { point }) => pause_at(&faults, point),
                     Err(error) => tracing::warn!(%error, "unreadable command on stdin"),
                 },
                 _ => break,

@@ -419,17 +419,15 @@ impl Running {
         for effect in &job.effects {
             self.produce(effect)?;
         }
-        let points = &self.faults.plan().points;
-        if points.contains(&CrashPoint::AfterProduce)
-            || points.contains(&CrashPoint::AfterSendOffsets)
-        {
-            // "Produced" means on the broker, in the open transaction: a crash before the
-            // records left the process (dropped with the producer) would test nothing. Only a
+        let stops_at =
+            |point| self.faults.plan().points.contains(&point) || self.faults.stop_armed_at(point);
+        if stops_at(CrashPoint::AfterProduce) || stops_at(CrashPoint::AfterSendOffsets) {
+            // "Produced" means on the broker, in the open transaction: a crash (or a pause)
+            // before the records left the process (dropped with the producer) would test nothing. Only a
             // plan with one of these points waits here; otherwise the drain before the commit
             // overlaps sending the offsets.
             self.drain();
         }
-        self.crash_point(CrashPoint::AfterProduce, job)?;
         let mut offsets = TopicPartitionList::with_capacity(job.offsets.len());
         for (partition, next) in &job.offsets {
             offsets
@@ -453,6 +451,10 @@ impl Running {
         {
             return Err(Step::Moved);
         }
+        // After the metadata is read: a zombie-consumer pause that lands here
+        // (`zombie-consumer@AT+MS:after-produce`) goes on, when it wakes, to send offsets
+        // that carry the generation it read them in, however soon its consumer notices.
+        self.crash_point(CrashPoint::AfterProduce, job)?;
         self.stall();
         retried(|| {
             self.producer

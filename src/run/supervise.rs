@@ -16,7 +16,7 @@ use super::start::Started;
 use super::ticker::{Ticker, offered};
 use super::{RunError, abandon_token, say};
 use crate::config::{DuplicatePartition, OnInterrupt, RunConfig};
-use crate::faults::schedule::{KillSchedule, repeat};
+use crate::faults::schedule::{Due, KillSchedule, repeat};
 use crate::faults::{FaultKind, services, timers};
 use crate::processor::{Processor, ProcessorReport};
 use crate::results::SeriesPoint;
@@ -120,6 +120,7 @@ pub(super) async fn supervise(
             FaultKind::ZombieConsumer,
         ),
         resumes: Vec::new(),
+        armed: Vec::new(),
         offsets_read: Instant::now(),
         committed_offsets,
         p99_read: Instant::now(),
@@ -306,6 +307,8 @@ struct Supervisor<'a> {
     /// the fault's place in the log).
     pauses: KillSchedule,
     resumes: Vec<(Instant, u64, usize)>,
+    /// Processes armed to stop themselves at a step, not stopped yet (which, for how long).
+    armed: Vec<(u64, Duration)>,
     offsets_read: Instant,
     /// kafka-transactions in process: the group coordinator's committed offsets.
     committed_offsets: Option<crate::processor::CommittedOffsets>,
@@ -478,16 +481,56 @@ impl Supervisor<'_> {
                 self.respawns.push(Instant::now() + restart_delay);
             }
         }
-        if let Some(lasting) = self.pauses.due(producing)
-            && let Some(member) = fleet.pause_one()
-        {
+        match self.pauses.due(producing) {
+            Some(Due { lasting, at: None }) => {
+                if let Some(member) = fleet.pause_one() {
+                    let logged = faults.begin(
+                        FaultKind::ZombieConsumer,
+                        Some(format!("processor process {member}")),
+                    );
+                    say(
+                        self.config,
+                        format!("paused processor process {member} (SIGSTOP) for {lasting:?}"),
+                    );
+                    self.resumes
+                        .push((Instant::now() + lasting, member, logged));
+                }
+            }
+            Some(Due {
+                lasting,
+                at: Some(point),
+            }) => {
+                if let Some(member) = fleet.pause_at(point).await {
+                    say(
+                        self.config,
+                        format!(
+                            "armed processor process {member} to stop itself at {} for {lasting:?}",
+                            point.name()
+                        ),
+                    );
+                    self.armed.push((member, lasting));
+                }
+            }
+            None => {}
+        }
+        // Pauses that land at a step: the process stopped itself there; it lasts from now.
+        let mut i = 0;
+        while let Some(&(member, lasting)) = self.armed.get(i) {
+            let Some(point) = fleet.take_paused(member) else {
+                i += 1;
+                continue;
+            };
+            self.armed.swap_remove(i);
             let logged = faults.begin(
                 FaultKind::ZombieConsumer,
-                Some(format!("processor process {member}")),
+                Some(format!("processor process {member} at {}", point.name())),
             );
             say(
                 self.config,
-                format!("paused processor process {member} (SIGSTOP) for {lasting:?}"),
+                format!(
+                    "processor process {member} stopped itself at {} (SIGSTOP) for {lasting:?}",
+                    point.name()
+                ),
             );
             self.resumes
                 .push((Instant::now() + lasting, member, logged));

@@ -10,6 +10,7 @@
 //! Offsets are committed explicitly (`enable.auto.commit=false`); malformed messages are
 //! counted, logged and committed past, so one bad record cannot stall a partition.
 
+mod dispatch;
 pub mod fleet;
 pub mod member;
 pub mod metrics;
@@ -710,7 +711,7 @@ impl Processor {
                 halt.cancel();
             });
         }
-        let dispatcher = tokio::spawn(dispatch(
+        let dispatcher = tokio::spawn(dispatch::dispatch(
             consumer.clone(),
             progress.clone(),
             senders,
@@ -850,49 +851,6 @@ async fn close_consumer(consumer: Arc<GroupConsumer>, timeout: Duration) -> bool
 struct Delivered {
     message: OwnedMessage,
     epoch: u64,
-}
-
-/// Reads the consumer and routes each message to its partition's worker. Returns how many
-/// consumer errors it saw.
-async fn dispatch(
-    consumer: Arc<GroupConsumer>,
-    progress: Arc<Progress>,
-    senders: Vec<mpsc::Sender<Delivered>>,
-    stop: CancellationToken,
-    failed: CancellationToken,
-) -> u64 {
-    let mut errors = 0u64;
-    loop {
-        let received = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            _ = failed.cancelled() => break,
-            received = consumer.recv() => received,
-        };
-        match received {
-            Ok(message) => {
-                let worker = usize::try_from(message.partition()).unwrap_or(0) % senders.len();
-                let epoch = progress.epoch(message.partition());
-                let delivered = Delivered {
-                    message: message.detach(),
-                    epoch,
-                };
-                tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => break,
-                    _ = failed.cancelled() => break,
-                    sent = senders[worker].send(delivered) => if sent.is_err() { break },
-                }
-            }
-            Err(error) => {
-                errors += 1;
-                if errors <= 10 || errors.is_power_of_two() {
-                    tracing::warn!(%error, errors, "Kafka consumer error");
-                }
-            }
-        }
-    }
-    errors
 }
 
 struct Worker {

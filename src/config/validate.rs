@@ -21,6 +21,16 @@ fn fail(settings: &[&'static str], message: impl Into<String>) -> Result<(), Con
     })
 }
 
+/// The crash points every strategy's flow can name (not a Kafka transaction's), for messages.
+fn untransactional_points() -> String {
+    crate::faults::CrashPoint::ALL
+        .iter()
+        .filter(|p| !p.transactional())
+        .map(|p| p.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl RunConfig {
     /// Checks every rule; the first broken one is the error.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -425,12 +435,7 @@ impl RunConfig {
                     "--crash-at {} is a point of a Kafka transaction, which only the kafka-transactions strategy runs; for {} choose one of {}",
                     point.name(),
                     self.strategy.name(),
-                    crate::faults::CrashPoint::ALL
-                        .iter()
-                        .filter(|p| !p.transactional())
-                        .map(|p| p.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    untransactional_points()
                 ),
             );
         }
@@ -529,12 +534,7 @@ impl RunConfig {
                             "zombie-consumer:{}: a point of a Kafka transaction, which {} never reaches; choose one of {}",
                             point.name(),
                             self.strategy.name(),
-                            crate::faults::CrashPoint::ALL
-                                .iter()
-                                .filter(|p| !p.transactional())
-                                .map(|p| p.name())
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            untransactional_points()
                         ),
                     );
                 }

@@ -603,6 +603,12 @@ impl Faults {
         self.stop_armed.store(true, Ordering::Release);
     }
 
+    /// Drops a stop not reached yet: the process is stopping, and nobody would wake it.
+    pub fn disarm_stop(&self) {
+        self.stop_armed.store(false, Ordering::Release);
+        self.stop.lock().expect("stop lock").take();
+    }
+
     /// Whether a stop waits for `point`.
     pub fn stop_armed_at(&self, point: CrashPoint) -> bool {
         self.stop_armed.load(Ordering::Acquire)

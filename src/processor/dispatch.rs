@@ -40,16 +40,23 @@ pub(super) async fn dispatch(
     let mut held = Held::new(cap);
     let mut errors = 0u64;
     loop {
-        if held.feed(&senders).is_err() {
+        if held
+            .feed(&senders, |partition| progress.epoch(partition))
+            .is_err()
+        {
             break;
         }
-        // A worker whose partition waits: once its inbox has room, feed it.
-        let waiting = held.first_worker(senders.len());
+        // Any worker with messages waiting for it: once its inbox has room, feed it (one
+        // stalled worker must not keep the others waiting).
+        let waiting = held.workers(senders.len());
         let room = async {
-            match waiting {
-                Some(worker) => drop(senders[worker].reserve().await),
-                None => std::future::pending().await,
+            if waiting.is_empty() {
+                std::future::pending::<()>().await;
             }
+            let permits = waiting
+                .iter()
+                .map(|worker| Box::pin(senders[*worker].reserve()));
+            drop(futures::future::select_all(permits).await);
         };
         let received = tokio::select! {
             biased;
@@ -101,10 +108,12 @@ impl Held {
         }
     }
 
-    /// The worker of the first partition with held messages.
-    fn first_worker(&self, workers: usize) -> Option<usize> {
-        let partition = *self.partitions.keys().next()?;
-        Some(usize::try_from(partition).unwrap_or(0) % workers)
+    /// The workers that messages are held for.
+    fn workers(&self, workers: usize) -> std::collections::BTreeSet<usize> {
+        self.partitions
+            .keys()
+            .map(|partition| usize::try_from(*partition).unwrap_or(0) % workers)
+            .collect()
     }
 
     fn is_empty(&self) -> bool {
@@ -142,8 +151,14 @@ impl Held {
         Ok(())
     }
 
-    /// Hands held messages, oldest first per partition, to every worker with room.
-    fn feed(&mut self, senders: &[mpsc::Sender<Delivered>]) -> Result<(), Gone> {
+    /// Hands held messages, oldest first per partition, to every worker with room. Messages
+    /// of an assignment that has ended (`epoch(partition)` moved on since they were read) are
+    /// dropped: whoever owns the partition now reads them again from the committed offset.
+    fn feed(
+        &mut self,
+        senders: &[mpsc::Sender<Delivered>],
+        epoch: impl Fn(i32) -> u64,
+    ) -> Result<(), Gone> {
         if self.is_empty() {
             return Ok(());
         }
@@ -151,7 +166,12 @@ impl Held {
         let count = &mut self.count;
         self.partitions.retain(|partition, queue| {
             let worker = &senders[usize::try_from(*partition).unwrap_or(0) % senders.len()];
+            let current = epoch(*partition);
             while let Some(delivered) = queue.pop_front() {
+                if delivered.epoch != current {
+                    *count -= 1;
+                    continue;
+                }
                 match worker.try_send(delivered) {
                     Ok(()) => *count -= 1,
                     Err(TrySendError::Full(delivered)) => {
@@ -217,14 +237,57 @@ mod tests {
         held.offer(&senders[0], delivered(0, 4)).unwrap();
         assert!(held.is_full(), "4 held: read nothing more");
         assert_eq!(offsets(&mut first), [(0, 0), (0, 1)]);
-        held.feed(&senders).unwrap();
+        held.feed(&senders, |_| 1).unwrap();
         assert_eq!(offsets(&mut first), [(0, 2), (0, 3)], "oldest first");
-        held.feed(&senders).unwrap();
+        held.feed(&senders, |_| 1).unwrap();
         assert_eq!(offsets(&mut first), [(0, 4), (2, 0)]);
         assert!(held.is_empty());
         // With nothing held, a message goes straight through again.
         held.offer(&senders[0], delivered(0, 5)).unwrap();
         assert_eq!(offsets(&mut first), [(0, 5)]);
+    }
+
+    #[test]
+    fn held_messages_of_an_ended_assignment_are_dropped() {
+        let (one, mut first) = mpsc::channel(1);
+        let senders = [one];
+        let mut held = Held::new(8);
+        for offset in 0..3 {
+            held.offer(&senders[0], delivered(0, offset)).unwrap();
+        }
+        assert_eq!(offsets(&mut first), [(0, 0)]);
+        // Partition 0 was revoked and assigned again (epoch 2): 1 and 2 come again from the
+        // committed offset; what was read in epoch 1 is not handed on.
+        held.feed(&senders, |_| 2).unwrap();
+        assert!(held.is_empty(), "both dropped");
+        assert_eq!(offsets(&mut first), []);
+    }
+
+    #[tokio::test]
+    async fn room_in_any_waited_for_worker_wakes_the_dispatcher() {
+        let (one, _stalled) = mpsc::channel(1);
+        let (two, mut second) = mpsc::channel(1);
+        let senders = [one, two];
+        let mut held = Held::new(8);
+        for (partition, offset) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+            let worker = usize::try_from(partition).unwrap() % 2;
+            held.offer(&senders[worker], delivered(partition, offset))
+                .unwrap();
+        }
+        assert_eq!(held.workers(2).into_iter().collect::<Vec<_>>(), [0, 1]);
+        // Worker 0 never takes anything; worker 1 does.
+        assert_eq!(offsets(&mut second), [(1, 0)]);
+        let waiting = held.workers(2);
+        let permits = waiting.iter().map(|w| Box::pin(senders[*w].reserve()));
+        let woke = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            futures::future::select_all(permits),
+        )
+        .await;
+        assert!(woke.is_ok(), "worker 1's room wakes it, worker 0 stalled");
+        drop(woke);
+        held.feed(&senders, |_| 1).unwrap();
+        assert_eq!(offsets(&mut second), [(1, 1)]);
     }
 
     #[test]
@@ -235,7 +298,7 @@ mod tests {
         held.offer(&senders[0], delivered(0, 0)).unwrap();
         held.offer(&senders[0], delivered(0, 1)).unwrap();
         drop(first);
-        assert_eq!(held.feed(&senders), Err(Gone));
+        assert_eq!(held.feed(&senders, |_| 1), Err(Gone));
         assert_eq!(held.offer(&senders[0], delivered(1, 0)), Err(Gone));
     }
 }

@@ -278,6 +278,9 @@ async fn run_member(
             }
         }
     }
+    // A pause armed but not reached must not land in the stop's last units: the run is no
+    // longer there to send SIGCONT.
+    faults.disarm_stop();
     let mut report = processor.stop().await.map_err(|e| e.to_string())?;
     report.redis = counters();
     db.close().await;

@@ -396,6 +396,16 @@ impl Running {
     /// The crash points after a step: the process stops there, leaving the transaction
     /// as it stands (open, or committed without the process knowing).
     fn crash_point(&self, point: CrashPoint, job: &Job) -> Result<(), Step> {
+        self.halted(point, job)?;
+        for trade_id in &job.trade_ids {
+            self.faults.at(point, *trade_id).map_err(Step::Crash)?;
+        }
+        Ok(())
+    }
+
+    /// An abandoned lane or a crashed process stops at `point`, leaving the transaction as it
+    /// stands.
+    fn halted(&self, point: CrashPoint, job: &Job) -> Result<(), Step> {
         // Abandoned, the lane is no longer the process's: it fires no crash of it.
         if self.abandoned.is_cancelled() {
             return Err(Step::Abandoned);
@@ -405,9 +415,6 @@ impl Running {
                 point,
                 trade_id: job.trade_ids.first().copied().unwrap_or_default(),
             }));
-        }
-        for trade_id in &job.trade_ids {
-            self.faults.at(point, *trade_id).map_err(Step::Crash)?;
         }
         Ok(())
     }
@@ -428,6 +435,9 @@ impl Running {
             // overlaps sending the offsets.
             self.drain();
         }
+        // Halted here, before the ownership check: the transaction stays open, as it did when
+        // this point's crash came before the metadata read.
+        self.halted(CrashPoint::AfterProduce, job)?;
         let mut offsets = TopicPartitionList::with_capacity(job.offsets.len());
         for (partition, next) in &job.offsets {
             offsets

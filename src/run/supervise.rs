@@ -345,6 +345,15 @@ impl Supervisor<'_> {
                 return Err(error);
             }
             if self.drained() {
+                for (member, _) in &self.armed {
+                    tracing::warn!(member, "an armed zombie-consumer pause never landed");
+                    say(
+                        self.config,
+                        format!(
+                            "zombie-consumer: processor process {member} never reached its pause's point; that pause did not happen (faults.log holds only those that did)"
+                        ),
+                    );
+                }
                 if self.caught_up {
                     self.drain_sink().await;
                 }

@@ -13,11 +13,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use rdkafka::Message;
-use rdkafka::consumer::StreamConsumer;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
-use super::{Delivered, GroupContext, Progress};
+use super::{Delivered, GroupConsumer, Progress};
 
 /// Held messages at most, per message the inboxes hold: enough for a fetch's run of one
 /// partition's small messages (1 MiB by default) while the others are read.
@@ -26,7 +25,7 @@ const HELD_PER_QUEUED: usize = 4;
 /// Reads the consumer and routes each message to its partition's worker. Returns how many
 /// consumer errors it saw.
 pub(super) async fn dispatch(
-    consumer: Arc<StreamConsumer<GroupContext>>,
+    consumer: Arc<GroupConsumer>,
     progress: Arc<Progress>,
     senders: Vec<mpsc::Sender<Delivered>>,
     stop: CancellationToken,

@@ -258,7 +258,7 @@ impl Fleet {
     }
 
     /// Whether process `id` stopped itself at its armed point since the last call.
-    pub fn take_paused(&mut self, id: u64) -> Option<CrashPoint> {
+    pub fn take_paused(&self, id: u64) -> Option<CrashPoint> {
         let member = self.members.iter().find(|member| member.id == id)?;
         member
             .heard

@@ -346,7 +346,6 @@ impl Supervisor<'_> {
             }
             if self.drained() {
                 for (member, _) in &self.armed {
-                    tracing::warn!(member, "an armed zombie-consumer pause never landed");
                     say(
                         self.config,
                         format!(
@@ -490,19 +489,12 @@ impl Supervisor<'_> {
                 self.respawns.push(Instant::now() + restart_delay);
             }
         }
+        // Pauses that began now: a SIGSTOP, or a process that stopped itself at its step.
+        let mut began = Vec::new();
         match self.pauses.due(producing) {
             Some(Due { lasting, at: None }) => {
                 if let Some(member) = fleet.pause_one() {
-                    let logged = faults.begin(
-                        FaultKind::ZombieConsumer,
-                        Some(format!("processor process {member}")),
-                    );
-                    say(
-                        self.config,
-                        format!("paused processor process {member} (SIGSTOP) for {lasting:?}"),
-                    );
-                    self.resumes
-                        .push((Instant::now() + lasting, member, logged));
+                    began.push((member, None, lasting));
                 }
             }
             Some(Due {
@@ -522,25 +514,25 @@ impl Supervisor<'_> {
             }
             None => {}
         }
-        // Pauses that land at a step: the process stopped itself there; it lasts from now.
-        let mut i = 0;
-        while let Some(&(member, lasting)) = self.armed.get(i) {
-            let Some(point) = fleet.take_paused(member) else {
-                i += 1;
-                continue;
+        self.armed
+            .retain(|&(member, lasting)| match fleet.take_paused(member) {
+                Some(point) => {
+                    began.push((member, Some(point), lasting));
+                    false
+                }
+                None => true,
+            });
+        // A pause lasts from when the process stopped.
+        for (member, point, lasting) in began {
+            let target = match point {
+                Some(point) => format!("processor process {member} at {}", point.name()),
+                None => format!("processor process {member}"),
             };
-            self.armed.swap_remove(i);
-            let logged = faults.begin(
-                FaultKind::ZombieConsumer,
-                Some(format!("processor process {member} at {}", point.name())),
-            );
             say(
                 self.config,
-                format!(
-                    "processor process {member} stopped itself at {} (SIGSTOP) for {lasting:?}",
-                    point.name()
-                ),
+                format!("paused {target} (SIGSTOP) for {lasting:?}"),
             );
+            let logged = faults.begin(FaultKind::ZombieConsumer, Some(target));
             self.resumes
                 .push((Instant::now() + lasting, member, logged));
         }
